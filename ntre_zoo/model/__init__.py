@@ -1,0 +1,4 @@
+"""The NTRENet model and its head blocks."""
+from .ntrenet import NTRENet, NTRENetOutput, SupportFeatures
+
+__all__ = ["NTRENet", "NTRENetOutput", "SupportFeatures"]
