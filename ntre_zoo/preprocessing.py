@@ -1,0 +1,64 @@
+"""The reference evaluation resize (PFENet ``test.py``, spec section 8) and normalisation, on tensors.
+
+An image larger than ``size`` has its long side scaled to ``size`` keeping the aspect ratio and both sides
+floored to multiples of 8 (473 -> 472); it is pasted at the top-left of a ``size x size`` canvas: images bilinear and padded with 0 *before*
+normalisation (black, as the reference), labels nearest and padded with 255.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["canvas_shape", "image_to_canvas", "mask_to_canvas", "normalize", "logits_to_original", "IGNORE_INDEX"]
+
+IGNORE_INDEX = 255
+
+
+def canvas_shape(height: int, width: int, size: int) -> Tuple[int, int]:
+    """The ``(h, w)`` an ``height x width`` image is resized to before being pasted on the canvas.
+
+    As the reference ``find_new_hw``: an image that already fits is kept as is; a larger one gets its long
+    side set to ``size`` and both sides floored to multiples of 8 (never below 1 pixel).
+    """
+    if max(height, width) <= size:
+        return height, width
+    if height >= width:
+        new_h, new_w = size, int(width * (size * 1.0 / height))
+    else:
+        new_h, new_w = int(height * (size * 1.0 / width)), size
+    return max(new_h // 8 * 8, min(new_h, 1)) or 1, max(new_w // 8 * 8, min(new_w, 1)) or 1
+
+
+def image_to_canvas(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``(3, H, W)`` float image (any range) -> ``(3, size, size)``, resized bilinearly, black padding."""
+    h, w = canvas_shape(image.shape[-2], image.shape[-1], size)
+    resized = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
+    canvas = resized.new_zeros((image.shape[0], size, size))
+    canvas[:, :h, :w] = resized
+    return canvas
+
+
+def mask_to_canvas(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """``(H, W)`` integer label -> ``(size, size)`` int64, resized nearest, padded with 255."""
+    h, w = canvas_shape(mask.shape[-2], mask.shape[-1], size)
+    resized = F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+    canvas = torch.full((size, size), IGNORE_INDEX, dtype=torch.long, device=mask.device)
+    canvas[:h, :w] = resized
+    return canvas
+
+
+def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(..., 3, H, W)`` image in [0, 1] -> normalised with per-channel mean/std."""
+    m = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    s = torch.as_tensor(std, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image - m) / s
+
+
+def logits_to_original(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Canvas maps ``(B, C, S, S)`` -> ``(B, C, height, width)`` as the reference scores them: upsample
+    (bilinear, ``align_corners=True``) to ``L x L`` with ``L = max(height, width)``, keep the top-left."""
+    side = max(height, width)
+    out = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=True)
+    return out[..., :height, :width]
