@@ -1,0 +1,50 @@
+"""Benchmark class names and the train/test classes of each fold (spec section 7.3), for model cards."""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+__all__ = ["BENCHMARK_CLASSES", "fold_classes"]
+
+_PASCAL = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+# COCO 2014 categories in the order of the contiguous label ids 1-80 used by the reference lists.
+_COCO = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+
+#: Class names by benchmark, index i is label id i + 1.
+BENCHMARK_CLASSES: Dict[str, Tuple[str, ...]] = {"pascal5i": _PASCAL, "coco20i": _COCO}
+
+
+def fold_classes(dataset: str, fold: int) -> Tuple[List[str], List[str]]:
+    """``(train classes, test classes)`` of a benchmark fold.
+
+    PASCAL-5i fold i tests ids 5i+1..5i+5. COCO-20i uses the interleaved split (``use_split_coco``, the
+    default of PFENet's COCO configs): fold i tests the ids c with ``(c - 1) % 4 == i``.
+
+    Raises:
+        ValueError: an unknown dataset or a fold outside 0-3.
+    """
+    if dataset not in BENCHMARK_CLASSES:
+        raise ValueError(f"Unknown benchmark {dataset!r}; expected one of {sorted(BENCHMARK_CLASSES)}.")
+    if fold not in (0, 1, 2, 3):
+        raise ValueError(f"fold must be 0, 1, 2 or 3, got {fold!r}.")
+    names = BENCHMARK_CLASSES[dataset]
+    if dataset == "pascal5i":
+        test_ids = set(range(5 * fold + 1, 5 * fold + 6))
+    else:
+        test_ids = {c for c in range(1, 81) if (c - 1) % 4 == fold}
+    train = [n for i, n in enumerate(names, start=1) if i not in test_ids]
+    test = [n for i, n in enumerate(names, start=1) if i in test_ids]
+    return train, test
