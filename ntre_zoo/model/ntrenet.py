@@ -119,16 +119,26 @@ class NTRENet(nn.Module):
         with torch.no_grad():
             return self.backbone.forward_mid(images)
 
-    def encode_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> SupportFeatures:
-        """Encode a support set once so that it can serve many queries.
+    def encode_support(self, support_images: Any, support_masks: Any, **kwargs: Any) -> SupportFeatures:
+        """Encode a support set once so that it can serve many queries (``predict(support, queries)``).
 
         Args:
-            support_images: ``(B, K, 3, H, W)`` normalised images.
-            support_masks: ``(B, K, H, W)`` with 1 = target, 0 = not, 255 = ignore (counts as not target).
+            support_images: ``(B, K, 3, H, W)`` normalised images, or images in any form ``predict``
+                takes (one or a list of K), which are then preprocessed as ``predict`` does.
+            support_masks: ``(B, K, H, W)`` with 1 = target, 0 = not, 255 = ignore (counts as not
+                target), or masks in any form ``predict`` takes.
+            **kwargs: ``device``/``amp_dtype`` for the image form.
 
         Returns:
             :class:`SupportFeatures`.
         """
+        if not (isinstance(support_images, torch.Tensor) and support_images.dim() == 5):
+            from ..inference import encode_support
+
+            return encode_support(self, support_images, support_masks, **kwargs)
+        return self._encode_support_tensors(support_images, support_masks)
+
+    def _encode_support_tensors(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> SupportFeatures:
         _check_support(support_images, support_masks)
         b, k = support_images.shape[:2]
         target = (support_masks == 1).to(support_images.dtype).unsqueeze(2)
@@ -188,7 +198,7 @@ class NTRENet(nn.Module):
         if support is None:
             if support_images is None or support_masks is None:
                 raise ValueError("Pass support_images and support_masks, or a precomputed support=.")
-            support = self.encode_support(support_images, support_masks)
+            support = self._encode_support_tensors(support_images, support_masks)
         support = support.expand(query.shape[0])
 
         # 1. Query features: mid level for the head, layer4 only for the prior mask.

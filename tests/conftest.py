@@ -1,0 +1,41 @@
+"""Shared fixtures: a narrow model of the real timm families, and the ``slow`` marker gate."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ntre_zoo
+
+#: Narrow ResNet-50 layout (same keys as resnet50s, ~130k backbone parameters) and a 16-channel head.
+TINY = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16, pyramid_bins=(8, 4, 2))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_tiny_model(seed: int = 0, **options) -> ntre_zoo.NTRENet:
+    """A tiny NTRENet with random (seeded) weights and non-trivial BN statistics and BG prototype."""
+    torch.manual_seed(seed)
+    model = ntre_zoo.create_model("resnet50", **{**TINY, "test_size": 65, **options})
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+        model.bg_prototype.normal_()
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> ntre_zoo.NTRENet:
+    return make_tiny_model()

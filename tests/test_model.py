@@ -1,0 +1,139 @@
+"""NTRENet: reference parameter checksums, shapes on any size, K-shot fusion, support caching."""
+import pytest
+import torch
+
+import ntre_zoo
+from ntre_zoo.config import ModelConfig
+
+from conftest import make_tiny_model
+
+
+def _episode(batch=1, shot=1, size=(65, 65), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(batch, 3, *size, generator=g)
+    images = torch.randn(batch, shot, 3, *size, generator=g)
+    masks = torch.zeros(batch, shot, *size, dtype=torch.long)
+    masks[..., size[0] // 4 : size[0] // 2, size[1] // 4 : size[1] // 2] = 1
+    return query, images, masks
+
+
+@pytest.mark.parametrize(
+    "backbone, head, total, entries",
+    [
+        ("resnet50", 20_846_868, 44_478_676, 400),
+        ("resnet101", 20_846_868, 63_470_804, 706),
+        ("vgg16_bn", 20_453_652, 35_176_788, 161),
+    ],
+)
+def test_real_size_parameter_checksums_match_the_reference(backbone, head, total, entries):
+    model = ntre_zoo.create_model(backbone)
+    assert sum(p.numel() for p in model.head_parameters()) == head
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert len(model.state_dict()) == entries
+    assert torch.count_nonzero(model.bg_prototype) == 0  # zero-initialised, as the reference
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet101", "vgg16_bn"])
+def test_real_size_backbones_give_logits_at_input_size(backbone):
+    torch.manual_seed(0)
+    model = ntre_zoo.create_model(backbone).eval()
+    with torch.no_grad():
+        out = model(*_episode(size=(49, 65)))
+    assert out.logits.shape == (1, 2, 49, 65)
+    feature = (7, 9) if backbone != "vgg16_bn" else (4, 5)
+    assert out.bg_logits.shape == (1, 2, *feature)
+    assert out.prior.shape == (1, 1, *feature)
+    assert [m.shape[-1] for m in out.do_masks] == [60, 30, 15, 8]
+    assert torch.isfinite(out.logits).all()
+
+
+@pytest.mark.parametrize("size", [(65, 65), (50, 77), (64, 64), (33, 97)])
+def test_any_input_size_works(tiny_model, size):
+    with torch.no_grad():
+        out = tiny_model(*_episode(batch=2, size=size))
+    assert out.logits.shape == (2, 2, *size)
+    assert out.head_logits.shape[-2:] == out.query_features.shape[-2:]
+
+
+def test_k_identical_supports_equal_one_shot(tiny_model):
+    query, images, masks = _episode(shot=1)
+    with torch.no_grad():
+        one = tiny_model(query, images, masks).logits
+        five = tiny_model(query, images.expand(-1, 5, -1, -1, -1), masks.expand(-1, 5, -1, -1)).logits
+    torch.testing.assert_close(five, one, rtol=1e-5, atol=1e-5)
+
+
+def test_k_shot_averages_prototype_and_prior(tiny_model):
+    query, images, masks = _episode(shot=3)
+    with torch.no_grad():
+        joint = tiny_model.encode_support(images, masks)
+        shots = [tiny_model.encode_support(images[:, k : k + 1], masks[:, k : k + 1]) for k in range(3)]
+        out = tiny_model(query, support=joint)
+        priors = [tiny_model(query, support=s).prior for s in shots]
+    torch.testing.assert_close(joint.prototype, torch.stack([s.prototype for s in shots]).mean(0))
+    torch.testing.assert_close(out.prior, torch.stack(priors).mean(0))
+
+
+def test_cached_support_gives_the_same_logits(tiny_model):
+    query, images, masks = _episode(batch=1, shot=2)
+    with torch.no_grad():
+        direct = tiny_model(query, images, masks).logits
+        support = tiny_model.encode_support(images, masks)
+        cached = tiny_model(query.expand(3, -1, -1, -1), support=support).logits
+    torch.testing.assert_close(cached, direct.expand(3, -1, -1, -1))
+
+
+def test_ignore_pixels_count_as_not_target(tiny_model):
+    query, images, masks = _episode()
+    ignored = masks.clone()
+    ignored[..., :5, :] = 255
+    zeroed = masks.clone()
+    zeroed[..., :5, :] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_model(query, images, ignored).logits, tiny_model(query, images, zeroed).logits)
+
+
+def test_forward_is_deterministic_and_seeded_models_are_equal():
+    a, b = make_tiny_model(seed=3), make_tiny_model(seed=3)
+    episode = _episode()
+    with torch.no_grad():
+        assert torch.equal(a(*episode).logits, a(*episode).logits)
+        assert torch.equal(a(*episode).logits, b(*episode).logits)
+
+
+def test_training_mode_returns_the_loss_inputs(tiny_model):
+    tiny_model.train()
+    out = tiny_model(*_episode(batch=2, shot=2))
+    assert len(out.bin_logits) == len(out.initial_logits) == 3
+    assert out.support_bg_logits.shape[:3] == (2, 2, 2)
+    assert out.logits.requires_grad
+    assert all(p.grad is None for p in tiny_model.backbone.parameters())
+
+
+def test_eval_mode_skips_the_training_only_heads(tiny_model):
+    with torch.no_grad():
+        out = tiny_model(*_episode())
+    assert out.bin_logits == [] and out.support_bg_logits is None
+
+
+def test_bad_shapes_are_named(tiny_model):
+    query, images, masks = _episode(shot=2)
+    with pytest.raises(ValueError, match=r"support_masks has shape \(1, 1, 65, 65\).*implies \(1, 2, 65, 65\)"):
+        tiny_model(query, images, masks[:, :1])
+    with pytest.raises(ValueError, match=r"query must have shape \(B, 3, H, W\)"):
+        tiny_model(query[0], images, masks)
+    with pytest.raises(ValueError, match="support_images must have shape"):
+        tiny_model(query, images[0], masks[0])
+    with pytest.raises(ValueError, match="support="):
+        tiny_model(query)
+
+
+def test_config_round_trip_and_validation():
+    config = ModelConfig(backbone={"name": "resnet50", "layers": [1, 1, 1, 1]}, reduce_dim=32, pyramid_bins=[60, 0.5])
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="bg_prototypes=2 is not supported"):
+        ModelConfig(bg_prototypes=2)
+    with pytest.raises(ValueError, match="Unknown ModelConfig keys"):
+        ModelConfig.from_dict({"backbone": "resnet50", "widht": 3})
+    with pytest.raises(ValueError, match="Unknown option"):
+        ntre_zoo.create_model("resnet50", reduce_dims=3)
