@@ -88,7 +88,7 @@ def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise ValueError(f"{name}: a numpy image must have shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}.")
     array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[..., :3]
-    return _scale(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), name)
+    return _scale(torch.from_numpy(np.require(array, requirements=("C", "W"))).permute(2, 0, 1), name)
 
 
 def _scale(tensor: torch.Tensor, name: str) -> torch.Tensor:
@@ -124,7 +124,7 @@ def load_mask(value: Any, name: str) -> torch.Tensor:
             raise ValueError(f"{name}: a mask must be a single-channel image (L, P or 1), got mode {value.mode!r}.")
         value = np.asarray(value.convert("L") if value.mode in ("LA", "PA") else value)
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        value = torch.from_numpy(np.require(value, requirements=("C", "W")))
     if not isinstance(value, torch.Tensor):
         raise TypeError(
             f"{name}: expected a file path, PIL.Image, numpy array or torch.Tensor mask, got {type(value).__name__}."
