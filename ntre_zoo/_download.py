@@ -1,0 +1,129 @@
+"""Hub downloads through ``huggingface_hub`` (its cache, pinned revisions, mirrors, offline mode) and sha256 checks."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import (
+    LocalEntryNotFoundError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .errors import ChecksumMismatchError, WeightsUnavailableError
+
+__all__ = ["cached_path", "default_cache_dir", "hub_download", "resolve_endpoint", "sha256_file", "verify_sha256"]
+
+PathLike = Union[str, Path]
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def resolve_endpoint(endpoint: Optional[str] = None) -> Optional[str]:
+    """``endpoint``, else ``HF_ENDPOINT`` read now (huggingface_hub reads it only at import), else None."""
+    value = endpoint or os.environ.get("HF_ENDPOINT") or None
+    return value.rstrip("/") if value else None
+
+
+def default_cache_dir() -> Path:
+    """huggingface_hub's cache, honouring ``HF_HUB_CACHE`` / ``HF_HOME`` as they are set now."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(hf_constants.HF_HUB_CACHE)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE or hf_constants.HF_HUB_OFFLINE
+
+
+def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: PathLike, expected: Optional[str], what: str) -> None:
+    """Raise unless ``path`` hashes to ``expected`` (no-op when nothing is expected).
+
+    Raises:
+        ChecksumMismatchError: the digests differ; the message says what to do.
+    """
+    if not expected:
+        return
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise ChecksumMismatchError(
+            f"sha256 of {str(path)!r} is {actual}, but the manifest expects {expected} for {what}. The file is "
+            "corrupted or was replaced; nothing was loaded. Delete it (e.g. `hf cache delete`, or remove the "
+            "file) and download again; if the mismatch persists, the manifest entry or the uploaded file is wrong."
+        )
+
+
+def hub_download(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: Optional[str] = None,
+    cache_dir: Optional[PathLike] = None,
+    local_files_only: bool = False,
+    endpoint: Optional[str] = None,
+    token: Optional[Union[str, bool]] = None,
+) -> Path:
+    """Fetch one file with ``hf_hub_download`` (progress bar, cache, ``HF_HUB_OFFLINE``), or its cached copy.
+
+    Raises:
+        WeightsUnavailableError: the repository, revision or file does not exist, or the file is not cached
+            while downloads are off; the message names the repository, revision, endpoint and cache.
+    """
+    from . import __version__
+
+    endpoint = resolve_endpoint(endpoint)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    offline = local_files_only or _offline()
+    where = f"{repo_id}@{revision or 'main'} on {endpoint or hf_constants.ENDPOINT}"
+    try:
+        path = hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=str(cache),
+            local_files_only=offline,
+            endpoint=endpoint,
+            token=token,
+            library_name="ntre-zoo",
+            library_version=__version__,
+        )
+    except RepositoryNotFoundError as error:
+        raise WeightsUnavailableError(
+            f"Hub repository {repo_id!r} was not found ({where}). Check the repo id; a private repository needs a "
+            "token (`hf auth login` or token=)."
+        ) from error
+    except RevisionNotFoundError as error:
+        raise WeightsUnavailableError(f"Revision {revision!r} does not exist in {where}.") from error
+    except LocalEntryNotFoundError as error:
+        reason = "downloads are off (local_files_only=True or HF_HUB_OFFLINE=1)" if offline else "the Hub could not be reached"
+        raise WeightsUnavailableError(
+            f"{filename!r} of {where} is not in the cache {str(cache)!r} and {reason}. Download it once online "
+            "(`ntre-zoo download NAME`), or set HF_ENDPOINT to a reachable mirror."
+        ) from error
+    except RemoteEntryNotFoundError as error:
+        raise WeightsUnavailableError(f"File {filename!r} is not in {where}.") from error
+    return Path(path)
+
+
+def cached_path(
+    repo_id: str, filename: str, revision: Optional[str] = None, cache_dir: Optional[PathLike] = None
+) -> Optional[Path]:
+    """Where a Hub file sits in the cache, or None if it has not been downloaded."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)
+    return Path(found) if isinstance(found, str) else None
