@@ -1,0 +1,130 @@
+"""``DataConfig`` and ``build_dataset``: one entry point for every benchmark's episodes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+from .augment import AugmentConfig
+from .coco20i import coco20i_source
+from .episodes import EpisodeDataset, ImageSource
+from .folder import folder_source
+from .index import MIN_PIXELS, label_class_counts
+from .pascal5i import pascal5i_source
+from .splits import COCO_SPLITS, FoldSplit, coco20i_split, custom_split, pascal5i_split
+
+__all__ = ["DATASETS", "DEFAULT_EPISODES", "DataConfig", "build_dataset", "fold_split"]
+
+DATASETS = ("pascal5i", "coco20i", "folder")
+#: Evaluation episodes of the paper (following MLC): 1000 on PASCAL-5i, 4000 on COCO-20i.
+DEFAULT_EPISODES = {"pascal5i": 1000, "coco20i": 4000, "folder": 1000}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which benchmark, fold and episode shape to load.
+
+    Args:
+        dataset: ``pascal5i``, ``coco20i`` or ``folder``.
+        root: the data root (``VOC2012``, the COCO root, or the folder dataset).
+        fold: 0-3 (ignored by ``folder``).
+        shot: supports per episode.
+        coco_split: ``interleaved`` (default, PFENet's ``use_split_coco``) or ``contiguous``.
+        novel_classes: the test classes of a ``folder`` dataset.
+        min_pixels: the class-list threshold (2 * 32 * 32 in the reference).
+        augment: training augmentation.
+        test_size: evaluation canvas side (the model's ``config.test_size``).
+        mean, std: input normalisation (the model's ``config.mean/std``).
+    """
+
+    dataset: str = "pascal5i"
+    root: str = "."
+    fold: int = 0
+    shot: int = 1
+    coco_split: str = "interleaved"
+    novel_classes: Optional[Tuple[int, ...]] = None
+    min_pixels: int = MIN_PIXELS
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    test_size: int = 473
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"Unknown dataset {self.dataset!r}. Expected one of: {', '.join(DATASETS)}.")
+        if self.coco_split not in COCO_SPLITS:
+            raise ValueError(f"Unknown coco_split {self.coco_split!r}. Expected one of: {', '.join(COCO_SPLITS)}.")
+        if self.dataset != "folder" and self.fold not in (0, 1, 2, 3):
+            raise ValueError(f"fold must be 0, 1, 2 or 3, got {self.fold!r}.")
+        if self.shot < 1:
+            raise ValueError(f"shot must be >= 1, got {self.shot!r}.")
+        if self.novel_classes is not None:
+            object.__setattr__(self, "novel_classes", tuple(int(c) for c in self.novel_classes))
+
+
+def _source(config: DataConfig, split: str, progress: bool) -> ImageSource:
+    if config.dataset == "pascal5i":
+        return pascal5i_source(config.root, split)
+    if config.dataset == "coco20i":
+        return coco20i_source(config.root, split, progress=progress)
+    return folder_source(config.root, split)
+
+
+def fold_split(config: DataConfig, source: Optional[ImageSource] = None, progress: bool = True) -> FoldSplit:
+    """The fold's train and test classes; a folder dataset without ``classes.json`` uses every class
+    found in its masks (which needs ``source``)."""
+    if config.dataset == "pascal5i":
+        return pascal5i_split(config.fold)
+    if config.dataset == "coco20i":
+        return coco20i_split(config.fold, config.coco_split)
+    class_ids = list(source.class_names) if source is not None and source.class_names else None
+    if class_ids is None:
+        if source is None:
+            raise ValueError("A folder dataset without classes.json needs its source to list its classes.")
+        counts = label_class_counts(source.labels, root=source.root, cache_dir=source.cache_dir, name=source.name, progress=progress)
+        class_ids = sorted({c for image in counts for c in image})
+    return custom_split(class_ids, config.novel_classes)
+
+
+def build_dataset(
+    config: DataConfig,
+    split: str,
+    *,
+    episodes: Optional[int] = None,
+    seed: int = 321,
+    progress: bool = True,
+) -> EpisodeDataset:
+    """Episodes of ``split`` (``train``: the fold's base classes, augmented; ``val``: its novel classes,
+    test-resized) of the configured benchmark.
+
+    Args:
+        config: dataset, root, fold, shot and preprocessing.
+        split: ``train`` or ``val``.
+        episodes: number of items (default: the data-list length).
+        seed: the episode seed.
+        progress: tqdm bars while indexing.
+
+    Raises:
+        FileNotFoundError: the data root does not have the benchmark's layout.
+        ValueError: bad settings, or no episode can be formed.
+    """
+    source = _source(config, split, progress)
+    if config.dataset == "folder":
+        # Both splits of a folder dataset share the class table, so read it from the whole folder.
+        split_classes = fold_split(config, source, progress)
+    else:
+        split_classes = fold_split(config)
+    return EpisodeDataset(
+        source,
+        split_classes.classes(split),
+        split=split,
+        shot=config.shot,
+        episodes=episodes,
+        seed=seed,
+        augment=config.augment,
+        test_size=config.test_size,
+        mean=config.mean,
+        std=config.std,
+        min_pixels=config.min_pixels,
+        progress=progress,
+    )

@@ -1,0 +1,99 @@
+"""PASCAL-5i from a ``VOCdevkit/VOC2012`` tree with ``JPEGImages/`` and ``SegmentationClassAug/`` (VOC + SBD)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+from .episodes import ImageSource
+from .splits import PASCAL_CLASSES
+
+__all__ = ["find_voc_root", "pascal5i_source", "TRAIN_LISTS", "VAL_LISTS"]
+
+#: Image lists looked for, first found wins (paths relative to ``VOC2012``).
+TRAIN_LISTS = ("ImageSets/SegmentationAug/train_aug.txt", "ImageSets/SegmentationAug/trainaug.txt")
+VAL_LISTS = ("ImageSets/Segmentation/val.txt", "ImageSets/SegmentationAug/val.txt")
+CACHE_DIR = "ntre_zoo_cache"
+
+
+def find_voc_root(root: Union[str, Path]) -> Path:
+    """The ``VOC2012`` directory given it, ``VOCdevkit`` or their parent.
+
+    Raises:
+        FileNotFoundError: none of them holds ``JPEGImages/`` and ``SegmentationClassAug/``.
+    """
+    root = Path(root).expanduser()
+    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "JPEGImages").is_dir() and (candidate / "SegmentationClassAug").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"No PASCAL VOC tree under {str(root)!r}: expected VOC2012/ (or VOCdevkit/VOC2012/) with JPEGImages/ "
+        "and SegmentationClassAug/. Pass the VOC2012 directory as the data root, or make a synthetic one "
+        "with `ntre-zoo make-synthetic OUT`."
+    )
+
+
+def _read_list(voc: Path, path: Path) -> List[Tuple[Path, Path]]:
+    """Lines are image ids (``2007_000032``) or ``JPEGImages/x.jpg SegmentationClassAug/x.png`` pairs."""
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) == 1:
+            pairs.append((voc / "JPEGImages" / f"{parts[0]}.jpg", voc / "SegmentationClassAug" / f"{parts[0]}.png"))
+        elif len(parts) == 2:
+            pairs.append((voc / parts[0].lstrip("/"), voc / parts[1].lstrip("/")))
+        else:
+            raise ValueError(f"{str(path)!r} line {number}: expected an image id or 'image label' paths, got {line!r}.")
+    return pairs
+
+
+def _first_list(voc: Path, names: Tuple[str, ...]) -> Optional[Path]:
+    return next((voc / n for n in names if (voc / n).is_file()), None)
+
+
+def pascal5i_source(root: Union[str, Path], split: str) -> ImageSource:
+    """The image/label pairs of the ``train`` or ``val`` split.
+
+    The standard lists are used when present (``train_aug.txt``, ``val.txt``). Without them, ``val`` is
+    every label in ``SegmentationClassAug`` and ``train`` every label not in the val list. Train
+    entries that also appear in the val list are dropped, and duplicates are removed (as the reference's
+    ``voc_sbd_merge_noduplicate`` list), keeping the first occurrence.
+
+    Raises:
+        FileNotFoundError: no VOC tree, or a listed image or label is missing.
+        ValueError: an unknown split.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}.")
+    voc = find_voc_root(root)
+    val_list = _first_list(voc, VAL_LISTS)
+    val_pairs = _read_list(voc, val_list) if val_list else None
+    if split == "val":
+        pairs = val_pairs
+    else:
+        train_list = _first_list(voc, TRAIN_LISTS)
+        pairs = _read_list(voc, train_list) if train_list else None
+    if pairs is None:
+        labels = sorted((voc / "SegmentationClassAug").glob("*.png"))
+        pairs = [(voc / "JPEGImages" / f"{p.stem}.jpg", p) for p in labels]
+    if split == "train" and val_pairs:
+        held_out = {label.stem for _, label in val_pairs}
+        pairs = [p for p in pairs if p[1].stem not in held_out]
+    seen, unique = set(), []
+    for pair in pairs:
+        if pair not in seen:
+            seen.add(pair)
+            unique.append(pair)
+    for image, label in unique[:1] + unique[-1:]:
+        for path in (image, label):
+            if not path.is_file():
+                raise FileNotFoundError(f"{str(path)!r} is listed for PASCAL-5i {split} but does not exist.")
+    return ImageSource(
+        name=f"pascal5i_{split}",
+        root=voc,
+        images=tuple(p[0] for p in unique),
+        labels=tuple(p[1] for p in unique),
+        class_names={i + 1: n for i, n in enumerate(PASCAL_CLASSES)},
+        cache_dir=voc / CACHE_DIR,
+    )
