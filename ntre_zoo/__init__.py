@@ -1,6 +1,9 @@
 """ntre-zoo: NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022) on timm backbones."""
 from .config import BackboneConfig, ModelConfig
+from .convert import from_official_checkpoint
 from .factory import create_model
+from .hub import from_pretrained
+from .manifest import list_models
 from .model import NTRENet, NTRENetOutput, SupportFeatures
 
 __version__ = "0.1.0"
@@ -12,5 +15,8 @@ __all__ = [
     "NTRENetOutput",
     "SupportFeatures",
     "create_model",
+    "from_official_checkpoint",
+    "from_pretrained",
+    "list_models",
     "__version__",
 ]

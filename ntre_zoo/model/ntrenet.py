@@ -258,6 +258,18 @@ class NTRENet(nn.Module):
 
         return predict(self, support_imgs, support_masks, query, **kwargs)
 
+    def save_pretrained(self, save_directory: Any, *, metadata: Optional[dict] = None) -> Any:
+        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`ntre_zoo.hub.save_pretrained`."""
+        from ..hub import save_pretrained
+
+        return save_pretrained(self, save_directory, metadata=metadata)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload to a Hub repository and print the manifest entry; see :func:`ntre_zoo.hub.push_to_hub`."""
+        from ..hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
     def extra_repr(self) -> str:
         return f"backbone={self.config.backbone.name!r}, shot={self.config.shot}, reduce_dim={self.config.reduce_dim}"
 
