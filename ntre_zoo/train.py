@@ -1,0 +1,59 @@
+"""``fine_tune``: train or fine-tune any NTRENet (a model, a zoo name or a saved directory) on episodes."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .training import TrainConfig, Trainer, TrainResult
+from .training.trainer import EvaluateFn
+
+__all__ = ["fine_tune", "TrainConfig", "Trainer", "TrainResult"]
+
+
+def fine_tune(
+    model: Union[nn.Module, str, os.PathLike],
+    dataset: Dataset,
+    *,
+    val_dataset: Optional[Dataset] = None,
+    config: Optional[TrainConfig] = None,
+    output_dir: Optional[Union[str, os.PathLike]] = None,
+    resume: bool = False,
+    evaluate_fn: Optional[EvaluateFn] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` with the NTRENet recipe, starting from its current weights.
+
+    Args:
+        model: an ``NTRENet``, or anything ``ntre_zoo.from_pretrained`` accepts (a zoo name, a local
+            directory written by ``save_pretrained`` or by a training run's ``OUT/best``).
+        dataset: training episodes (the ``ntre_zoo.data`` item contract).
+        val_dataset: validation episodes; evaluated with ``ntre_zoo.evaluation`` every
+            ``config.validation_interval()`` epochs, and the best weights are kept in ``OUT/best``.
+        config: hyper-parameters (default: the ``reference`` preset); ``**overrides`` replace fields of it,
+            e.g. ``fine_tune(name, data, epochs=5, base_lr=1e-4)``.
+        output_dir: where checkpoints and exported weights go (see :mod:`ntre_zoo.training.trainer`).
+        resume: continue the run in ``output_dir`` from its last checkpoint.
+        evaluate_fn: a custom validation callback ``model -> {metric: value}`` instead of ``val_dataset``.
+        device: defaults to CUDA when available.
+        metadata: extra model-card fields (dataset, fold, shot ...).
+
+    Returns:
+        :class:`~ntre_zoo.training.TrainResult` with the trained model.
+    """
+    if not isinstance(model, nn.Module):
+        from . import from_pretrained
+
+        model = from_pretrained(model)
+    config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
+    if evaluate_fn is None and val_dataset is not None:
+        from .training.validation import make_evaluate_fn
+
+        evaluate_fn = make_evaluate_fn(val_dataset, config)
+    trainer = Trainer(model, dataset, config, output_dir=output_dir, evaluate_fn=evaluate_fn, device=device, metadata=metadata)
+    return trainer.fit(resume=resume)

@@ -1,0 +1,161 @@
+"""``TrainConfig``: every training hyper-parameter in one dataclass, and the two named presets."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+from ..losses import LossConfig
+
+__all__ = ["TrainConfig", "PRESETS", "RESUMABLE_OVERRIDES"]
+
+#: Fields a resumed run may change: they do not alter the trajectory of the weights.
+RESUMABLE_OVERRIDES = frozenset({"max_steps", "progress", "num_workers", "log_every", "checkpoint_every"})
+
+#: Named presets (spec 7.1 and 10.6). The paper and the code disagree; see docs/training.md.
+#: ``reference``: the authors' repo config (base_lr 0.0025 x 10 = 0.025 effective, batch 4, 150 epochs).
+#: ``paper``: the paper's text (lr 0.03 effective, batch 32, 200 epochs on PASCAL-5i, 50 on COCO-20i).
+PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "reference": {"*": {"base_lr": 0.0025, "batch_size": 4, "epochs": 150}},
+    "paper": {
+        "*": {"base_lr": 0.003, "batch_size": 32, "epochs": 200},
+        "coco20i": {"epochs": 50},
+    },
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Episodic training hyper-parameters. Defaults are the reference preset (``TrainConfig.preset("reference")``).
+
+    Args:
+        preset: name of the preset the values came from (recorded, not interpreted).
+        epochs: passes over the training dataset.
+        batch_size: episodes per optimizer step over all processes (divided among the ranks).
+        base_lr: the reference's ``base_lr``; the learning rate is ``lr_multiplier * base_lr * (1 - t/T)^power``.
+        lr_multiplier: 10 in the reference (``index_split = -1`` puts every group at 10x).
+        power: poly exponent, 0.9.
+        momentum: SGD momentum, 0.9.
+        weight_decay: SGD weight decay, 1e-4, on every head parameter (biases and the BG prototype included).
+        grad_clip: clip the head's gradient norm to this value; None (the reference) for no clipping.
+        backbone_bn: ``"train"`` (the reference: frozen weights, BN in train mode with batch statistics and
+            drifting running statistics) or ``"eval"`` (BN statistics frozen too).
+        amp: mixed precision on CUDA (ignored on CPU).
+        amp_dtype: ``"float16"`` (with gradient scaling) or ``"bfloat16"``.
+        seed: seeds every RNG (321 in the reference).
+        deterministic: cuDNN deterministic, no benchmark (the reference's setting with a seed).
+        shuffle: shuffle the training episodes each epoch.
+        num_workers: DataLoader worker processes.
+        val_every: validate every this many epochs; None = the reference's rule (every 2, or every epoch
+            when ``epochs <= 50``); 0 = never.
+        val_episodes: episodes per validation (the paper: 1000 PASCAL, 4000 COCO).
+        val_seed: seed of the validation episodes (321, the reference's ``fix_random_seed_val``).
+        select_metric: validation metric that picks the best checkpoint (higher is better).
+        checkpoint_every: also write the last checkpoint every this many steps (None: at epoch ends only).
+        max_steps: stop (with a checkpoint) after this many optimizer steps in total; the schedule still spans
+            all ``epochs``, so ``--resume`` continues it exactly. None: run every epoch.
+        log_every: steps between TensorBoard scalars and loss reductions across ranks.
+        progress: show a tqdm progress bar (rank 0 only).
+        loss: the loss weights and PCL bank settings.
+    """
+
+    preset: str = "reference"
+    epochs: int = 150
+    batch_size: int = 4
+    base_lr: float = 0.0025
+    lr_multiplier: float = 10.0
+    power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    grad_clip: Optional[float] = None
+    backbone_bn: str = "train"
+    amp: bool = True
+    amp_dtype: str = "float16"
+    seed: int = 321
+    deterministic: bool = True
+    shuffle: bool = True
+    num_workers: int = 0
+    val_every: Optional[int] = None
+    val_episodes: int = 1000
+    val_seed: int = 321
+    select_metric: str = "miou"
+    checkpoint_every: Optional[int] = None
+    max_steps: Optional[int] = None
+    log_every: int = 10
+    progress: bool = True
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, Mapping):
+            object.__setattr__(self, "loss", LossConfig(**self.loss))
+        for name in ("epochs", "batch_size", "log_every", "val_episodes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}.")
+        for name in ("base_lr", "lr_multiplier", "momentum", "weight_decay", "power"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
+        if self.backbone_bn not in ("train", "eval"):
+            raise ValueError(f"backbone_bn must be 'train' (the reference) or 'eval', got {self.backbone_bn!r}.")
+        if self.amp_dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}.")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or None (no clipping), got {self.grad_clip!r}.")
+        for name in ("val_every", "checkpoint_every", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and (int(value) < 0 or (name != "val_every" and int(value) == 0)):
+                raise ValueError(f"TrainConfig.{name} must be a positive integer or None, got {value!r}.")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}.")
+
+    # ------------------------------------------------------------------ presets and I/O
+    @classmethod
+    def from_preset(cls, name: str = "reference", benchmark: str = "pascal5i", **overrides: Any) -> "TrainConfig":
+        """A preset, optionally with some fields replaced.
+
+        Args:
+            name: ``reference`` or ``paper``.
+            benchmark: ``pascal5i``, ``coco20i`` or anything else (only the paper preset's epochs depend on it).
+            **overrides: TrainConfig fields.
+
+        Raises:
+            ValueError: an unknown preset or field.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown training preset {name!r}. Expected one of: {', '.join(PRESETS)}.")
+        values: Dict[str, Any] = {"preset": name, **PRESETS[name]["*"], **PRESETS[name].get(benchmark, {})}
+        return cls.from_dict({**values, **overrides})
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-serialisable dict (the loss config nested)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown TrainConfig field(s) {unknown}; expected a subset of {sorted(known)}.")
+        values = dict(data)
+        if isinstance(values.get("loss"), Mapping):
+            loss_known = {f.name for f in dataclasses.fields(LossConfig)}
+            bad = sorted(set(values["loss"]) - loss_known)
+            if bad:
+                raise ValueError(f"Unknown LossConfig field(s) {bad}; expected a subset of {sorted(loss_known)}.")
+            values["loss"] = LossConfig(**values["loss"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def trajectory_differences(self, other: "TrainConfig") -> Dict[str, Any]:
+        """Fields (other than :data:`RESUMABLE_OVERRIDES`) whose values differ: ``{name: (self, other)}``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if k not in RESUMABLE_OVERRIDES and mine[k] != theirs[k]}
+
+    def validation_interval(self) -> int:
+        """Epochs between validations (0: never), with the reference's rule when ``val_every`` is None."""
+        if self.val_every is not None:
+            return int(self.val_every)
+        return 1 if self.epochs <= 50 else 2

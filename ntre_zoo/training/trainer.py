@@ -1,0 +1,407 @@
+"""The episodic trainer: SGD with the reference's groups and poly schedule, DO bank, checkpoints, resume, DDP.
+
+Output directory layout (rank 0 writes it):
+
+* ``train_config.json``: the :class:`~ntre_zoo.training.TrainConfig` and the model config.
+* ``checkpoints/last.pt``: the full training state (model, optimizer, scaler, DO bank, every rank's RNG
+  states, epoch, step and sampler position); ``--resume`` continues from it. ``checkpoints/best.pt``: the
+  same at the best validation. Both are written atomically.
+* ``last/`` and ``best/``: the weights exported with ``save_pretrained`` (``config.json``,
+  ``model.safetensors``, model card with the measured metrics): ``from_pretrained("OUT/best")`` loads them.
+* ``metrics.jsonl``: one line per epoch (mean training loss, lr, validation metrics); ``tensorboard/`` when
+  the ``tensorboard`` package is installed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..losses import NTRENetLoss
+from .config import TrainConfig
+from .distributed import DistributedContext, EpisodeBatchSampler, SeededEpisodes, all_gather_cat, collate_episodes
+from .optim import build_optimizer, poly_lr, set_lr
+from .state import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+
+__all__ = ["Trainer", "TrainResult", "EvaluateFn"]
+
+#: ``evaluate_fn(model) -> {"miou": ..., ...}``; it is called on every rank (see :mod:`.validation`).
+EvaluateFn = Callable[[nn.Module], Mapping[str, float]]
+CHECKPOINT_FORMAT = "ntre-zoo-train-state/1"
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes:
+        model: the trained model (unwrapped, last weights, in eval mode).
+        step: optimizer steps done in total.
+        epoch: completed epochs.
+        best_metric: best validation value of ``config.select_metric`` (None without validation).
+        history: one dict per completed epoch (as in ``metrics.jsonl``).
+        output_dir: where files were written, or None.
+    """
+
+    model: nn.Module
+    step: int
+    epoch: int
+    best_metric: Optional[float] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    output_dir: Optional[Path] = None
+
+
+class Trainer:
+    """Trains an NTRENet on an episode dataset following the ``ntre_zoo.data`` contract.
+
+    Args:
+        model: the network (its backbone stays frozen); moved to ``device``.
+        train_dataset: items with ``query_image``, ``query_mask``, ``support_images``, ``support_masks`` and
+            ``class_index`` (see :mod:`ntre_zoo.data`). A ``set_epoch(epoch)`` method is called each epoch.
+        config: hyper-parameters.
+        output_dir: where checkpoints and exports go (None: nothing is written and resume is unavailable).
+        evaluate_fn: validation callback, run every ``config.validation_interval()`` epochs on every rank.
+        device: defaults to this rank's CUDA device, else the CPU.
+        metadata: extra fields for the exported model card (dataset, fold, ...).
+        distributed: the process group view; defaults to the initialised default group, if any.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_dataset: Dataset,
+        config: Optional[TrainConfig] = None,
+        *,
+        output_dir: Optional[Union[str, os.PathLike]] = None,
+        evaluate_fn: Optional[EvaluateFn] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        distributed: Optional[DistributedContext] = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.dist = distributed or DistributedContext.current()
+        self.device = torch.device(device) if device is not None else self.dist.device()
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.metadata = dict(metadata or {})
+        self.evaluate_fn = evaluate_fn
+        if self.config.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"batch_size={self.config.batch_size} (episodes per step over all processes) must be divisible by "
+                f"the {self.dist.world_size} processes."
+            )
+        self.model = model.to(self.device)
+        self.dataset = train_dataset
+        self.sampler = EpisodeBatchSampler(
+            len(train_dataset),  # type: ignore[arg-type]
+            self.config.batch_size // self.dist.world_size,
+            self.config.seed,
+            self.dist.rank,
+            self.dist.world_size,
+            self.config.shuffle,
+        )
+        self.optimizer = build_optimizer(self.model, self.config)
+        self.criterion = NTRENetLoss(self.config.loss)
+        self.amp = self.config.amp and self.device.type == "cuda"
+        self.amp_dtype = getattr(torch, self.config.amp_dtype)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.network: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        # Position: the epoch in progress, batches of it already done, optimizer steps done.
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_metric: Optional[float] = None
+        self.history: List[Dict[str, Any]] = []
+        self._writer = None
+
+    # ------------------------------------------------------------------ public
+    @property
+    def total_steps(self) -> int:
+        """T of the poly schedule: ``epochs * batches per epoch``."""
+        return self.config.epochs * len(self.sampler)
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until ``config.epochs`` (or ``config.max_steps``) and return the result.
+
+        Args:
+            resume: continue from ``output_dir/checkpoints/last.pt`` (bit-exact on CPU: the same weights as a
+                run that was never interrupted).
+
+        Raises:
+            FileNotFoundError: ``resume`` without a checkpoint.
+            ValueError: the checkpoint was written with a different trajectory-changing config.
+        """
+        if resume:
+            if self.output_dir is None:
+                raise ValueError("resume=True needs the output_dir of the run to continue.")
+            self.load_state(load_checkpoint(self.output_dir / "checkpoints" / "last.pt"))
+        else:
+            # Different streams per rank (dropout, PCL sampling); identical weights come from DDP's broadcast.
+            seed_everything(self.config.seed + self.dist.rank, self.config.deterministic)
+        if self.dist.is_main and self.output_dir is not None:
+            self._write_config()
+            self._writer = _tensorboard_writer(self.output_dir / "tensorboard")
+        try:
+            self._run()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+        self.model.eval()
+        return TrainResult(self.model, self.step, self.epoch, self.best_metric, list(self.history), self.output_dir)
+
+    # ------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        cfg = self.config
+        while self.epoch < cfg.epochs:
+            if self._reached_max_steps():
+                break
+            sums: Dict[str, float] = {}
+            self._train_epoch(sums)
+            if self.batch_in_epoch < len(self.sampler):  # stopped by max_steps inside the epoch
+                self.save_checkpoint("last")
+                break
+            done = self.epoch
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            record: Dict[str, Any] = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
+            count = max(sums.pop("_batches", 0.0), 1.0)
+            record.update({f"train_{k}": v / count for k, v in sums.items()})
+            interval = cfg.validation_interval()
+            improved, metrics = False, {}
+            if self.evaluate_fn is not None and interval and (done % interval == 0 or self.epoch == cfg.epochs):
+                metrics = self._validate()
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                value = metrics.get(cfg.select_metric)
+                if value is None:
+                    raise KeyError(f"Validation returned {sorted(metrics)}; select_metric={cfg.select_metric!r} is not among them.")
+                improved = self.best_metric is None or value > self.best_metric
+                if improved:
+                    self.best_metric = float(value)
+            self.history.append(record)
+            self._log_epoch(record)
+            if improved:
+                self.save_checkpoint("best")
+                self._export("best", metrics)
+            self.save_checkpoint("last")
+        if self.epoch >= cfg.epochs or self._reached_max_steps():
+            self._export("last", self._last_metrics())
+
+    def _train_epoch(self, sums: Dict[str, float]) -> None:
+        cfg = self.config
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        generator = torch.Generator().manual_seed(cfg.seed + self.epoch)  # worker seeds; keeps the global RNG untouched
+        loader = DataLoader(
+            SeededEpisodes(self.dataset),
+            batch_sampler=self.sampler,
+            num_workers=cfg.num_workers,
+            collate_fn=collate_episodes,
+            pin_memory=self.device.type == "cuda",
+            generator=generator,
+        )
+        self._set_train_mode()
+        bar = tqdm(
+            total=len(self.sampler),
+            initial=self.batch_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=not (cfg.progress and self.dist.is_main),
+            dynamic_ncols=True,
+        )
+        with bar:
+            for batch in loader:
+                terms = self.train_step(batch)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                sums["_batches"] = sums.get("_batches", 0.0) + 1
+                self.batch_in_epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{terms['total']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint("last")
+                if self._reached_max_steps():
+                    break
+
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> Dict[str, float]:
+        """One optimizer step on a collated batch; returns the loss terms (floats, this rank's)."""
+        cfg = self.config
+        self.step += 1
+        lr = poly_lr(cfg, self.step, self.total_steps)
+        set_lr(self.optimizer, lr)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
+        with autocast:
+            output = self.network(batch["query_image"], batch["support_images"], batch["support_masks"])
+        gather = all_gather_cat if self.dist.enabled else None
+        loss = self.criterion(output, batch["query_mask"], batch["support_masks"], batch["class_index"], gather)
+        if not torch.isfinite(loss.total):
+            raise RuntimeError(
+                f"The training loss is {loss.total.item()} at step {self.step} (lr {lr:.3g}); lower base_lr or set grad_clip."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss.total).backward()
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        terms = {"total": float(loss.total.detach()), **{k: float(v) for k, v in loss.terms.items()}}
+        if self._writer is not None and self.step % cfg.log_every == 0:
+            for k, v in terms.items():
+                self._writer.add_scalar(f"train/{k}", v, self.step)
+            self._writer.add_scalar("train/lr", lr, self.step)
+        return terms
+
+    def _set_train_mode(self) -> None:
+        self.network.train()
+        if self.config.backbone_bn == "eval":
+            getattr(self.model, "backbone").eval()
+
+    def _reached_max_steps(self) -> bool:
+        return self.config.max_steps is not None and self.step >= self.config.max_steps
+
+    def _validate(self) -> Dict[str, float]:
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in self.evaluate_fn(self.model).items()}  # type: ignore[misc]
+        finally:
+            self._set_train_mode()
+        if self._writer is not None:
+            for k, v in metrics.items():
+                self._writer.add_scalar(f"val/{k}", v, self.step)
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        """The full training state of this rank (RNG states of every rank are gathered by :meth:`save_checkpoint`)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "bank": self.criterion.bank.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "best_metric": self.best_metric,
+            "history": json.dumps(self.history),
+            "config": json.dumps(self.config.to_dict()),
+            "world_size": self.dist.world_size,
+            "rng": [rng_state()],
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (as written by :meth:`save_checkpoint`) into this trainer."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"Not an ntre-zoo training checkpoint (format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}).")
+        saved = TrainConfig.from_dict(json.loads(state["config"]))
+        changed = saved.trajectory_differences(self.config)
+        if changed:
+            raise ValueError(
+                f"The checkpoint was trained with different settings {changed} (saved, now); resume with the "
+                "saved configuration (only max_steps, progress, num_workers, log_every and checkpoint_every may change)."
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.criterion.bank.load_state_dict(state["bank"])
+        self.criterion.bank.to(self.device)
+        self.epoch, self.batch_in_epoch, self.step = int(state["epoch"]), int(state["batch_in_epoch"]), int(state["step"])
+        self.best_metric = state["best_metric"]
+        self.history = json.loads(state["history"])
+        rngs = state["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:  # another process count: exact continuation is impossible; reseed deterministically
+            seed_everything(self.config.seed + 7919 * self.step + self.dist.rank, self.config.deterministic)
+
+    def save_checkpoint(self, name: str) -> Optional[Path]:
+        """Write ``checkpoints/<name>.pt`` atomically on rank 0 (every rank must call it: RNG states are gathered)."""
+        state = self.state_dict()
+        if self.dist.enabled:
+            rngs: List[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(rngs, state["rng"][0])
+            state["rng"] = rngs
+        if self.output_dir is None or not self.dist.is_main:
+            return None
+        return atomic_save(state, self.output_dir / "checkpoints" / f"{name}.pt")
+
+    # ------------------------------------------------------------------ files
+    def _write_config(self) -> None:
+        if self.output_dir is None:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        model_config = getattr(self.model, "config", None)
+        payload = {
+            "train": self.config.to_dict(),
+            "model": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
+            "world_size": self.dist.world_size,
+            "metadata": self.metadata,
+        }
+        tmp = self.output_dir / ".train_config.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
+        os.replace(tmp, self.output_dir / "train_config.json")
+
+    def _log_epoch(self, record: Mapping[str, Any]) -> None:
+        if self.output_dir is None or not self.dist.is_main:
+            return
+        with open(self.output_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(dict(record)) + "\n")
+        if self._writer is not None:
+            for k, v in record.items():
+                if k.startswith("train_") and isinstance(v, float) and math.isfinite(v):
+                    self._writer.add_scalar(f"epoch/{k}", v, self.epoch)
+
+    def _last_metrics(self) -> Dict[str, float]:
+        for record in reversed(self.history):
+            metrics = {k[4:]: v for k, v in record.items() if k.startswith("val_")}
+            if metrics:
+                return metrics
+        return {}
+
+    def _export(self, name: str, metrics: Mapping[str, float]) -> None:
+        """Write ``OUT/<name>/`` with ``save_pretrained``: config.json, model.safetensors and a model card."""
+        if self.output_dir is None or not self.dist.is_main:
+            return
+        save = getattr(self.model, "save_pretrained", None)
+        if save is None:
+            return
+        metrics = dict(metrics)
+        if metrics:  # what push_to_hub needs to record them as the manifest's measured metrics
+            metrics.setdefault("episodes", self.config.val_episodes)
+            metrics.setdefault("seed", self.config.val_seed)
+            if "command" in self.metadata:
+                metrics.setdefault("command", self.metadata["command"])
+        card = {
+            **self.metadata,
+            "metrics": metrics,
+            "training": {
+                "preset": self.config.preset,
+                "epochs_done": self.epoch,
+                "steps": self.step,
+                "base_lr": self.config.base_lr,
+                "batch_size": self.config.batch_size,
+                "seed": self.config.seed,
+                "world_size": self.dist.world_size,
+            },
+        }
+        save(self.output_dir / name, metadata=card)
+
+
+def _tensorboard_writer(log_dir: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` when the optional ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))

@@ -1,0 +1,100 @@
+"""Validation during training: the evaluation protocol of :mod:`ntre_zoo.evaluation`, sharded over ranks.
+
+Rank r scores episodes r, r + W, r + 2W, ...; the per-class counts of :class:`~ntre_zoo.evaluation.FewShotMeter`
+are integers, so their ``all_reduce`` gives exactly the numbers one process would compute.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .distributed import DistributedContext
+
+__all__ = ["make_evaluate_fn", "evaluate_sharded"]
+
+
+def _protocol_dataset(dataset: Dataset, episodes: Optional[int], seed: Optional[int]) -> Dataset:
+    """A shallow copy of an evaluation ``EpisodeDataset`` with the requested episode count and seed."""
+    if getattr(dataset, "split", "val") != "val":
+        raise ValueError(f"Validation needs an evaluation dataset (split='val'), got split={getattr(dataset, 'split')!r}.")
+    out = copy.copy(dataset)
+    if episodes is not None and hasattr(out, "episodes"):
+        out.episodes = int(episodes)
+    if seed is not None and hasattr(out, "seed"):
+        out.seed = int(seed)
+    return out
+
+
+def evaluate_sharded(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    episodes: Optional[int] = None,
+    seed: Optional[int] = None,
+    workers: int = 0,
+    progress: bool = False,
+    distributed: Optional[DistributedContext] = None,
+) -> Dict[str, float]:
+    """Evaluate ``model`` as :func:`ntre_zoo.evaluation.evaluate` does, each rank on its share of episodes.
+
+    Args:
+        model: the (unwrapped) network, on its device.
+        dataset: an evaluation episode dataset (``split='val'``, items with ``query_label`` and ``class_id``).
+        episodes: number of episodes (default: the dataset's).
+        seed: the episode seed (default: the dataset's).
+        workers: DataLoader workers.
+        progress: show a bar on rank 0.
+        distributed: the process group view (default: the current one).
+
+    Returns:
+        ``{"miou", "fb_iou", "precision", "episodes"}``, identical on every rank.
+    """
+    from ..data.episodes import collate_episodes
+    from ..evaluation import FewShotMeter, episode_stats
+    from ..preprocessing import logits_to_original
+
+    ctx = distributed or DistributedContext.current()
+    dataset = _protocol_dataset(dataset, episodes, seed)
+    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
+    loader = DataLoader(shard, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_episodes)
+    classes = getattr(dataset, "classes")
+    meter = FewShotMeter(classes)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc="validate", disable=not (progress and ctx.is_main), leave=False):
+                logits = model(
+                    batch["query_image"].to(device), batch["support_images"].to(device), batch["support_masks"].to(device)
+                ).logits.float()
+                for b, label in enumerate(batch["query_label"]):
+                    h, w = label.shape
+                    prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0].cpu()
+                    meter.update(int(batch["class_id"][b]), episode_stats(prediction, label))
+    finally:
+        model.train(was_training)
+    if ctx.enabled:
+        counts = meter.counts.to(device)
+        dist.all_reduce(counts)
+        meter.counts = counts.cpu()
+    result = meter.result()
+    return {"miou": result.miou, "fb_iou": result.fb_iou, "precision": result.precision, "episodes": float(result.episodes)}
+
+
+def make_evaluate_fn(dataset: Dataset, config: TrainConfig, workers: int = 0) -> Callable[[nn.Module], Dict[str, float]]:
+    """The trainer's validation callback: ``config.val_episodes`` episodes under ``config.val_seed``."""
+
+    def evaluate_fn(model: nn.Module) -> Dict[str, float]:
+        return evaluate_sharded(
+            model, dataset, episodes=config.val_episodes, seed=config.val_seed, workers=workers, progress=config.progress
+        )
+
+    return evaluate_fn
