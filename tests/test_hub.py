@@ -1,0 +1,310 @@
+"""The zoo: manifest, save/load round trips, atomic saves, strict loading, downloads through a local Hub."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import safetensors.torch
+import torch
+
+import ntre_zoo
+from ntre_zoo.cli import main as cli_main
+from ntre_zoo.errors import (
+    ChecksumMismatchError,
+    ManifestError,
+    StateDictMismatchError,
+    UnknownModelError,
+    WeightsUnavailableError,
+)
+from ntre_zoo.manifest import default_manifest_path, load_manifest
+
+from hub_server import HubServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER = {  # spec section 9: 1-shot and 5-shot mIoU per fold
+    ("vgg16_bn", "pascal5i"): ([57.7, 67.6, 57.1, 53.7], [60.3, 68.0, 55.2, 57.1]),
+    ("resnet50", "pascal5i"): ([65.4, 72.3, 59.4, 59.8], [66.2, 72.8, 61.7, 62.2]),
+    ("resnet101", "pascal5i"): ([65.5, 71.8, 59.1, 58.3], [67.9, 73.2, 60.1, 66.8]),
+    ("resnet50", "coco20i"): ([36.8, 42.6, 39.9, 37.9], [38.2, 44.1, 40.4, 38.4]),
+    ("resnet101", "coco20i"): ([38.3, 40.4, 39.5, 38.1], [42.3, 44.4, 44.2, 41.7]),
+}
+
+
+def _episode(seed: int = 0, shot: int = 1, size: int = 64):
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(1, 3, size, size, generator=g)
+    images = torch.randn(1, shot, 3, size, size, generator=g)
+    masks = (torch.rand(1, shot, size, size, generator=g) > 0.5).long()
+    return query, images, masks
+
+
+def _assert_same(a: ntre_zoo.NTRENet, b: ntre_zoo.NTRENet) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+    with torch.no_grad():
+        assert torch.equal(a(*_episode()).logits, b(*_episode()).logits)
+
+
+def _write_manifest(path: Path, models: dict) -> Path:
+    path.write_text(json.dumps({"schema_version": 1, "models": models}))
+    return path
+
+
+def _hub_entry(repo_id, revision, sha256, filename="model.safetensors"):
+    return {
+        "backbone": "resnet50", "dataset": "synthetic", "fold": 0, "train_shot": 1, "source": "hub",
+        "hub": {"repo_id": repo_id, "revision": revision, "filename": filename, "sha256": sha256},
+        "metrics": {"reference": {}, "measured": {}}, "status": "published",
+    }
+
+
+# ------------------------------------------------------------------------------------------ manifest
+def test_manifest_registers_every_paper_variant():
+    manifest = load_manifest()
+    assert len(manifest.entries) == 20
+    for (backbone, dataset), (one, five) in PAPER.items():
+        for fold in range(4):
+            name = f"ntrenet_{backbone}.{dataset}_fold{fold}"
+            entry = manifest.get(name)
+            assert (entry.backbone, entry.dataset, entry.fold, entry.train_shot) == (backbone, dataset, fold, 1)
+            assert entry.metrics["reference"]["miou_1shot"] == one[fold]
+            assert entry.metrics["reference"]["miou_5shot"] == five[fold]
+            assert entry.status == "unpublished" and entry.hub.is_empty and entry.metrics["measured"] == {}
+            assert manifest.find(backbone, dataset, fold) is entry
+    assert manifest.get("ntrenet_resnet50.pascal5i_fold0").metrics["reference"]["fb_iou_1shot_mean"] == 77.0
+
+
+def test_repo_level_manifest_is_the_packaged_one():
+    assert (REPO_ROOT / "checkpoints_manifest.json").read_bytes() == default_manifest_path().read_bytes()
+    assert default_manifest_path().parent == Path(ntre_zoo.__file__).resolve().parent
+
+
+def test_list_models_patterns():
+    assert len(ntre_zoo.list_models()) == 20
+    assert ntre_zoo.list_models("*coco20i_fold1") == ["ntrenet_resnet101.coco20i_fold1", "ntrenet_resnet50.coco20i_fold1"]
+    assert ntre_zoo.list_models(published_only=True) == []
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(UnknownModelError, match="Did you mean: ntrenet_resnet50.pascal5i_fold0"):
+        ntre_zoo.from_pretrained("ntrenet_resnt50.pascal5i_fold0")
+
+
+@pytest.mark.parametrize("how", ["name", "keywords"])
+def test_unpublished_entry_says_how_to_get_weights(how):
+    args = (["ntrenet_vgg16_bn.pascal5i_fold3"], {}) if how == "name" else ([], dict(backbone="vgg16_bn", dataset="pascal5i", fold=3))
+    with pytest.raises(WeightsUnavailableError, match="unpublished") as info:
+        ntre_zoo.from_pretrained(*args[0], **args[1])
+    assert "ntre-zoo train" in str(info.value) and "ntre-zoo convert" in str(info.value)
+
+
+def test_manifest_refuses_invented_or_incomplete_entries(tmp_path):
+    entry = _hub_entry(None, None, None)
+    entry["status"] = "unpublished"
+    entry["hub"]["repo_id"] = "someone/guess"
+    with pytest.raises(ManifestError, match="unpublished but has hub fields"):
+        load_manifest(_write_manifest(tmp_path / "a.json", {"x": entry}))
+    with pytest.raises(ManifestError, match="not a 40-hex commit"):
+        load_manifest(_write_manifest(tmp_path / "b.json", {"x": _hub_entry("a/b", "main", "0" * 64)}))
+    measured = _hub_entry("a/b", "1" * 40, "0" * 64)
+    measured["metrics"]["measured"] = {"miou_1shot": 50.0}
+    with pytest.raises(ManifestError, match="episodes"):
+        load_manifest(_write_manifest(tmp_path / "c.json", {"x": measured}))
+
+
+# ------------------------------------------------------------------------------------------ save / load
+def test_save_pretrained_round_trip_is_bit_exact(tiny_model, tmp_path):
+    out = tiny_model.save_pretrained(tmp_path / "run", metadata={"dataset": "pascal5i", "fold": 1, "metrics": {"miou": 1.0}})
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    loaded = ntre_zoo.from_pretrained(str(out))
+    assert not loaded.training and loaded.config == tiny_model.config
+    _assert_same(tiny_model, loaded)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "ntrenet" and config["ntre_zoo_version"] == ntre_zoo.__version__
+    assert config["preprocessing"]["test_size"] == 65
+    assert config["metadata"]["test_classes"] == ["bus", "car", "cat", "chair", "cow"]
+    card = (out / "README.md").read_text()
+    assert "Learning Non-target Knowledge for Few-shot Semantic Segmentation" in card and "CVPR" in card
+    assert "bus, car, cat, chair, cow" in card and "from_pretrained" in card
+
+
+def test_load_overrides(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    assert ntre_zoo.from_pretrained(tmp_path, test_size=97).config.test_size == 97
+    with pytest.raises(ValueError, match="change the architecture"):
+        ntre_zoo.from_pretrained(tmp_path, reduce_dim=32)
+    with pytest.raises(ValueError, match="Unknown override"):
+        ntre_zoo.from_pretrained(tmp_path, colour="red")
+
+
+def test_interrupted_save_keeps_previous_weights(tiny_model, tmp_path, monkeypatch):
+    tiny_model.save_pretrained(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+
+    def broken_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken_save)
+    with torch.no_grad():
+        tiny_model.bg_prototype.add_(1)
+    with pytest.raises(OSError, match="disk full"):
+        tiny_model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_strict_loading_names_bad_keys(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    state = safetensors.torch.load_file(str(tmp_path / "model.safetensors"))
+    del state["classifier.3.bias"]
+    state["extra.weight"] = torch.zeros(1)
+    safetensors.torch.save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(StateDictMismatchError, match=r"missing key\(s\): classifier.3.bias.*unexpected key\(s\): extra.weight"):
+        ntre_zoo.from_pretrained(tmp_path)
+
+
+def test_packaged_entry_loads_offline_and_checks_sha256(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "save")
+    (tmp_path / "weights").mkdir()
+    weights = tmp_path / "weights" / "ntrenet_tiny.synthetic_fold0.safetensors"
+    (tmp_path / "save" / "model.safetensors").rename(weights)
+    (tmp_path / "save" / "config.json").rename(weights.with_suffix(".json"))
+    entry = {
+        "backbone": "tiny", "dataset": "synthetic", "fold": 0, "train_shot": 1, "source": "package",
+        "file": "weights/ntrenet_tiny.synthetic_fold0.safetensors",
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "metrics": {"reference": {}, "measured": {}}, "status": "published",
+    }
+    manifest = _write_manifest(tmp_path / "manifest.json", {"ntrenet_tiny.synthetic_fold0": entry})
+    assert ntre_zoo.list_models(published_only=True, manifest=manifest) == ["ntrenet_tiny.synthetic_fold0"]
+    _assert_same(tiny_model, ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0", manifest=manifest))
+    _assert_same(tiny_model, ntre_zoo.from_pretrained(backbone="tiny", dataset="synthetic", fold=0, manifest=manifest))
+    entry["sha256"] = "0" * 64
+    _write_manifest(manifest, {"ntrenet_tiny.synthetic_fold0": entry})
+    with pytest.raises(ChecksumMismatchError, match="nothing was loaded"):
+        ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0", manifest=manifest)
+
+
+def test_conflicting_arguments():
+    with pytest.raises(ValueError, match="already names one"):
+        ntre_zoo.from_pretrained("ntrenet_resnet50.pascal5i_fold0", fold=1)
+    with pytest.raises(ValueError, match="backbone=, dataset= and fold="):
+        ntre_zoo.from_pretrained(backbone="resnet50")
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        ntre_zoo.from_pretrained("./does/not/exist")
+
+
+# ------------------------------------------------------------------------------------------ local Hub
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    server = HubServer()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def published(hub, tiny_model, tmp_path):
+    """The tiny model uploaded to the local Hub and registered in a test manifest."""
+    saved = tiny_model.save_pretrained(tmp_path / "upload")
+    files = {p.name: p.read_bytes() for p in saved.iterdir()}
+    commit = hub.add_commit("ntre-zoo/tiny", files)
+    sha = hashlib.sha256(files["model.safetensors"]).hexdigest()
+    manifest = _write_manifest(tmp_path / "manifest.json", {"ntrenet_tiny.synthetic_fold0": _hub_entry("ntre-zoo/tiny", commit, sha)})
+    return SimpleNamespace(manifest=manifest, commit=commit, sha=sha, files=files, model=tiny_model)
+
+
+def test_download_by_name_then_offline_from_cache(hub, published, tmp_path, monkeypatch):
+    name = "ntrenet_tiny.synthetic_fold0"
+    _assert_same(published.model, ntre_zoo.from_pretrained(name, manifest=published.manifest))
+    assert hub.request_count() > 0
+    assert (tmp_path / "hf_home" / "hub" / "models--ntre-zoo--tiny" / "snapshots" / published.commit).is_dir()
+    hub.requests.clear()
+    _assert_same(published.model, ntre_zoo.from_pretrained(name, manifest=published.manifest, local_files_only=True))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _assert_same(published.model, ntre_zoo.from_pretrained(name, manifest=published.manifest))
+    assert hub.request_count() == 0
+
+
+def test_hf_hub_ids_resolve_branches_and_commits(hub, published, tmp_path):
+    cache = tmp_path / "other_cache"
+    for spec in ("hf-hub:ntre-zoo/tiny", f"hf-hub:ntre-zoo/tiny@{published.commit}"):
+        _assert_same(published.model, ntre_zoo.from_pretrained(spec, cache_dir=cache, manifest=published.manifest))
+    with pytest.raises(ValueError, match="pass one"):
+        ntre_zoo.from_pretrained("hf-hub:ntre-zoo/tiny@main", revision="other")
+
+
+def test_tampered_download_is_refused(hub, published, tmp_path):
+    tampered = dict(published.files)
+    tampered["model.safetensors"] = published.files["model.safetensors"][:-1] + b" "
+    commit = hub.add_commit("ntre-zoo/tampered", tampered)
+    manifest = _write_manifest(tmp_path / "t.json", {"t": _hub_entry("ntre-zoo/tampered", commit, published.sha)})
+    with pytest.raises(ChecksumMismatchError, match=published.sha):
+        ntre_zoo.from_pretrained("t", manifest=manifest)
+    # The same check applies to an hf-hub: id at a commit the manifest lists.
+    with pytest.raises(ChecksumMismatchError):
+        ntre_zoo.from_pretrained(f"hf-hub:ntre-zoo/tampered@{commit}", manifest=manifest)
+
+
+def test_missing_repo_file_and_cache_give_clear_errors(hub, published, tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="'nobody/missing' was not found"):
+        ntre_zoo.from_pretrained("hf-hub:nobody/missing")
+    manifest = _write_manifest(
+        tmp_path / "m.json", {"m": _hub_entry("ntre-zoo/tiny", published.commit, published.sha, filename="nope.safetensors")}
+    )
+    with pytest.raises(WeightsUnavailableError, match="'nope.safetensors' is not in ntre-zoo/tiny"):
+        ntre_zoo.from_pretrained("m", manifest=manifest)
+    with pytest.raises(WeightsUnavailableError, match="not in the cache"):
+        ntre_zoo.from_pretrained("hf-hub:ntre-zoo/tiny", cache_dir=tmp_path / "empty", local_files_only=True)
+
+
+def test_cli_download_and_info(hub, published, capsys):
+    name = "ntrenet_tiny.synthetic_fold0"
+    assert cli_main(["info", name, "--manifest", str(published.manifest)]) == 0
+    assert "not cached" in capsys.readouterr().out
+    assert cli_main(["download", name, "--manifest", str(published.manifest)]) == 0
+    assert "sha256 verified" in capsys.readouterr().out
+    assert cli_main(["info", name, "--manifest", str(published.manifest)]) == 0
+    out = capsys.readouterr().out
+    assert "cached at" in out and published.commit in out
+    assert cli_main(["list", "--published", "--manifest", str(published.manifest)]) == 0
+    assert name in capsys.readouterr().out
+
+
+def test_push_to_hub_prints_the_manifest_entry(tiny_model, monkeypatch, capsys, tmp_path):
+    from huggingface_hub import HfApi
+
+    uploaded = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        uploaded["created"] = repo_id
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        uploaded["files"] = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+        return SimpleNamespace(oid="a" * 40, commit_url=f"https://hub.example/{repo_id}/commit/{'a' * 40}")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    metrics = {"miou_1shot": 12.5, "episodes": 1000, "seed": 321, "command": "ntre-zoo evaluate ..."}
+    result = tiny_model.push_to_hub("me/ntrenet_resnet50.pascal5i_fold0", metadata={"dataset": "pascal5i", "fold": 0, "metrics": metrics})
+    assert uploaded["created"] == "me/ntrenet_resnet50.pascal5i_fold0"
+    assert sorted(uploaded["files"]) == ["README.md", "config.json", "model.safetensors"]
+    printed = capsys.readouterr().out
+    snippet = json.loads(printed[printed.index("{"):])
+    entry = snippet["ntrenet_resnet50.pascal5i_fold0"]
+    assert entry["status"] == "published" and entry["hub"]["revision"] == "a" * 40
+    assert entry["hub"]["sha256"] == hashlib.sha256(uploaded["files"]["model.safetensors"]).hexdigest()
+    assert entry["metrics"]["reference"]["miou_1shot"] == 65.4 and entry["metrics"]["measured"] == metrics
+    assert result.entry.name == "ntrenet_resnet50.pascal5i_fold0"
+    # The printed entry is valid manifest content.
+    load_manifest(_write_manifest(tmp_path / "pasted.json", snippet))
