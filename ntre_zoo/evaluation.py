@@ -1,0 +1,284 @@
+"""Few-shot segmentation metrics and the evaluation loop (spec section 8).
+
+Counting and reducing are separate: :func:`episode_stats` is a pure function of one prediction and its
+label; :class:`FewShotMeter` sums those counts per class in one int64 tensor (``merge`` or an
+``all_reduce`` of :attr:`FewShotMeter.counts` combines ranks) and reduces them to:
+
+* class mIoU: per class, the foreground intersection summed over its episodes divided by the summed
+  union, then the mean over the fold's classes (PFENet ``test.py``);
+* FB-IoU: background and foreground intersection and union summed over all episodes, mean of the two;
+* precision TP / (TP + FP): pooled per class like the IoU, then averaged over classes (NTRENet's helper
+  computes it per episode and does not say how it is pooled; pooling like the IoU keeps it comparable).
+
+Scoring is at the original label resolution with 255 ignored, as the reference's ``ori_resize``. All
+values are fractions in [0, 1]; tables print percentages.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data.episodes import EpisodeDataset, collate_episodes
+from .preprocessing import IGNORE_INDEX, logits_to_original
+
+__all__ = [
+    "episode_stats",
+    "FewShotMeter",
+    "FoldResult",
+    "MultiSeedResult",
+    "evaluate",
+    "evaluate_seeds",
+    "format_table",
+]
+
+#: Columns of :attr:`FewShotMeter.counts`.
+STAT_FIELDS = ("bg_intersection", "bg_union", "fg_intersection", "fg_union", "true_positive", "false_positive", "episodes")
+_EPS = 1e-10  # as the reference: IoU = I / (U + 1e-10), so a class never predicted nor present scores 0
+
+
+def episode_stats(prediction: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Counts of one episode: ``[bg I, bg U, fg I, fg U, TP, FP, 1]`` as int64.
+
+    Args:
+        prediction: ``(H, W)`` binary prediction (0/1).
+        target: ``(H, W)`` label in {0, 1, ignore_index}; ignored pixels count nowhere.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction has shape {tuple(prediction.shape)} but the label {tuple(target.shape)}; score at the label's size.")
+    valid = target != ignore_index
+    pred_fg = (prediction == 1) & valid
+    pred_bg = (prediction != 1) & valid
+    gt_fg = (target == 1) & valid
+    gt_bg = (target != 1) & valid
+    tp = int((pred_fg & gt_fg).sum())
+    fp = int((pred_fg & gt_bg).sum())
+    return torch.tensor(
+        [int((pred_bg & gt_bg).sum()), int((pred_bg | gt_bg).sum()), tp, int((pred_fg | gt_fg).sum()), tp, fp, 1],
+        dtype=torch.long,
+    )
+
+
+@dataclass
+class FoldResult:
+    """Metrics of one evaluation run.
+
+    Args:
+        miou: class mIoU over the classes that had episodes.
+        fb_iou: foreground-background IoU.
+        precision: class-averaged pooled precision.
+        class_iou, class_precision: per class id (None for a class without episodes).
+        class_episodes: episodes per class id.
+        class_names: display names.
+        episodes: total episodes.
+        seed: the episode seed.
+    """
+
+    miou: float
+    fb_iou: float
+    precision: float
+    class_iou: Dict[int, Optional[float]]
+    class_precision: Dict[int, Optional[float]]
+    class_episodes: Dict[int, int]
+    class_names: Dict[int, str] = field(default_factory=dict)
+    episodes: int = 0
+    seed: Optional[int] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready (class ids become string keys)."""
+        return {
+            "miou": self.miou,
+            "fb_iou": self.fb_iou,
+            "precision": self.precision,
+            "class_iou": {str(c): v for c, v in self.class_iou.items()},
+            "class_precision": {str(c): v for c, v in self.class_precision.items()},
+            "class_episodes": {str(c): v for c, v in self.class_episodes.items()},
+            "class_names": {str(c): v for c, v in self.class_names.items()},
+            "episodes": self.episodes,
+            "seed": self.seed,
+        }
+
+
+class FewShotMeter:
+    """Per-class sums of :func:`episode_stats`; mergeable across workers or ranks.
+
+    Args:
+        classes: the fold's class ids (the ones averaged over).
+        class_names: optional display names.
+    """
+
+    def __init__(self, classes: Sequence[int], class_names: Optional[Mapping[int, str]] = None) -> None:
+        self.classes = tuple(int(c) for c in classes)
+        self.class_names = dict(class_names or {})
+        self._row = {c: i for i, c in enumerate(self.classes)}
+        self.counts = torch.zeros(len(self.classes), len(STAT_FIELDS), dtype=torch.long)
+
+    def update(self, class_id: int, stats: torch.Tensor) -> None:
+        """Add one episode's :func:`episode_stats` to ``class_id``.
+
+        Raises:
+            KeyError: ``class_id`` is not one of the meter's classes.
+        """
+        if int(class_id) not in self._row:
+            raise KeyError(f"class {class_id!r} is not one of this meter's classes {list(self.classes)}.")
+        self.counts[self._row[int(class_id)]] += stats.to(self.counts)
+
+    def merge(self, other: "FewShotMeter") -> "FewShotMeter":
+        """Add another meter's counts (same classes) in place and return self."""
+        if other.classes != self.classes:
+            raise ValueError(f"Cannot merge meters over different classes: {list(self.classes)} vs {list(other.classes)}.")
+        self.counts += other.counts
+        return self
+
+    def result(self, seed: Optional[int] = None) -> FoldResult:
+        """Reduce the counts to :class:`FoldResult`."""
+        c = self.counts.double()
+        bg_i, bg_u, fg_i, fg_u, tp, fp, n = (c[:, i] for i in range(len(STAT_FIELDS)))
+        seen = n > 0
+        iou = fg_i / (fg_u + _EPS)
+        precision = tp / (tp + fp + _EPS)
+        fb = 0.5 * (bg_i.sum() / (bg_u.sum() + _EPS) + fg_i.sum() / (fg_u.sum() + _EPS))
+
+        def per_class(values: torch.Tensor) -> Dict[int, Optional[float]]:
+            return {cls: (float(v) if s else None) for cls, v, s in zip(self.classes, values, seen)}
+
+        mean = lambda values: float(values[seen].mean()) if bool(seen.any()) else 0.0  # noqa: E731
+        return FoldResult(
+            miou=mean(iou),
+            fb_iou=float(fb) if bool(seen.any()) else 0.0,
+            precision=mean(precision),
+            class_iou=per_class(iou),
+            class_precision=per_class(precision),
+            class_episodes={cls: int(v) for cls, v in zip(self.classes, self.counts[:, -1])},
+            class_names=self.class_names,
+            episodes=int(self.counts[:, -1].sum()),
+            seed=seed,
+        )
+
+
+@dataclass
+class MultiSeedResult:
+    """Several seeds' :class:`FoldResult` with their mean and (sample) standard deviation."""
+
+    runs: List[FoldResult]
+
+    def _stat(self, key: str, fn) -> float:
+        values = [getattr(r, key) for r in self.runs]
+        return float(fn(values)) if len(values) > 1 or fn is statistics.mean else 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for key in ("miou", "fb_iou", "precision"):
+            out[key] = self._stat(key, statistics.mean)
+            out[f"{key}_std"] = self._stat(key, statistics.stdev)
+        classes = self.runs[0].class_iou
+        out["class_iou"] = {
+            str(c): (statistics.mean(v) if (v := [r.class_iou[c] for r in self.runs if r.class_iou[c] is not None]) else None)
+            for c in classes
+        }
+        out["class_names"] = {str(c): n for c, n in self.runs[0].class_names.items()}
+        out["episodes"] = self.runs[0].episodes
+        out["seeds"] = [r.seed for r in self.runs]
+        out["runs"] = [r.to_dict() for r in self.runs]
+        return out
+
+
+def _with(dataset: EpisodeDataset, episodes: Optional[int], seed: Optional[int]) -> EpisodeDataset:
+    if dataset.split != "val":
+        raise ValueError(f"evaluate needs an evaluation dataset (split='val'), got split={dataset.split!r}.")
+    if episodes is None and seed is None:
+        return dataset
+    out = copy.copy(dataset)
+    if episodes is not None:
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes!r}.")
+        out.episodes = int(episodes)
+    if seed is not None:
+        out.seed = int(seed)
+    return out
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset: EpisodeDataset,
+    *,
+    episodes: Optional[int] = None,
+    batch_size: int = 1,
+    workers: int = 0,
+    device: Any = "cpu",
+    seed: Optional[int] = None,
+    progress: bool = True,
+) -> FoldResult:
+    """Run ``model`` on the episodes of ``dataset`` and score them (spec section 8).
+
+    The numbers do not depend on ``batch_size`` or ``workers``: episodes are a function of the seed and
+    their index, and every episode is scored on its own label.
+
+    Args:
+        model: an NTRENet (called as ``model(query, support_images, support_masks).logits``).
+        dataset: an evaluation :class:`~ntre_zoo.data.EpisodeDataset` (``split='val'``).
+        episodes: number of episodes (default: the dataset's).
+        batch_size: episodes per forward pass.
+        workers: DataLoader worker processes.
+        device: where to run the model.
+        seed: the episode seed (default: the dataset's).
+        progress: show a progress bar.
+
+    Returns:
+        :class:`FoldResult`.
+    """
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got batch_size={batch_size!r}, workers={workers!r}.")
+    dataset = _with(dataset, episodes, seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_episodes)
+    meter = FewShotMeter(dataset.classes, {c: dataset.class_name(c) for c in dataset.classes})
+    was_training = model.training
+    model.eval()
+    model_device = torch.device(device)
+    model.to(model_device)
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc="evaluate", disable=not progress, unit="batch"):
+                logits = model(
+                    batch["query_image"].to(model_device),
+                    batch["support_images"].to(model_device),
+                    batch["support_masks"].to(model_device),
+                ).logits.float()
+                for b, label in enumerate(batch["query_label"]):
+                    h, w = label.shape
+                    prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0].cpu()
+                    meter.update(int(batch["class_id"][b]), episode_stats(prediction, label))
+    finally:
+        model.train(was_training)
+    return meter.result(seed=dataset.seed)
+
+
+def evaluate_seeds(model: torch.nn.Module, dataset: EpisodeDataset, seeds: Sequence[int], **kwargs: Any) -> MultiSeedResult:
+    """:func:`evaluate` once per seed (same other settings); returns their mean and spread."""
+    if not seeds:
+        raise ValueError("Pass at least one seed.")
+    return MultiSeedResult([evaluate(model, dataset, seed=int(s), **kwargs) for s in seeds])
+
+
+def format_table(result: FoldResult) -> str:
+    """A plain-text table of per-class IoU and the summary metrics, in percent."""
+    lines = [f"{'class':<24} {'IoU':>7} {'prec.':>7} {'episodes':>9}"]
+    for c in result.class_iou:
+        name = f"{c} {result.class_names.get(c, '')}".strip()
+        iou, prec = result.class_iou[c], result.class_precision[c]
+        fmt = lambda v: f"{100 * v:7.2f}" if v is not None else f"{'-':>7}"  # noqa: E731
+        lines.append(f"{name[:24]:<24} {fmt(iou)} {fmt(prec)} {result.class_episodes[c]:>9d}")
+    lines.append("-" * 50)
+    lines.append(f"{'mIoU':<24} {100 * result.miou:7.2f}")
+    lines.append(f"{'FB-IoU':<24} {100 * result.fb_iou:7.2f}")
+    lines.append(f"{'precision':<24} {100 * result.precision:7.2f}")
+    lines.append(f"{'episodes':<24} {result.episodes:7d}   seed {result.seed}")
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""Small on-disk datasets in the real benchmark layouts, written by the tests themselves."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+from PIL import Image
+
+#: Non-contiguous category ids, as in real COCO (which has 80 categories over ids 1-90).
+COCO_CATEGORIES = [(1, "person"), (3, "car"), (18, "dog"), (90, "toothbrush")]
+
+
+def tiny_model(test_size: int = 64):
+    from ntre_zoo import create_model
+
+    return create_model(
+        "resnet50", layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16,
+        pyramid_bins=(8, 4, 2), test_size=test_size,
+    )
+
+
+def _square(mask: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
+    out = np.zeros_like(mask, dtype=np.uint8)
+    out[top:top + side, left:left + side] = 1
+    return out
+
+
+def write_coco(root: Path, rng_seed: int = 0) -> Dict[str, List[dict]]:
+    """COCO 2014 layout with 6 train and 6 val images; polygon and RLE annotations."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(rng_seed)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split in ("train", "val"):
+        (root / f"{split}2014").mkdir(exist_ok=True)
+        images, annotations = [], []
+        for i in range(6):
+            h, w = 96 + 8 * (i % 3), 128
+            image_id = 1000 * (split == "val") + i + 1
+            name = f"COCO_{split}2014_{image_id:012d}.jpg"
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / f"{split}2014" / name)
+            images.append({"id": image_id, "file_name": name, "height": h, "width": w})
+            # Two objects per image: category (i % 4) as a polygon square, category ((i + 1) % 4) as RLE.
+            cat_a, cat_b = COCO_CATEGORIES[i % 4][0], COCO_CATEGORIES[(i + 1) % 4][0]
+            x, y, s = 4, 4, 50
+            polygon = [float(v) for v in (x, y, x + s, y, x + s, y + s, x, y + s)]
+            annotations.append({"id": len(annotations) + 1 + 10000 * (split == "val"), "image_id": image_id,
+                                "category_id": cat_a, "segmentation": [polygon], "area": float(s * s),
+                                "bbox": [x, y, s, s], "iscrowd": 0})
+            rle = mask_utils.encode(np.asfortranarray(_square(np.zeros((h, w)), 40, 70, 52)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            annotations.append({"id": len(annotations) + 1 + 10000 * (split == "val"), "image_id": image_id,
+                                "category_id": cat_b, "segmentation": rle, "area": 52.0 * 52,
+                                "bbox": [70, 40, 52, 52], "iscrowd": 1})
+        data = {"images": images, "annotations": annotations,
+                "categories": [{"id": c, "name": n, "supercategory": "x"} for c, n in COCO_CATEGORIES]}
+        (root / "annotations" / f"instances_{split}2014.json").write_text(json.dumps(data))
+        written[split] = images
+    return written
+
+
+def write_folder(root: Path, count: int = 8, with_classes: bool = True) -> None:
+    """``images/`` + ``masks/`` (classes 1-3 as squares) + optional ``classes.json``."""
+    rng = np.random.default_rng(1)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    for i in range(count):
+        image = rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)
+        mask = np.zeros((100, 120), dtype=np.uint8)
+        mask[2:50, 2:50] = 1 + i % 3
+        mask[50:98, 60:108] = 1 + (i + 1) % 3
+        mask[0, :] = 255
+        Image.fromarray(image).save(root / "images" / f"img{i}.png")
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"img{i}.png")
+    if with_classes:
+        (root / "classes.json").write_text(json.dumps({"1": "cat", "2": "dog", "3": "cow"}))
