@@ -122,6 +122,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_metric: Optional[float] = None
         self.history: List[Dict[str, Any]] = []
+        self.epoch_sums: Dict[str, float] = {}  # running loss sums of the epoch in progress
         self._writer = None
 
     # ------------------------------------------------------------------ public
@@ -165,13 +166,13 @@ class Trainer:
         while self.epoch < cfg.epochs:
             if self._reached_max_steps():
                 break
-            sums: Dict[str, float] = {}
+            sums = self.epoch_sums
             self._train_epoch(sums)
             if self.batch_in_epoch < len(self.sampler):  # stopped by max_steps inside the epoch
                 self.save_checkpoint("last")
                 break
             done = self.epoch
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.epoch, self.batch_in_epoch, self.epoch_sums = self.epoch + 1, 0, {}
             record: Dict[str, Any] = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
             count = max(sums.pop("_batches", 0.0), 1.0)
             record.update({f"train_{k}": v / count for k, v in sums.items()})
@@ -295,6 +296,7 @@ class Trainer:
             "step": self.step,
             "best_metric": self.best_metric,
             "history": json.dumps(self.history),
+            "epoch_sums": json.dumps(self.epoch_sums),
             "config": json.dumps(self.config.to_dict()),
             "world_size": self.dist.world_size,
             "rng": [rng_state()],
@@ -319,6 +321,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = int(state["epoch"]), int(state["batch_in_epoch"]), int(state["step"])
         self.best_metric = state["best_metric"]
         self.history = json.loads(state["history"])
+        self.epoch_sums = json.loads(state["epoch_sums"])
         rngs = state["rng"]
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])

@@ -1,0 +1,217 @@
+"""Trainer: optimizer groups, schedule, sampler, learning, bit-exact resume, atomic checkpoints, export."""
+import json
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import ntre_zoo
+from ntre_zoo import create_model
+from ntre_zoo.train import fine_tune
+from ntre_zoo.training import EpisodeBatchSampler, TrainConfig, Trainer, atomic_save, load_checkpoint, parameter_groups, poly_lr
+from ntre_zoo.training.distributed import collate_episodes
+from ntre_zoo.training.optim import PARAMETER_GROUPS
+
+TINY = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16, pyramid_bins=(8, 4, 2))
+
+
+class RandomEpisodes(Dataset):
+    """Episodes of random tensors following the data contract; a square target makes them learnable.
+
+    Supports are drawn with the global torch RNG (as a dataset with random augmentation would), so the
+    trainer's per-episode seeding is exercised.
+    """
+
+    def __init__(self, n=8, shot=1, size=64, classes=3):
+        self.n, self.shot, self.size, self.classes = n, shot, size, classes
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        m = torch.zeros(self.size, self.size, dtype=torch.long)
+        m[8:40, 8:40] = 1
+        m[:, -4:] = 255
+        offset = int(torch.randint(0, 16, ()))  # global RNG: seeded per episode by the trainer
+        sm = torch.zeros(self.shot, self.size, self.size, dtype=torch.long)
+        sm[:, offset : offset + 32, 16:48] = 1
+        return {
+            "query_image": torch.randn(3, self.size, self.size, generator=g) + 2 * (m == 1),
+            "query_mask": m,
+            "support_images": torch.randn(self.shot, 3, self.size, self.size, generator=g) + 2 * sm[:, None],
+            "support_masks": sm,
+            "class_id": torch.tensor(i % self.classes + 1),
+            "class_index": torch.tensor(i % self.classes),
+        }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions run fastest on one thread, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(seed=0, shot=1):
+    torch.manual_seed(seed)
+    return create_model("resnet50", shot=shot, **TINY)
+
+
+def quiet(**kw):
+    return TrainConfig(**{"progress": False, "batch_size": 2, "epochs": 2, **kw})
+
+
+def test_parameter_groups_follow_the_reference_order_and_cover_the_head():
+    model = tiny()
+    groups = parameter_groups(model)
+    assert [g["name"] for g in groups] == [name for name, _ in PARAMETER_GROUPS]
+    assert len(groups) == 17
+    grouped = [id(p) for g in groups for p in g["params"]]
+    head = [id(p) for p in model.head_parameters()]
+    assert sorted(grouped) == sorted(head) and len(set(grouped)) == len(grouped)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert [names[id(p)] for p in groups[11]["params"]][0] == "bins.1.inter_scale_merge.0.weight"
+    assert [names[id(p)] for p in groups[16]["params"]] == ["classifier.0.weight", "classifier.3.weight", "classifier.3.bias"]
+
+
+def test_poly_schedule_and_presets():
+    cfg = TrainConfig.from_preset("reference")
+    assert (cfg.base_lr, cfg.batch_size, cfg.epochs) == (0.0025, 4, 150)
+    assert poly_lr(cfg, 1, 100) == pytest.approx(0.025 * (1 - 0.01) ** 0.9)
+    assert poly_lr(cfg, 100, 100) == 0.0
+    paper = TrainConfig.from_preset("paper")
+    assert (paper.base_lr * paper.lr_multiplier, paper.batch_size, paper.epochs) == (pytest.approx(0.03), 32, 200)
+    assert TrainConfig.from_preset("paper", benchmark="coco20i").epochs == 50
+    assert TrainConfig.from_preset("paper", epochs=3).epochs == 3
+    assert TrainConfig(epochs=50).validation_interval() == 1 and TrainConfig(epochs=150).validation_interval() == 2
+    with pytest.raises(ValueError, match="Unknown training preset 'papr'"):
+        TrainConfig.from_preset("papr")
+    with pytest.raises(ValueError, match="backbone_bn"):
+        TrainConfig(backbone_bn="frozen")
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_sampler_is_reproducible_sharded_and_resumable():
+    a = EpisodeBatchSampler(11, 2, seed=5, rank=0, world_size=2)
+    b = EpisodeBatchSampler(11, 2, seed=5, rank=1, world_size=2)
+    assert len(a) == len(b) == 2  # 11 // 2 = 5 per rank, 2 full batches
+    a.set_epoch(3)
+    b.set_epoch(3)
+    first, second = list(a), list(b)
+    flat = [k for batch in first + second for k in batch]
+    assert len({i for i, _ in flat}) == 8  # disjoint items
+    assert first == list(a)  # same epoch, same batches
+    a.set_epoch(4)
+    assert list(a) != first
+    a.set_epoch(3, start_batch=1)
+    assert list(a) == first[1:]
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        EpisodeBatchSampler(3, 2, seed=0, world_size=2)
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    model = tiny()
+    data = RandomEpisodes(n=4)
+    batch = collate_episodes([data[i] for i in range(4)])
+    trainer = Trainer(model, data, quiet(epochs=1000, batch_size=4, base_lr=0.01))
+    torch.manual_seed(0)
+    trainer.network.train()
+    losses = [trainer.train_step(batch)["total"] for _ in range(12)]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05, losses
+
+
+def _states_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_is_bit_exact(tmp_path):
+    # 8 episodes, batch 2: 4 steps per epoch, 8 in all. Interrupt at step 3 (mid-epoch) and step 6.
+    data = RandomEpisodes(n=8)
+    straight = Trainer(tiny(), data, quiet(), output_dir=tmp_path / "a").fit()
+    assert straight.step == 8 and straight.epoch == 2
+
+    out = tmp_path / "b"
+    part = Trainer(tiny(), data, quiet(max_steps=3), output_dir=out).fit()
+    assert part.step == 3 and part.epoch == 0
+    Trainer(tiny(seed=1), data, quiet(max_steps=6), output_dir=out).fit(resume=True)
+    resumed = Trainer(tiny(seed=2), data, quiet(), output_dir=out).fit(resume=True)
+    assert resumed.step == 8 and resumed.epoch == 2
+    _states_equal(straight.model.state_dict(), resumed.model.state_dict())
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(out / "checkpoints" / "last.pt")
+    for c in a["bank"]["entries"]:
+        assert torch.equal(a["bank"]["entries"][c], b["bank"]["entries"][c])
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert [r["train_total"] for r in json.loads(a["history"])][0] == pytest.approx(
+        [r["train_total"] for r in json.loads(b["history"])][0]
+    )
+
+
+def test_resume_refuses_a_different_trajectory(tmp_path):
+    data = RandomEpisodes(n=4)
+    Trainer(tiny(), data, quiet(max_steps=1), output_dir=tmp_path).fit()
+    with pytest.raises(ValueError, match="base_lr"):
+        Trainer(tiny(), data, quiet(base_lr=0.1), output_dir=tmp_path).fit(resume=True)
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        Trainer(tiny(), data, quiet(), output_dir=tmp_path / "nothing").fit(resume=True)
+
+
+def test_killed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save({"step": 1, "w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_outputs_export_validation_and_fine_tune(tmp_path):
+    data = RandomEpisodes(n=4)
+    scores = iter([0.2, 0.5, 0.4])
+    calls = []
+
+    def evaluate_fn(model):
+        calls.append(model.training)
+        return {"miou": next(scores), "fb_iou": 0.6}
+
+    out = tmp_path / "run"
+    result = Trainer(
+        tiny(), data, quiet(epochs=3, val_every=1), output_dir=out, evaluate_fn=evaluate_fn, metadata={"dataset": "synthetic"}
+    ).fit()
+    assert calls == [False, False, False] and result.best_metric == 0.5
+    assert {p.name for p in out.iterdir()} >= {"train_config.json", "metrics.jsonl", "checkpoints", "best", "last"}
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    best_state = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert best_state["epoch"] == 2 and best_state["best_metric"] == 0.5
+    last = ntre_zoo.from_pretrained(out / "last")
+    _states_equal(last.state_dict(), result.model.state_dict())
+    card = json.loads((out / "best" / "config.json").read_text())["metadata"]
+    assert card["metrics"]["miou"] == 0.5 and card["metrics"]["seed"] == 321 and card["dataset"] == "synthetic"
+    # fine-tune from the exported directory, as from any from_pretrained name
+    tuned = fine_tune(out / "best", data, epochs=1, batch_size=2, progress=False, base_lr=1e-3)
+    assert tuned.step == 2
+
+
+def test_k_shot_training_and_eval_mode_backbone_bn(tmp_path):
+    model = tiny(shot=2)
+    before = model.backbone.bn1.running_mean.clone()
+    Trainer(model, RandomEpisodes(n=4, shot=2), quiet(epochs=1, backbone_bn="eval")).fit()
+    assert torch.equal(model.backbone.bn1.running_mean, before)
+    model = tiny(shot=2)
+    Trainer(model, RandomEpisodes(n=4, shot=2), quiet(epochs=1)).fit()
+    assert not torch.equal(model.backbone.bn1.running_mean, before)  # the reference: BN statistics drift
