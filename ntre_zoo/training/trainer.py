@@ -157,6 +157,7 @@ class Trainer:
         finally:
             if self._writer is not None:
                 self._writer.close()
+        self._sync_buffers()
         self.model.eval()
         return TrainResult(self.model, self.step, self.epoch, self.best_metric, list(self.history), self.output_dir)
 
@@ -270,7 +271,14 @@ class Trainer:
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
 
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (train-mode BN statistics), as DDP does before each forward."""
+        if self.dist.enabled:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
+
     def _validate(self) -> Dict[str, float]:
+        self._sync_buffers()
         self.model.eval()
         try:
             with torch.no_grad():
@@ -330,6 +338,7 @@ class Trainer:
 
     def save_checkpoint(self, name: str) -> Optional[Path]:
         """Write ``checkpoints/<name>.pt`` atomically on rank 0 (every rank must call it: RNG states are gathered)."""
+        self._sync_buffers()
         state = self.state_dict()
         if self.dist.enabled:
             rngs: List[Any] = [None] * self.dist.world_size
