@@ -110,7 +110,9 @@ def hub_download(
     except RevisionNotFoundError as error:
         raise WeightsUnavailableError(f"Revision {revision!r} does not exist in {where}.") from error
     except LocalEntryNotFoundError as error:
-        reason = "downloads are off (local_files_only=True or HF_HUB_OFFLINE=1)" if offline else "the Hub could not be reached"
+        reason = "the Hub could not be reached"
+        if offline:
+            reason = "downloads are off (local_files_only=True or HF_HUB_OFFLINE=1)"
         raise WeightsUnavailableError(
             f"{filename!r} of {where} is not in the cache {str(cache)!r} and {reason}. Download it once online "
             "(`ntre-zoo download NAME`), or set HF_ENDPOINT to a reachable mirror."

@@ -52,10 +52,15 @@ def load_state_dict_strict(
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected, describe)}")
     if mis_shaped:
-        shapes = {k: f"{describe(k)} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}" for k in mis_shaped}
+        shapes = {
+            k: f"{describe(k)} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}" for k in mis_shaped
+        }
         problems.append(f"{len(mis_shaped)} shape mismatch(es): {_listing(mis_shaped, shapes.__getitem__)}")
     if problems:
         raise StateDictMismatchError(
-            f"The weights from {source} do not match the model: " + "; ".join(problems) + "." + (f" {hint}" if hint else "")
+            f"The weights from {source} do not match the model: "
+            + "; ".join(problems)
+            + "."
+            + (f" {hint}" if hint else "")
         )
     model.load_state_dict(dict(state_dict), strict=True)

@@ -19,7 +19,11 @@ _DATASETS = {"pascal5i": "PASCAL-5i", "coco20i": "COCO-20i", "fss1000": "FSS-100
 def _metrics_table(metrics: Mapping[str, Any]) -> List[str]:
     groups = {k: metrics[k] for k in ("reference", "measured") if isinstance(metrics.get(k), Mapping)}
     flat = {k: v for k, v in metrics.items() if k not in groups}
-    rows = [f"| {group} | {key} | {value} |" for group, values in [*groups.items(), ("recorded", flat)] for key, value in values.items()]
+    rows = [
+        f"| {group} | {key} | {value} |"
+        for group, values in [*groups.items(), ("recorded", flat)]
+        for key, value in values.items()
+    ]
     if not rows:
         return ["No metrics were recorded for these weights."]
     return ["| kind | metric | value |", "|---|---|---|", *rows]
@@ -54,7 +58,8 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
     for key, label in (("train_classes", "Train classes"), ("test_classes", "Test classes (unseen during training)")):
         if meta.get(key):
             lines.append(f"- {label}: {', '.join(map(str, meta[key]))}")
-    extra = {k: v for k, v in meta.items() if k not in {"name", "dataset", "fold", "train_classes", "test_classes", "metrics"}}
+    shown = {"name", "dataset", "fold", "train_classes", "test_classes", "metrics"}
+    extra = {k: v for k, v in meta.items() if k not in shown}
     if extra:
         lines += ["", "Other metadata:", "", "```json", json.dumps(extra, indent=2, default=str), "```"]
     lines += ["", "## Metrics", "", *_metrics_table(meta.get("metrics") or {}), ""]

@@ -64,9 +64,15 @@ _BINS = {
 #: The reference ResNet ``layer0`` Sequential index -> timm deep-stem module (2, 5, 8, 9 are ReLU/pool).
 _STEM = {"0": "conv1.0", "1": "conv1.1", "3": "conv1.3", "4": "conv1.4", "6": "conv1.6", "7": "bn1"}
 #: PSPNet ImageNet ResNet stem -> timm deep stem.
-_IMAGENET_STEM = {"conv1": "conv1.0", "bn1": "conv1.1", "conv2": "conv1.3", "bn2": "conv1.4", "conv3": "conv1.6", "bn3": "bn1"}
+_IMAGENET_STEM = {
+    "conv1": "conv1.0", "bn1": "conv1.1", "conv2": "conv1.3", "bn2": "conv1.4", "conv3": "conv1.6", "bn3": "bn1"
+}
 #: torchvision VGG classifier -> timm VGG head, with the shape timm's convolutional MLP expects.
-_VGG_CLASSIFIER = {"0": ("pre_logits.fc1", (-1, 512, 7, 7)), "3": ("pre_logits.fc2", (-1, 4096, 1, 1)), "6": ("head.fc", None)}
+_VGG_CLASSIFIER = {
+    "0": ("pre_logits.fc1", (-1, 512, 7, 7)),
+    "3": ("pre_logits.fc2", (-1, 4096, 1, 1)),
+    "6": ("head.fc", None),
+}
 
 
 def _check_backbone(backbone: str) -> bool:
@@ -151,7 +157,11 @@ def reference_to_ntre_zoo(state_dict: Mapping[str, torch.Tensor], backbone: str)
     return converted
 
 
-def to_reference_state_dict(model_or_state_dict: Union[NTRENet, Mapping[str, torch.Tensor]], is_vgg: Optional[bool] = None, prefix: str = "module.") -> StateDict:
+def to_reference_state_dict(
+    model_or_state_dict: Union[NTRENet, Mapping[str, torch.Tensor]],
+    is_vgg: Optional[bool] = None,
+    prefix: str = "module.",
+) -> StateDict:
     """Write ntre_zoo weights in the reference layout (as its ``train.py`` saves them, with ``module.``).
 
     Args:
@@ -197,7 +207,9 @@ def _state_dict_of(checkpoint: Any, source: str) -> Mapping[str, torch.Tensor]:
     return checkpoint
 
 
-def load_reference_state_dict(model: NTRENet, state_dict: Mapping[str, torch.Tensor], source: str = "the reference checkpoint") -> None:
+def load_reference_state_dict(
+    model: NTRENet, state_dict: Mapping[str, torch.Tensor], source: str = "the reference checkpoint"
+) -> None:
     """Rename a reference state dict and load it strictly into ``model``.
 
     Raises:
@@ -211,11 +223,14 @@ def load_reference_state_dict(model: NTRENet, state_dict: Mapping[str, torch.Ten
         converted,
         source=source,
         describe=lambda key: f"{key} (reference: {to_reference_key(key, is_vgg) or '-'})",
-        hint="Check --backbone, and that the checkpoint is a complete NTRENet (bgpro_num=1) from the authors' train.py.",
+        hint="Check --backbone, and that the checkpoint is a complete NTRENet (bgpro_num=1) from the authors' "
+        "train.py.",
     )
 
 
-def from_official_checkpoint(path: PathLike, backbone: str, shot: int = 1, *, device: Optional[Any] = None, **options: Any) -> NTRENet:
+def from_official_checkpoint(
+    path: PathLike, backbone: str, shot: int = 1, *, device: Optional[Any] = None, **options: Any
+) -> NTRENet:
     """Build an ntre_zoo NTRENet from a checkpoint of the authors' training code.
 
     Args:
@@ -241,7 +256,9 @@ def from_official_checkpoint(path: PathLike, backbone: str, shot: int = 1, *, de
     return model if device is None else model.to(device)
 
 
-def convert_imagenet_backbone(path_or_state_dict: Union[PathLike, Mapping[str, torch.Tensor]], backbone: str, *, include_classifier: bool = False) -> StateDict:
+def convert_imagenet_backbone(
+    path_or_state_dict: Union[PathLike, Mapping[str, torch.Tensor]], backbone: str, *, include_classifier: bool = False
+) -> StateDict:
     """Rename a reference ImageNet backbone file to timm keys.
 
     ``resnet50_v2.pth``/``resnet101_v2.pth`` (PSPNet: stem ``conv1, bn1, conv2, bn2, conv3, bn3``, then

@@ -80,7 +80,8 @@ def _full_metadata(metadata: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         json.dumps(meta)
     except (TypeError, ValueError) as error:
         raise TypeError(
-            f"metadata must be JSON-serialisable (str, numbers, lists, dicts): {error}. Convert tensors with .item()/.tolist()."
+            f"metadata must be JSON-serialisable (str, numbers, lists, dicts): {error}. "
+            "Convert tensors with .item()/.tolist()."
         ) from error
     return meta
 
@@ -93,7 +94,9 @@ def build_config(model: NTRENet, metadata: Optional[Mapping[str, Any]] = None) -
     return {
         "architecture": ARCHITECTURE,
         "model_config": cfg.to_dict(),
-        "preprocessing": {"test_size": cfg.test_size, "mean": list(cfg.mean), "std": list(cfg.std), "input": "RGB in [0, 1]"},
+        "preprocessing": {
+            "test_size": cfg.test_size, "mean": list(cfg.mean), "std": list(cfg.std), "input": "RGB in [0, 1]"
+        },
         "ntre_zoo_version": __version__,
         "metadata": _full_metadata(metadata),
     }
@@ -238,7 +241,9 @@ def _reference_metrics(name: str) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- loading
 def _read_config(path: Path) -> Dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} does not exist; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}.")
+        raise FileNotFoundError(
+            f"{str(path)!r} does not exist; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}."
+        )
     config = json.loads(path.read_text(encoding="utf-8"))
     if config.get("architecture") != ARCHITECTURE or "model_config" not in config:
         raise ValueError(
@@ -320,7 +325,13 @@ def fetch_entry(
             if not path.is_file():
                 raise FileNotFoundError(f"{entry.name}: packaged file {str(path)!r} is missing; reinstall ntre-zoo.")
     else:
-        options = dict(revision=entry.hub.revision, cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token)
+        options = dict(
+            revision=entry.hub.revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            endpoint=endpoint,
+            token=token,
+        )
         weights = hub_download(entry.hub.repo_id, entry.hub.filename, **options)
         config = hub_download(entry.hub.repo_id, CONFIG_NAME, **options)
     verify_sha256(weights, entry.expected_sha256, entry.name)
@@ -387,7 +398,8 @@ def from_pretrained(
         return _load_files(*fetch_entry(entry, **download), entry.name, device, overrides)
     if any(v is not None for v in (backbone, dataset, fold, shot)):
         raise ValueError(
-            f"backbone=/dataset=/fold=/shot= select a checkpoint when no name is given; {str(name_or_path)!r} already names one."
+            "backbone=/dataset=/fold=/shot= select a checkpoint when no name is given; "
+            f"{str(name_or_path)!r} already names one."
         )
     spec = str(name_or_path)
     if spec.startswith("hf-hub:"):
@@ -405,7 +417,9 @@ def from_pretrained(
             "(written by save_pretrained or `ntre-zoo convert`), a zoo name or 'hf-hub:<repo_id>'."
         )
     if revision is not None:
-        raise ValueError(f"Zoo names are pinned to a revision in the manifest; for another one use 'hf-hub:<repo_id>@{revision}'.")
+        raise ValueError(
+            f"Zoo names are pinned to a revision in the manifest; for another one use 'hf-hub:<repo_id>@{revision}'."
+        )
     entry = load_manifest(manifest).get(spec)
     return _load_files(*fetch_entry(entry, **download), entry.name, device, overrides)
 

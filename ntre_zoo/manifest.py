@@ -241,7 +241,9 @@ class Manifest:
     def names(self, pattern: str = "*", published_only: bool = False) -> List[str]:
         """Sorted names matching an ``fnmatch`` pattern."""
         return sorted(
-            n for n, e in self.entries.items() if fnmatch.fnmatchcase(n, pattern) and (e.published or not published_only)
+            n
+            for n, e in self.entries.items()
+            if fnmatch.fnmatchcase(n, pattern) and (e.published or not published_only)
         )
 
     def get(self, name: str) -> ManifestEntry:

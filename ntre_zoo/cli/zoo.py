@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hub.add_argument("--endpoint", default=None, help="Hub mirror (default: HF_ENDPOINT)")
 
     parser = subparsers.add_parser("download", parents=[hub], help="download a checkpoint into the cache",
-                                   description="Downloads a published checkpoint at its pinned revision and checks its sha256.")
+                                   description="Downloads a published checkpoint at its pinned revision and checks "
+                                   "its sha256.")
     parser.add_argument("name", help="a name from `ntre-zoo list`")
     parser.set_defaults(handler=_download)
 
@@ -40,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", required=True, choices=_BACKBONES)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--shot", type=int, default=1, help="shot the checkpoint was trained with (default: 1)")
-    parser.add_argument("--dataset", default=None, help="benchmark it was trained on, for the model card (pascal5i, coco20i)")
+    parser.add_argument("--dataset", default=None, help="its benchmark, for the model card (pascal5i, coco20i)")
     parser.add_argument("--fold", type=int, default=None, help="fold it was trained on, for the model card")
-    parser.add_argument("--imagenet", action="store_true", help="the file is an ImageNet backbone, not an NTRENet checkpoint")
+    parser.add_argument("--imagenet", action="store_true", help="PATH is an ImageNet backbone file")
     parser.set_defaults(handler=_convert)
 
 
@@ -85,11 +86,13 @@ def _info(args: argparse.Namespace) -> int:
         weights, _ = entry.package_paths()
         print(f"location: shipped in the package at {weights} ({'present' if weights.is_file() else 'MISSING'})")
     elif not entry.published:
-        print("location: no weights released; train them (`ntre-zoo train`) or convert a reference checkpoint (`ntre-zoo convert`).")
+        print("location: no weights released; train them (`ntre-zoo train`) or convert a reference checkpoint "
+              "(`ntre-zoo convert`).")
     else:
         cached = cached_path(entry.hub.repo_id, entry.hub.filename, entry.hub.revision, args.cache_dir)
         cache = args.cache_dir or default_cache_dir()
-        print(f"location: cached at {cached}" if cached else f"location: not cached in {cache}; `ntre-zoo download {entry.name}`")
+        missing = f"location: not cached in {cache}; `ntre-zoo download {entry.name}`"
+        print(f"location: cached at {cached}" if cached else missing)
     return 0
 
 
