@@ -1,5 +1,6 @@
 """ntre-zoo: NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022) on timm backbones."""
 from .config import BackboneConfig, ModelConfig
+from .evaluation import evaluate
 from .convert import from_official_checkpoint
 from .factory import create_model
 from .hub import from_pretrained
@@ -15,6 +16,7 @@ __all__ = [
     "NTRENetOutput",
     "SupportFeatures",
     "create_model",
+    "evaluate",
     "from_official_checkpoint",
     "from_pretrained",
     "list_models",
