@@ -137,3 +137,32 @@ def test_config_round_trip_and_validation():
         ModelConfig.from_dict({"backbone": "resnet50", "widht": 3})
     with pytest.raises(ValueError, match="Unknown option"):
         ntre_zoo.create_model("resnet50", reduce_dims=3)
+
+
+@pytest.mark.parametrize("shot", [1, 3])
+def test_fast_inference_equals_the_baseline_path(shot):
+    """The optimised path (sparse prior, skipped training-only heads, channels_last) keeps the logits."""
+    fast = make_tiny_model(seed=5)
+    baseline = make_tiny_model(seed=5)
+    baseline.fast_inference = False
+    query, images, masks = _episode(batch=2, shot=shot)
+    masks[:, 0, :3] = 255
+    fast.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = baseline(query, images, masks)
+        got = fast(query.contiguous(memory_format=torch.channels_last), images, masks)
+    torch.testing.assert_close(got.logits, expected.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.prior, expected.prior, rtol=1e-5, atol=1e-5)
+    assert len(expected.bin_logits) == 3 and got.bin_logits == []
+
+
+def test_sparse_prior_equals_the_dense_prior():
+    from ntre_zoo.model.heads import prior_mask
+
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(3, 8, 6, 7, generator=g)
+    support = torch.randn(3, 8, 5, 5, generator=g)
+    support[0, :, :2] = 0  # partly masked out
+    support[1] = 0  # nothing left: the prior is all zeros
+    support[2, :, :, :1] = 0
+    torch.testing.assert_close(prior_mask(query, support), prior_mask(query, support, skip_empty=False))

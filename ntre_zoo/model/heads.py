@@ -27,20 +27,38 @@ def weighted_gap(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (features * mask).sum(dim=(2, 3), keepdim=True) / area
 
 
-def prior_mask(query_high: torch.Tensor, support_high: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+def prior_mask(
+    query_high: torch.Tensor, support_high: torch.Tensor, eps: float = 1e-7, skip_empty: bool = True
+) -> torch.Tensor:
     """PFENet's training-free prior: per query pixel, the max cosine similarity to any masked support pixel,
     min-max normalised per image.
 
     Shapes: ``query_high (B, C, h, w)``, ``support_high (B, C, hs, ws)`` (already masked) -> ``(B, 1, h, w)``.
     The reference assumes square maps; here both sides may be any size.
+
+    With ``skip_empty`` the similarities are computed only for support positions whose feature is not
+    all zero (the masked-out ones): a zero vector's similarity is exactly ``0 / (0 + eps) = 0``, so the
+    result is the dense one with ``max(., 0)`` wherever any position was skipped, at a fraction of the
+    cost when the target is small. ``skip_empty=False`` is the reference's dense computation.
     """
     b, c, h, w = query_high.shape
     q = query_high.reshape(b, c, h * w)
     s = support_high.reshape(b, c, -1).transpose(1, 2)
     q_norm = q.norm(2, dim=1, keepdim=True)
     s_norm = s.norm(2, dim=2, keepdim=True)
-    similarity = torch.bmm(s, q) / (torch.bmm(s_norm, q_norm) + eps)
-    similarity = similarity.max(dim=1).values
+    if not skip_empty:
+        similarity = (torch.bmm(s, q) / (torch.bmm(s_norm, q_norm) + eps)).max(dim=1).values
+    else:
+        rows = []
+        for i in range(b):
+            keep = s_norm[i, :, 0] > 0
+            best = q.new_zeros(h * w)
+            if bool(keep.any()):
+                best = (torch.mm(s[i][keep], q[i]) / (torch.mm(s_norm[i][keep], q_norm[i]) + eps)).max(dim=0).values
+                if not bool(keep.all()):
+                    best = best.clamp_min(0)
+            rows.append(best)
+        similarity = torch.stack(rows)
     lo = similarity.min(dim=1, keepdim=True).values
     hi = similarity.max(dim=1, keepdim=True).values
     similarity = (similarity - lo) / (hi - lo + eps)

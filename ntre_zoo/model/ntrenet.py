@@ -113,6 +113,11 @@ class NTRENet(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(c * len(config.pyramid_bins), c, 1, bias=False), nn.ReLU(inplace=True))
         self.fuse_refine = residual_pair(c)
         self.classifier = make_classifier(c, config.classifier_dropout)
+        #: Inference shortcuts that keep the logits equal to float tolerance: the prior skips masked-out
+        #: support positions, eval mode skips the per-bin classifiers that only feed training losses, and
+        #: ``predict`` runs channels_last. False gives the plain reference computation (the benchmarks'
+        #: baseline).
+        self.fast_inference = True
 
     # ------------------------------------------------------------------ features
     def _backbone_mid(self, images: torch.Tensor):
@@ -167,7 +172,7 @@ class NTRENet(nn.Module):
         """K-averaged prior mask ``(B, 1, *size)``."""
         b, k = support.masked_high.shape[:2]
         query = query_high.unsqueeze(1).expand(-1, k, -1, -1, -1).flatten(0, 1)
-        prior = prior_mask(query, support.masked_high.flatten(0, 1))
+        prior = prior_mask(query, support.masked_high.flatten(0, 1), skip_empty=self.fast_inference)
         prior = resize(prior, size).unflatten(0, (b, k)).mean(dim=1)
         return prior
 
@@ -221,7 +226,8 @@ class NTRENet(nn.Module):
         previous = None
         for value, block in zip(self.config.pyramid_bins, self.bins):
             x, initial, do_mask, logits = block(
-                q, support.prototype, self.bg_prototype, prior, bg_logits, previous, bin_size(value, size), self.training
+                q, support.prototype, self.bg_prototype, prior, bg_logits, previous, bin_size(value, size),
+                with_classifier=self.training or not self.fast_inference,
             )
             previous = resize(x, size)
             pyramid.append(previous)
