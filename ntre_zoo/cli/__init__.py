@@ -10,7 +10,7 @@ from typing import List, Optional
 __all__ = ["main", "build_parser"]
 
 #: Modules of this package that define subcommands, in the order ``--help`` lists them.
-_COMMAND_MODULES = ("demo", "zoo", "evaluate")
+_COMMAND_MODULES = ("demo", "zoo", "evaluate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -282,7 +282,8 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad():
-                metrics = {k: float(v) for k, v in self.evaluate_fn(self.model).items()}  # type: ignore[misc]
+                raw = self.evaluate_fn(self.model)  # type: ignore[misc]
+                metrics = {k: v if isinstance(v, int) else float(v) for k, v in raw.items()}
         finally:
             self._set_train_mode()
         if self._writer is not None:

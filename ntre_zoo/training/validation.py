@@ -86,7 +86,7 @@ def evaluate_sharded(
         dist.all_reduce(counts)
         meter.counts = counts.cpu()
     result = meter.result()
-    return {"miou": result.miou, "fb_iou": result.fb_iou, "precision": result.precision, "episodes": float(result.episodes)}
+    return {"miou": result.miou, "fb_iou": result.fb_iou, "precision": result.precision, "episodes": int(result.episodes)}
 
 
 def make_evaluate_fn(dataset: Dataset, config: TrainConfig, workers: int = 0) -> Callable[[nn.Module], Dict[str, float]]:
