@@ -148,7 +148,7 @@ def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> An
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..training import DistributedContext, Trainer
+    from ..training import DistributedContext, Trainer, seed_everything
     from ..training.validation import make_evaluate_fn
 
     saved_model_config = None
@@ -158,7 +158,8 @@ def _run(args: argparse.Namespace) -> int:
         if not saved_path.is_file():
             raise FileNotFoundError(f"{str(saved_path)!r} not found: --resume takes the OUT directory of an earlier `ntre-zoo train`.")
         saved = json.loads(saved_path.read_text())
-        given = {k: getattr(args, k) for k in _RESUME_OPTIONS if getattr(args, k) not in (None, False)}
+        # Only the options given now count: a --max-steps of the interrupted run must not stop this one.
+        given = {k: getattr(args, k) for k in _RESUME_OPTIONS}
         args = argparse.Namespace(**{**saved["args"], **given, "resume": str(out), "handler": None})
         saved_model_config = json.loads((out / "train_config.json").read_text())["model"]
     elif not (args.dataset and args.data_root and args.output):
@@ -166,6 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.resume or args.output)
     ctx = DistributedContext.initialize_from_launcher()
     config = _train_config(args)
+    seed_everything(config.seed, config.deterministic)  # the new head's initial weights follow the seed
     model = _build_model(args, saved_model_config)
     train, val = _datasets(args, model, config, ctx)
     command = " ".join(["ntre-zoo", *map(shlex.quote, sys.argv[1:])]) if not args.resume else saved["command"]
@@ -190,7 +192,8 @@ def _run(args: argparse.Namespace) -> int:
     result = trainer.fit(resume=bool(args.resume))
     if ctx.is_main:
         best = f", best {config.select_metric} {result.best_metric:.4f}" if result.best_metric is not None else ""
-        print(f"trained {result.step} steps ({result.epoch}/{config.epochs} epochs){best}; weights in {out}/best and {out}/last")
+        exported = " and ".join(str(out / n) for n in ("best", "last") if (out / n).is_dir())
+        print(f"trained {result.step} steps ({result.epoch}/{config.epochs} epochs){best}; weights in {exported}")
         if args.push_to_hub:
             from ..hub import from_pretrained, push_to_hub
 
