@@ -215,3 +215,31 @@ def test_k_shot_training_and_eval_mode_backbone_bn(tmp_path):
     model = tiny(shot=2)
     Trainer(model, RandomEpisodes(n=4, shot=2), quiet(epochs=1)).fit()
     assert not torch.equal(model.backbone.bn1.running_mean, before)  # the reference: BN statistics drift
+
+
+@pytest.mark.filterwarnings("ignore:.*never form an episode")
+def test_cli_train_resume_and_fine_tune(tmp_path, capsys):
+    from ntre_zoo.cli import main
+
+    assert main(["make-synthetic", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
+    root = str(tmp_path / "syn" / "VOCdevkit" / "VOC2012")
+    model = ["--layers", "1", "1", "1", "1", "--channels", "8", "16", "32", "64", "--stem-width", "8",
+             "--reduce-dim", "16", "--pyramid-bins", "8", "4", "2", "--test-size", "65"]
+    common = ["--dataset", "pascal5i", "--data-root", root, "--epochs", "2", "--batch-size", "4", "--no-progress"]
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    assert main(["train", *common, *model, "-o", str(straight), "--val-every", "0"]) == 0
+    assert main(["train", *common, *model, "-o", str(part), "--val-every", "0", "--max-steps", "3"]) == 0
+    assert main(["train", "--resume", str(part), "--no-progress"]) == 0
+    a, b = ntre_zoo.from_pretrained(straight / "last"), ntre_zoo.from_pretrained(part / "last")
+    _states_equal(a.state_dict(), b.state_dict())
+    card = json.loads((part / "last" / "config.json").read_text())["metadata"]
+    assert card["dataset"] == "synthetic" and card["train_classes"] == list(range(6, 21))
+    # fine-tune from the exported weights, with validation and a loss ablation
+    tuned = tmp_path / "tuned"
+    assert main(["train", *common, "--init", str(straight / "last"), "-o", str(tuned), "--epochs", "1",
+                 "--val-episodes", "4", "--loss", "pcl_weight=0", "--base-lr", "0.001"]) == 0
+    assert "best miou" in capsys.readouterr().out
+    assert json.loads((tuned / "train_config.json").read_text())["train"]["loss"]["pcl_weight"] == 0
+    assert ntre_zoo.from_pretrained(tuned / "best").config.reduce_dim == 16
+    assert main(["train", "--dataset", "pascal5i", "--no-progress"]) == 1
+    assert "--output" in capsys.readouterr().err
