@@ -1,4 +1,4 @@
 """The NTRENet model and its head blocks."""
-from .ntrenet import NTRENet, NTRENetOutput, SupportFeatures
+from .ntrenet import NTRENet, NTRENetOutput, QueryFeatures, SupportFeatures
 
-__all__ = ["NTRENet", "NTRENetOutput", "SupportFeatures"]
+__all__ = ["NTRENet", "NTRENetOutput", "QueryFeatures", "SupportFeatures"]

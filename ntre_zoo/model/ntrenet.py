@@ -8,7 +8,7 @@ no weights; the zoo's weights are trained with this package (see ``checkpoints_m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -18,7 +18,11 @@ from ..config import ModelConfig
 from .heads import BackgroundMining, PyramidBin, bin_size, prior_mask, reduction, residual_pair, resize, weighted_gap
 from .heads import classifier as make_classifier
 
-__all__ = ["NTRENet", "NTRENetOutput", "SupportFeatures"]
+__all__ = ["NTRENet", "NTRENetOutput", "QueryFeatures", "SupportFeatures"]
+
+
+def _map(fields: Sequence[Optional[torch.Tensor]], fn) -> List[Optional[torch.Tensor]]:
+    return [None if t is None else fn(t) for t in fields]
 
 
 @dataclass
@@ -26,16 +30,20 @@ class SupportFeatures:
     """What a support set contributes to every query; reusable across queries (``NTRENet.encode_support``).
 
     Shapes (h, w: the support's layer3 size; B: batch; K: shots; C: ``reduce_dim``):
-        features: reduced support features ``(B, K, C, h, w)``, before masking.
-        masks: target masks resized to ``(h, w)``, soft at borders ``(B, K, 1, h, w)``.
+        features: reduced support features ``(B, K, C, h, w)``, before masking (None where only inference
+            follows: they feed the training losses alone).
+        masks: target masks resized to ``(h, w)``, soft at borders ``(B, K, 1, h, w)`` (None likewise).
         prototype: K-averaged masked-average-pooled target prototype ``(B, C, 1, 1)``.
         masked_high: masked layer4 features ``(B, K, C4, h4, w4)`` for the prior mask.
     """
 
-    features: torch.Tensor
-    masks: torch.Tensor
+    features: Optional[torch.Tensor]
+    masks: Optional[torch.Tensor]
     prototype: torch.Tensor
     masked_high: torch.Tensor
+
+    def _fields(self) -> List[Optional[torch.Tensor]]:
+        return [self.features, self.masks, self.prototype, self.masked_high]
 
     @property
     def batch_size(self) -> int:
@@ -43,10 +51,10 @@ class SupportFeatures:
 
     @property
     def shot(self) -> int:
-        return self.features.shape[1]
+        return self.masked_high.shape[1]
 
     def to(self, *args: Any, **kwargs: Any) -> "SupportFeatures":
-        return SupportFeatures(*(t.to(*args, **kwargs) for t in (self.features, self.masks, self.prototype, self.masked_high)))
+        return SupportFeatures(*_map(self._fields(), lambda t: t.to(*args, **kwargs)))
 
     def expand(self, batch_size: int) -> "SupportFeatures":
         """Repeat a single-episode support set (B=1) for ``batch_size`` queries."""
@@ -54,8 +62,43 @@ class SupportFeatures:
             return self
         if self.batch_size != 1:
             raise ValueError(f"Cannot expand a support set of batch {self.batch_size} to {batch_size}; it must hold 1 episode.")
-        return SupportFeatures(
-            *(t.expand(batch_size, *t.shape[1:]) for t in (self.features, self.masks, self.prototype, self.masked_high))
+        return SupportFeatures(*_map(self._fields(), lambda t: t.expand(batch_size, *t.shape[1:])))
+
+    @staticmethod
+    def cat(items: Sequence["SupportFeatures"]) -> "SupportFeatures":
+        """Stack several episodes' support sets (same K and sizes) along the batch."""
+        columns = list(zip(*(item._fields() for item in items)))
+        return SupportFeatures(*(None if None in col else torch.cat(col) for col in columns))
+
+    @staticmethod
+    def combine_shots(shots: Sequence["SupportFeatures"]) -> "SupportFeatures":
+        """K one-shot encodings of the same episode -> its K-shot encoding (prototype averaged over shots)."""
+        columns = list(zip(*(item._fields() for item in shots)))
+        features, masks, _, high = (None if None in col else torch.cat(col, dim=1) for col in columns)
+        prototype = torch.stack([item.prototype for item in shots]).mean(dim=0)
+        return SupportFeatures(features, masks, prototype, high)
+
+
+@dataclass
+class QueryFeatures:
+    """A query's encoding, reusable with several support sets (``NTRENet.encode_query``).
+
+    Shapes: ``features (B, C, h, w)`` reduced mid-level features, ``high (B, C4, h4, w4)`` layer4
+    features for the prior; ``input_size`` is the query's ``(H, W)``.
+    """
+
+    features: torch.Tensor
+    high: torch.Tensor
+    input_size: Tuple[int, int]
+
+    def expand(self, batch_size: int) -> "QueryFeatures":
+        """Repeat a single query (B=1) for ``batch_size`` support sets."""
+        if self.features.shape[0] == batch_size:
+            return self
+        if self.features.shape[0] != 1:
+            raise ValueError(f"Cannot expand {self.features.shape[0]} queries to {batch_size}; it must hold 1 query.")
+        return QueryFeatures(
+            self.features.expand(batch_size, -1, -1, -1), self.high.expand(batch_size, -1, -1, -1), self.input_size
         )
 
 
@@ -198,21 +241,29 @@ class NTRENet(nn.Module):
         Returns:
             :class:`NTRENetOutput`; ``.logits`` is ``(B, 2, H, W)``.
         """
-        if query.dim() != 4 or query.shape[1] != 3:
-            raise ValueError(f"query must have shape (B, 3, H, W), got {tuple(query.shape)}.")
         if support is None:
             if support_images is None or support_masks is None:
                 raise ValueError("Pass support_images and support_masks, or a precomputed support=.")
             support = self._encode_support_tensors(support_images, support_masks)
-        support = support.expand(query.shape[0])
+        return self.decode(self.encode_query(query), support)
 
-        # 1. Query features: mid level for the head, layer4 only for the prior mask.
+    def encode_query(self, query: torch.Tensor) -> QueryFeatures:
+        """Backbone and reduction of ``(B, 3, H, W)`` normalised queries, reusable across support sets."""
+        if query.dim() != 4 or query.shape[1] != 3:
+            raise ValueError(f"query must have shape (B, 3, H, W), got {tuple(query.shape)}.")
         layer2, layer3 = self._backbone_mid(query)
         with torch.no_grad():
-            query_high = self.backbone.forward_high(layer3)
-        q = self.down_query(torch.cat([layer3, layer2], dim=1))
+            high = self.backbone.forward_high(layer3)
+        return QueryFeatures(self.down_query(torch.cat([layer3, layer2], dim=1)), high, tuple(query.shape[-2:]))
+
+    def decode(self, query: QueryFeatures, support: SupportFeatures) -> NTRENetOutput:
+        """The NTRENet head on encoded queries and supports (a batch of 1 on either side is broadcast)."""
+        batch = max(query.features.shape[0], support.batch_size)
+        query, support = query.expand(batch), support.expand(batch)
+        # 1. Prior mask from layer4 of query and supports.
+        q = query.features
         size = tuple(q.shape[-2:])
-        prior = self._prior(query_high, support, size)
+        prior = self._prior(query.high, support, size)
 
         # 2. Background mining on the query (and, for the training loss, on every support shot).
         bg_logits = self.bg_mining(q, self.bg_prototype)
@@ -241,7 +292,7 @@ class NTRENet(nn.Module):
         x = self.fuse_refine(x) + x
         head_logits = self.classifier(x)
         return NTRENetOutput(
-            logits=resize(head_logits, tuple(query.shape[-2:])),
+            logits=resize(head_logits, query.input_size),
             head_logits=head_logits,
             bg_logits=bg_logits,
             prior=prior,
