@@ -18,13 +18,14 @@ from __future__ import annotations
 import copy
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .data.episodes import EpisodeDataset, collate_episodes
+from .feature_reuse import score_grouped
 from .preprocessing import IGNORE_INDEX, logits_to_original
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "MultiSeedResult",
     "evaluate",
     "evaluate_seeds",
+    "score_episodes",
     "format_table",
 ]
 
@@ -206,6 +208,44 @@ def _with(dataset: EpisodeDataset, episodes: Optional[int], seed: Optional[int])
     return out
 
 
+def score_episodes(
+    model: torch.nn.Module,
+    dataset: EpisodeDataset,
+    indices: Iterable[int],
+    meter: FewShotMeter,
+    *,
+    batch_size: int = 1,
+    workers: int = 0,
+    progress: bool = True,
+    reuse_features: bool = True,
+    cache_mb: float = 2048,
+) -> None:
+    """Score episodes ``indices`` of ``dataset`` into ``meter``; the model must be in eval mode, on its device,
+    under ``torch.inference_mode``.
+
+    With ``reuse_features`` the episodes are grouped by query image and one-shot support encodings are
+    cached (:mod:`ntre_zoo.feature_reuse`); otherwise every episode runs on its own (the baseline path).
+    Both give the same counts.
+    """
+    device = next(model.parameters()).device
+    if reuse_features:
+        score_grouped(
+            model, dataset, indices, meter, batch_size=batch_size, workers=workers, device=device,
+            progress=progress, cache_bytes=int(cache_mb * 2**20),
+        )
+        return
+    subset = Subset(dataset, list(indices))
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_episodes)
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, unit="batch"):
+        logits = model(
+            batch["query_image"].to(device), batch["support_images"].to(device), batch["support_masks"].to(device)
+        ).logits.float()
+        for b, label in enumerate(batch["query_label"]):
+            h, w = label.shape
+            prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0].cpu()
+            meter.update(int(batch["class_id"][b]), episode_stats(prediction, label))
+
+
 def evaluate(
     model: torch.nn.Module,
     dataset: EpisodeDataset,
@@ -216,14 +256,16 @@ def evaluate(
     device: Any = "cpu",
     seed: Optional[int] = None,
     progress: bool = True,
+    reuse_features: bool = True,
+    cache_mb: float = 2048,
 ) -> FoldResult:
     """Run ``model`` on the episodes of ``dataset`` and score them (spec section 8).
 
-    The numbers do not depend on ``batch_size`` or ``workers``: episodes are a function of the seed and
-    their index, and every episode is scored on its own label.
+    The numbers do not depend on ``batch_size``, ``workers`` or ``reuse_features``: episodes are a
+    function of the seed and their index, and every episode is scored on its own label.
 
     Args:
-        model: an NTRENet (called as ``model(query, support_images, support_masks).logits``).
+        model: an NTRENet.
         dataset: an evaluation :class:`~ntre_zoo.data.EpisodeDataset` (``split='val'``).
         episodes: number of episodes (default: the dataset's).
         batch_size: episodes per forward pass.
@@ -231,6 +273,9 @@ def evaluate(
         device: where to run the model.
         seed: the episode seed (default: the dataset's).
         progress: show a progress bar.
+        reuse_features: encode each query image once per evaluation and each (support image, class) pair
+            once while ``cache_mb`` allows (the fast path); False runs every episode from scratch.
+        cache_mb: memory budget of the support cache.
 
     Returns:
         :class:`FoldResult`.
@@ -238,24 +283,16 @@ def evaluate(
     if batch_size < 1 or workers < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got batch_size={batch_size!r}, workers={workers!r}.")
     dataset = _with(dataset, episodes, seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_episodes)
     meter = FewShotMeter(dataset.classes, {c: dataset.class_name(c) for c in dataset.classes})
     was_training = model.training
     model.eval()
-    model_device = torch.device(device)
-    model.to(model_device)
+    model.to(torch.device(device))
     try:
         with torch.inference_mode():
-            for batch in tqdm(loader, desc="evaluate", disable=not progress, unit="batch"):
-                logits = model(
-                    batch["query_image"].to(model_device),
-                    batch["support_images"].to(model_device),
-                    batch["support_masks"].to(model_device),
-                ).logits.float()
-                for b, label in enumerate(batch["query_label"]):
-                    h, w = label.shape
-                    prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0].cpu()
-                    meter.update(int(batch["class_id"][b]), episode_stats(prediction, label))
+            score_episodes(
+                model, dataset, range(len(dataset)), meter, batch_size=batch_size, workers=workers,
+                progress=progress, reuse_features=reuse_features, cache_mb=cache_mb,
+            )
     finally:
         model.train(was_training)
     return meter.result(seed=dataset.seed)

@@ -98,6 +98,39 @@ def test_evaluate_same_numbers_for_any_batch_size_and_workers(synthetic_root, mo
         evaluate(model, train)
 
 
+@pytest.mark.parametrize("shot", [1, 2])
+def test_feature_reuse_gives_the_per_episode_metrics(synthetic_root, model, shot):
+    """Grouping by query and caching supports changes the work done, not a single count."""
+    config = DataConfig(dataset="pascal5i", root=str(synthetic_root), fold=0, shot=shot, test_size=65)
+    dataset = build_dataset(config, "val", episodes=40, progress=False)
+    plain = evaluate(model, dataset, reuse_features=False, progress=False)
+    reused = evaluate(model, dataset, reuse_features=True, batch_size=3, progress=False)
+    tight = evaluate(model, dataset, reuse_features=True, cache_mb=0.05, workers=2, progress=False)
+    assert 0 < plain.miou < 1
+    assert reused.to_dict() == plain.to_dict() == tight.to_dict()
+
+
+def test_support_cache_restores_exact_encodings_and_respects_its_budget(model):
+    from ntre_zoo.feature_reuse import SupportCache
+    from ntre_zoo.model import SupportFeatures
+
+    images = torch.randn(1, 1, 3, 65, 65)
+    masks = torch.zeros(1, 1, 65, 65, dtype=torch.long)
+    masks[..., 10:30, 20:40] = 1
+    with torch.no_grad():
+        encoded = model.encode_support(images, masks)
+    cache = SupportCache(max_bytes=10**7)
+    assert cache.get((0, 1)) is None
+    cache.put((0, 1), SupportFeatures(None, None, encoded.prototype, encoded.masked_high))
+    restored = cache.get((0, 1))
+    assert torch.equal(restored.masked_high, encoded.masked_high) and torch.equal(restored.prototype, encoded.prototype)
+    assert (cache.hits, cache.misses) == (1, 1)
+    small = SupportCache(max_bytes=cache.bytes)
+    small.put((0, 1), restored)
+    small.put((1, 1), restored)  # evicts the least recently used entry
+    assert small.get((0, 1)) is None and small.get((1, 1)) is not None and small.bytes <= small.max_bytes
+
+
 def test_evaluate_cli_end_to_end(synthetic_root, model, tmp_path, capsys):
     from ntre_zoo.hub import save_pretrained
 

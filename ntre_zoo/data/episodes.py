@@ -188,19 +188,25 @@ class EpisodeDataset(Dataset):
             )
         return image, binary_label(label, class_id)
 
+    def eval_view(self, index: int, class_id: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Source image ``index`` as evaluation sees it for ``class_id``: the normalised test canvas
+        ``(3, S, S)``, its binary mask canvas ``(S, S)`` and the binary label at the original size."""
+        image, label = self._load(index, class_id)
+        canvas = normalize(image_to_canvas(image, self.test_size), self.mean, self.std)
+        return canvas, mask_to_canvas(label, self.test_size), label
+
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         query, class_id, supports = self.sample(index)
         generator = episode_generator(self.seed, self.epoch, index, stream=1)
         images, masks, query_label = [], [], None
         for n, i in enumerate([query] + supports):
-            image, mask = self._load(i, class_id)
             if self.split == "train":
-                image, mask = augment_pair(image, mask, self.augment, self.mean, generator)
+                image, mask = augment_pair(*self._load(i, class_id), self.augment, self.mean, generator)
+                image = normalize(image, self.mean, self.std)
             else:
-                if n == 0:
-                    query_label = mask
-                image, mask = image_to_canvas(image, self.test_size), mask_to_canvas(mask, self.test_size)
-            images.append(normalize(image, self.mean, self.std))
+                image, mask, label = self.eval_view(i, class_id)
+                query_label = label if n == 0 else query_label
+            images.append(image)
             masks.append(mask)
         item = {
             "query_image": images[0],
