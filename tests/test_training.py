@@ -243,3 +243,41 @@ def test_cli_train_resume_and_fine_tune(tmp_path, capsys):
     assert ntre_zoo.from_pretrained(tuned / "best").config.reduce_dim == 16
     assert main(["train", "--dataset", "pascal5i", "--no-progress"]) == 1
     assert "--output" in capsys.readouterr().err
+
+
+def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
+    from ntre_zoo.training import trainer as trainer_module
+
+    scalars = []
+
+    class Writer:
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, step))
+
+        def close(self):
+            scalars.append(("closed", None))
+
+    monkeypatch.setattr(trainer_module, "_tensorboard_writer", lambda log_dir: Writer())
+    Trainer(tiny(), RandomEpisodes(n=4), quiet(epochs=1, log_every=1), output_dir=tmp_path).fit()
+    tags = {tag for tag, _ in scalars}
+    assert {"train/total", "train/pcl", "train/lr", "epoch/train_total"} <= tags and scalars[-1][0] == "closed"
+
+
+@pytest.mark.filterwarnings("ignore:.*never form an episode")
+def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
+    import ntre_zoo.hub
+    from ntre_zoo.cli import main
+
+    pushed = {}
+    monkeypatch.setattr(ntre_zoo.hub, "push_to_hub", lambda model, repo, metadata: pushed.update(repo=repo, meta=metadata))
+    main(["make-synthetic", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"])
+    args = ["train", "--dataset", "pascal5i", "--data-root", str(tmp_path / "syn" / "VOCdevkit" / "VOC2012"),
+            "--layers", "1", "1", "1", "1", "--channels", "8", "16", "32", "64", "--stem-width", "8", "--reduce-dim", "16",
+            "--pyramid-bins", "8", "4", "2", "--test-size", "65", "--epochs", "1", "--batch-size", "4",
+            "--val-episodes", "4", "--no-progress", "-o", str(tmp_path / "run"), "--push-to-hub", "me/tiny"]
+    assert main(args) == 0
+    metrics = pushed["meta"]["metrics"]
+    assert pushed["repo"] == "me/tiny" and pushed["meta"]["dataset"] == "synthetic"
+    assert {"miou", "fb_iou", "episodes", "seed", "command"} <= set(metrics) and metrics["episodes"] == 4
+    assert metrics["command"].startswith("ntre-zoo train --dataset pascal5i --data-root ")
+    assert "--layers 1 1 1 1" in metrics["command"] and "--push-to-hub" not in metrics["command"]

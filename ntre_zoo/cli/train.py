@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import shlex
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -78,6 +77,18 @@ def _parse_loss(items: Optional[list]) -> Dict[str, float]:
             raise ValueError(f"--loss takes KEY=VALUE pairs, got {item!r}; e.g. --loss pcl_weight=0.")
         out[key] = float(value) if "." in value or "e" in value.lower() else int(value)
     return out
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run, rebuilt from the parsed options (for model cards)."""
+    words = ["ntre-zoo", "train"]
+    for key, value in vars(args).items():
+        if key in ("command", "handler", "resume", "push_to_hub", "no_progress") or value is None or value is False:
+            continue
+        words.append("--" + key.replace("_", "-"))
+        if value is not True:
+            words += [shlex.quote(str(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    return " ".join(words)
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -170,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
     seed_everything(config.seed, config.deterministic)  # the new head's initial weights follow the seed
     model = _build_model(args, saved_model_config)
     train, val = _datasets(args, model, config, ctx)
-    command = " ".join(["ntre-zoo", *map(shlex.quote, sys.argv[1:])]) if not args.resume else saved["command"]
+    command = _command_line(args) if not args.resume else saved["command"]
     if ctx.is_main and not args.resume:
         out.mkdir(parents=True, exist_ok=True)
         record = {"command": command, "args": {k: v for k, v in vars(args).items() if k != "handler"}}

@@ -91,6 +91,8 @@ class Trainer:
         self.config = config or TrainConfig()
         self.dist = distributed or DistributedContext.current()
         self.device = torch.device(device) if device is not None else self.dist.device()
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.metadata = dict(metadata or {})
         self.evaluate_fn = evaluate_fn
