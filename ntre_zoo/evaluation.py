@@ -223,12 +223,13 @@ def score_episodes(
     """Score episodes ``indices`` of ``dataset`` into ``meter``; the model must be in eval mode, on its device,
     under ``torch.inference_mode``.
 
-    With ``reuse_features`` the episodes are grouped by query image and one-shot support encodings are
-    cached (:mod:`ntre_zoo.feature_reuse`); otherwise every episode runs on its own (the baseline path).
-    Both give the same counts.
+    With ``reuse_features`` (and an :class:`EpisodeDataset`, whose episodes can be listed without loading
+    them) the episodes are grouped by query image and one-shot support encodings are cached
+    (:mod:`ntre_zoo.feature_reuse`); otherwise every episode runs on its own (the baseline path). Both
+    give the same counts.
     """
     device = next(model.parameters()).device
-    if reuse_features:
+    if reuse_features and isinstance(dataset, EpisodeDataset):
         score_grouped(
             model, dataset, indices, meter, batch_size=batch_size, workers=workers, device=device,
             progress=progress, cache_bytes=int(cache_mb * 2**20),
