@@ -257,7 +257,7 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
         def close(self):
             scalars.append(("closed", None))
 
-    monkeypatch.setattr(trainer_module, "_tensorboard_writer", lambda log_dir: Writer())
+    monkeypatch.setattr(trainer_module, "tensorboard_writer", lambda log_dir: Writer())
     Trainer(tiny(), RandomEpisodes(n=4), quiet(epochs=1, log_every=1), output_dir=tmp_path).fit()
     tags = {tag for tag, _ in scalars}
     assert {"train/total", "train/pcl", "train/lr", "epoch/train_total"} <= tags and scalars[-1][0] == "closed"

@@ -31,6 +31,7 @@ from ..losses import NTRENetLoss
 from .config import TrainConfig
 from .distributed import DistributedContext, EpisodeBatchSampler, SeededEpisodes, all_gather_cat, collate_episodes
 from .optim import build_optimizer, poly_lr, set_lr
+from .outputs import append_jsonl, card_metadata, tensorboard_writer, write_json
 from .state import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
 
 __all__ = ["Trainer", "TrainResult", "EvaluateFn"]
@@ -153,7 +154,7 @@ class Trainer:
             seed_everything(self.config.seed + self.dist.rank, self.config.deterministic)
         if self.dist.is_main and self.output_dir is not None:
             self._write_config()
-            self._writer = _tensorboard_writer(self.output_dir / "tensorboard")
+            self._writer = tensorboard_writer(self.output_dir / "tensorboard")
         try:
             self._run()
         finally:
@@ -353,9 +354,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ files
     def _write_config(self) -> None:
-        if self.output_dir is None:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         model_config = getattr(self.model, "config", None)
         payload = {
             "train": self.config.to_dict(),
@@ -363,15 +361,12 @@ class Trainer:
             "world_size": self.dist.world_size,
             "metadata": self.metadata,
         }
-        tmp = self.output_dir / ".train_config.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=2, default=str))
-        os.replace(tmp, self.output_dir / "train_config.json")
+        write_json(self.output_dir / "train_config.json", payload)  # type: ignore[operator]
 
     def _log_epoch(self, record: Mapping[str, Any]) -> None:
         if self.output_dir is None or not self.dist.is_main:
             return
-        with open(self.output_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(dict(record)) + "\n")
+        append_jsonl(self.output_dir / "metrics.jsonl", record)
         if self._writer is not None:
             for k, v in record.items():
                 if k.startswith("train_") and isinstance(v, float) and math.isfinite(v):
@@ -385,38 +380,10 @@ class Trainer:
         return {}
 
     def _export(self, name: str, metrics: Mapping[str, float]) -> None:
-        """Write ``OUT/<name>/`` with ``save_pretrained``: config.json, model.safetensors and a model card."""
-        if self.output_dir is None or not self.dist.is_main:
-            return
+        """Write ``OUT/<name>/`` with ``save_pretrained`` (config.json, model.safetensors, model card); models
+        without ``save_pretrained`` (not an NTRENet) are only checkpointed."""
         save = getattr(self.model, "save_pretrained", None)
-        if save is None:
+        if self.output_dir is None or not self.dist.is_main or save is None:
             return
-        metrics = dict(metrics)
-        if metrics:  # what push_to_hub needs to record them as the manifest's measured metrics
-            metrics.setdefault("episodes", self.config.val_episodes)
-            metrics.setdefault("seed", self.config.val_seed)
-            if "command" in self.metadata:
-                metrics.setdefault("command", self.metadata["command"])
-        card = {
-            **self.metadata,
-            "metrics": metrics,
-            "training": {
-                "preset": self.config.preset,
-                "epochs_done": self.epoch,
-                "steps": self.step,
-                "base_lr": self.config.base_lr,
-                "batch_size": self.config.batch_size,
-                "seed": self.config.seed,
-                "world_size": self.dist.world_size,
-            },
-        }
+        card = card_metadata(self.metadata, metrics, self.config, self.epoch, self.step, self.dist.world_size)
         save(self.output_dir / name, metadata=card)
-
-
-def _tensorboard_writer(log_dir: Path) -> Any:
-    """A TensorBoard ``SummaryWriter`` when the optional ``tensorboard`` package is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(log_dir))
