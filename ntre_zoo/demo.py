@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ._atomic import atomic_write
 from .data.synthetic import synthetic_episode
 from .factory import create_model
 from .inference import Prediction
@@ -112,8 +113,6 @@ def run_demo(output: Union[str, Path] = "ntre_zoo_demo.png", *, seed: int = 0, s
     note = "" if trained else "  UNTRAINED weights: this prediction is meaningless, it only shows the pipeline."
     title = f"{name} | synthetic fold 0, novel class, seed {seed} | {shot}-shot | IoU {iou:.3f}{note}"
     image = render_episode(supports, masks, query, prediction, title)
-    tmp = output.with_name(output.name + ".tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(output)
+    atomic_write(output, lambda tmp: image.save(tmp, format="PNG"))
     return DemoResult(output, name, trained, iou)
 

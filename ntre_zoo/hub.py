@@ -13,11 +13,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import safetensors.torch
-import torch
 
+from ._atomic import atomic_write, atomic_write_text
 from ._classnames import BENCHMARK_CLASSES, fold_classes
 from ._download import hub_download, resolve_endpoint, sha256_file, verify_sha256
 from ._loading import load_state_dict_strict
@@ -48,27 +48,6 @@ PathLike = Union[str, Path]
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same directory, then ``os.replace``: never a half file at ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-
-    _atomic_write(path, write)
-
-
 def _full_metadata(metadata: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     meta = dict(metadata or {})
     dataset, fold = meta.get("dataset"), meta.get("fold")
@@ -126,12 +105,12 @@ def save_pretrained(model: NTRENet, save_directory: PathLike, *, metadata: Optio
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from . import __version__
 
-    _atomic_write(
+    atomic_write(
         directory / WEIGHTS_NAME,
         lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt", "ntre_zoo_version": __version__}),
     )
-    _write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
-    _write_text(directory / MODEL_CARD_NAME, render_model_card(config, repo_id=config["metadata"].get("repo_id", "")))
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    atomic_write_text(directory / MODEL_CARD_NAME, render_model_card(config, repo_id=config["metadata"].get("repo_id", "")))
     return directory
 
 

@@ -75,7 +75,7 @@ def _hub_entry(repo_id, revision, sha256, filename="model.safetensors"):
 # ------------------------------------------------------------------------------------------ manifest
 def test_manifest_registers_every_paper_variant():
     manifest = load_manifest()
-    assert len(manifest.entries) == 20
+    assert len(manifest.entries) == 21  # the 20 paper variants and the shipped tiny demo model
     for (backbone, dataset), (one, five) in PAPER.items():
         for fold in range(4):
             name = f"ntrenet_{backbone}.{dataset}_fold{fold}"
@@ -94,9 +94,19 @@ def test_repo_level_manifest_is_the_packaged_one():
 
 
 def test_list_models_patterns():
-    assert len(ntre_zoo.list_models()) == 20
+    assert len(ntre_zoo.list_models()) == 21
     assert ntre_zoo.list_models("*coco20i_fold1") == ["ntrenet_resnet101.coco20i_fold1", "ntrenet_resnet50.coco20i_fold1"]
-    assert ntre_zoo.list_models(published_only=True) == []
+    assert ntre_zoo.list_models(published_only=True) == ["ntrenet_tiny.synthetic_fold0"]
+
+
+def test_shipped_tiny_model_loads_offline_with_its_measured_metrics(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry = load_manifest().get("ntrenet_tiny.synthetic_fold0")
+    assert entry.source == "package" and entry.published
+    measured = entry.metrics["measured"]
+    assert measured["episodes"] == 1000 and measured["seed"] == 321 and 0 < measured["miou_1shot"] < 100
+    model = ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0")
+    assert not model.training and model.config.reduce_dim == 16
 
 
 def test_unknown_name_suggests_close_names():

@@ -1,5 +1,6 @@
 """Trainer: optimizer groups, schedule, sampler, learning, bit-exact resume, atomic checkpoints, export."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,15 @@ from torch.utils.data import Dataset
 import ntre_zoo
 from ntre_zoo import create_model
 from ntre_zoo.train import fine_tune
-from ntre_zoo.training import EpisodeBatchSampler, TrainConfig, Trainer, atomic_save, load_checkpoint, parameter_groups, poly_lr
+from ntre_zoo.training import (
+    EpisodeBatchSampler,
+    TrainConfig,
+    Trainer,
+    atomic_save,
+    load_checkpoint,
+    parameter_groups,
+    poly_lr,
+)
 from ntre_zoo.training.distributed import collate_episodes
 from ntre_zoo.training.optim import PARAMETER_GROUPS
 
@@ -168,7 +177,7 @@ def test_killed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
     real_save = torch.save
 
     def dying_save(obj, f, *args, **kwargs):
-        f.write(b"PK\x03\x04 half a checkpoint")
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
         raise KeyboardInterrupt("killed while writing")
 
     monkeypatch.setattr(torch, "save", dying_save)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 from typing import Any, Dict
+
+from .._atomic import atomic_write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,7 +83,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
               f"FB-IoU {100 * summary['fb_iou']:.2f} +- {100 * summary['fb_iou_std']:.2f}")
     if args.output:
         summary.update(seed=args.seed, model=args.model, protocol=_protocol(args, config, episodes, dataset))
-        _write_json(Path(args.output), summary)
+        atomic_write_json(Path(args.output), summary)
         print(f"wrote {args.output}")
     return 0
 
@@ -100,13 +100,6 @@ def _protocol(args: argparse.Namespace, config: Any, episodes: int, dataset: Any
         "query_order": "val list order, cycled", "batch_size": args.batch_size, "workers": args.workers,
         "device": args.device,
     }
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _run_make_synthetic(args: argparse.Namespace) -> int:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Any, Dict, Optional
+
+from .._atomic import atomic_write_json
 
 __all__ = ["register"]
 
@@ -185,9 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     if ctx.is_main and not args.resume:
         out.mkdir(parents=True, exist_ok=True)
         record = {"command": command, "args": {k: v for k, v in vars(args).items() if k != "handler"}}
-        tmp = out / ".command.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, out / "command.json")
+        atomic_write_json(out / "command.json", record)
     # The synthetic benchmark is read through the PASCAL loader; its synthetic.json tells it apart.
     dataset_name = "synthetic" if (Path(args.data_root) / "synthetic.json").is_file() else args.dataset
     metadata = {

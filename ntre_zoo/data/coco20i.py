@@ -7,7 +7,6 @@ The instance annotations are turned into semantic label PNGs once, with pycocoto
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
@@ -15,6 +14,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_write
 from .episodes import ImageSource
 
 __all__ = ["coco_category_map", "build_coco_labels", "coco20i_source"]
@@ -79,9 +79,7 @@ def build_coco_labels(root: Path, split: str, *, progress: bool = True) -> Tuple
         label = np.zeros((info["height"], info["width"]), dtype=np.uint8)
         for ann in sorted(annotations, key=lambda a: -a.get("area", 0.0)):
             label[coco.annToMask(ann) > 0] = categories[ann["category_id"]][0]
-        tmp = label_path.with_name(f"{label_path.stem}.{os.getpid()}.tmp.png")
-        Image.fromarray(label, mode="L").save(tmp)
-        os.replace(tmp, label_path)
+        atomic_write(label_path, lambda tmp: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
     return pairs, {new: name for new, name in categories.values()}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+
+from .._atomic import atomic_write_text
 
 __all__ = ["MIN_PIXELS", "ClassLists", "read_label", "label_class_counts", "build_class_lists"]
 
@@ -80,10 +81,7 @@ def label_class_counts(
         counts.append({int(c): int(histogram[c]) for c in np.flatnonzero(histogram) if c not in (0, 255)})
     if cache is not None:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": _CACHE_VERSION, "counts": counts}))
-            os.replace(tmp, cache)
+            atomic_write_text(cache, json.dumps({"version": _CACHE_VERSION, "counts": counts}))
         except OSError as error:
             warnings.warn(f"Could not write the class-list cache {str(cache)!r} ({error}); it will be rebuilt next time.")
     return counts

@@ -17,11 +17,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+
+from .._atomic import atomic_write_text
 
 __all__ = [
     "SyntheticClass",
@@ -349,10 +351,7 @@ def _save_pair(image: np.ndarray, label: np.ndarray, voc: Path, name: str, palet
 
 
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
 
 def make_synthetic_voc(

@@ -5,7 +5,7 @@ Sequential indices match the reference (``.0`` first conv, ``.2`` second conv of
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F

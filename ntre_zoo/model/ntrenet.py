@@ -8,7 +8,7 @@ no weights; the zoo's weights are trained with this package (see ``checkpoints_m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn

@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
+from .._atomic import atomic_write_json
 from .config import TrainConfig
 
 __all__ = ["write_json", "append_jsonl", "card_metadata", "tensorboard_writer"]
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write ``payload`` as indented JSON, atomically."""
+    atomic_write_json(path, payload, default=str)
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:

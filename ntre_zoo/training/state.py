@@ -10,6 +10,8 @@ from typing import Any, Dict, Iterator, Union
 import numpy as np
 import torch
 
+from .._atomic import atomic_write
+
 __all__ = ["seed_everything", "rng_state", "set_rng_state", "isolated_rng", "atomic_save", "load_checkpoint"]
 
 PathLike = Union[str, os.PathLike]
@@ -75,20 +77,7 @@ def isolated_rng(seed: int) -> Iterator[None]:
 def atomic_save(obj: Any, path: PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace``: a crash at any moment
     leaves either the previous file or the new one, never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), fsync=True)
 
 
 def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
