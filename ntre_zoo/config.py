@@ -64,6 +64,9 @@ class ModelConfig:
             fractions of the feature size (reference: 60, 30, 15, 8).
         bg_prototypes: ``bgpro_num`` of the reference; only 1 runs there, so only 1 is accepted.
         dropout: dropout of the 1x1 reductions (0.5) and of the classifiers (0.1).
+        bg_eliminating: BGEM (with BG mining); False removes it and its parameters (ablation, paper Table 3).
+        do_eliminating: DOEM (needs BG mining); False removes it and its parameters. With neither, the
+            model has no BG mining at all: the paper's baseline.
         test_size: side of the square canvas used by ``predict`` (473 in the reference protocol).
         mean, std: input normalisation on [0, 1] images.
     """
@@ -75,6 +78,8 @@ class ModelConfig:
     bg_prototypes: int = 1
     reduce_dropout: float = 0.5
     classifier_dropout: float = 0.1
+    bg_eliminating: bool = True
+    do_eliminating: bool = True
     test_size: int = 473
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
@@ -105,6 +110,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (tuples become lists)."""
         return dataclasses.asdict(self)
+
+    @property
+    def bg_mining(self) -> bool:
+        """Whether the model has BG mining (BGEM and DOEM both use its output)."""
+        return self.bg_eliminating or self.do_eliminating
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":

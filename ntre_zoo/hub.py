@@ -43,7 +43,10 @@ MODEL_CARD_NAME = "README.md"
 ARCHITECTURE = "ntrenet"
 #: ModelConfig fields that may differ at load time; the others change the architecture.
 LOAD_OVERRIDES = ("test_size", "mean", "std", "reduce_dropout", "classifier_dropout")
-_ARCHITECTURE_FIELDS = ("backbone", "reduce_dim", "pyramid_bins", "bg_prototypes", "layers", "channels", "stem_width")
+_ARCHITECTURE_FIELDS = (
+    "backbone", "reduce_dim", "pyramid_bins", "bg_prototypes", "bg_eliminating", "do_eliminating", "layers", "channels",
+    "stem_width",
+)
 PathLike = Union[str, Path]
 
 

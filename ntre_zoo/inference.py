@@ -31,8 +31,10 @@ class Prediction:
     Attributes:
         mask: ``uint8 (H, W)`` in {0, 1}, 1 = target.
         probability: ``float32 (H, W)`` softmax probability of the target.
-        bg_map: ``float32 (H, W)`` background probability from BG mining (what BGEM eliminates).
-        do_map: ``float32 (H, W)`` distracting-object mask averaged over the pyramid bins (what DOEM eliminates).
+        bg_map: ``float32 (H, W)`` background probability from BG mining (what BGEM eliminates; zeros for
+            a model without BG mining).
+        do_map: ``float32 (H, W)`` distracting-object mask averaged over the pyramid bins (what DOEM
+            eliminates; zeros for a model without DOEM).
     """
 
     mask: np.ndarray
@@ -187,8 +189,9 @@ def predict(
 
 def _to_original(out: Any, sizes: Sequence[Tuple[int, int]], details: bool) -> List[Any]:
     canvas = tuple(out.logits.shape[-2:])
-    bg = resize(out.bg_logits.float().softmax(dim=1)[:, 1:], canvas)
-    do = torch.stack([resize(m.float(), canvas) for m in out.do_masks]).mean(dim=0)
+    blank = out.logits.new_zeros((out.logits.shape[0], 1, *canvas), dtype=torch.float32)
+    bg = blank if out.bg_logits is None else resize(out.bg_logits.float().softmax(dim=1)[:, 1:], canvas)
+    do = torch.stack([resize(m.float(), canvas) for m in out.do_masks]).mean(dim=0) if out.do_masks else blank
     results = []
     for i, (h, w) in enumerate(sizes):
         logits = logits_to_original(out.logits[i : i + 1].float(), h, w)[0]

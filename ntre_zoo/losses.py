@@ -301,9 +301,14 @@ class NTRENetLoss(nn.Module):
             ValueError: ``output`` is not a train-mode output, or the shapes disagree.
         """
         cfg = self.config
-        if not output.bin_logits or output.support_bg_logits is None or output.query_features is None:
+        if not output.bin_logits or output.query_features is None or output.support.features is None:
             raise ValueError("NTRENetLoss needs the train-mode outputs of the model; call model.train() first.")
-        b, k = output.support_bg_logits.shape[:2]
+        if output.bg_logits is None and cfg.pcl_weight > 0:
+            raise ValueError(
+                "PCL takes its negatives from BG mining, which this model has not (bg_eliminating and do_eliminating "
+                "are both off); set pcl_weight=0 (`--loss pcl_weight=0`)."
+            )
+        b, k = output.support.features.shape[:2]
         if query_mask.shape[0] != b or tuple(support_masks.shape[:2]) != (b, k) or class_index.shape != (b,):
             raise ValueError(
                 f"Labels do not match the outputs (B={b}, K={k}): query_mask {tuple(query_mask.shape)}, "
@@ -315,17 +320,18 @@ class NTRENetLoss(nn.Module):
         terms["main"] = segmentation_loss(main_logits, query_mask, ignore)
         terms["final_bins"] = bin_loss(output.bin_logits, query_mask, ignore)
         terms["initial_bins"] = bin_loss(output.initial_logits, query_mask, ignore)
-        # BG mining: the query and every shot on its own features, averaged over the K + 1 images.
-        bg = bg_mining_loss(output.bg_logits, query_mask, cfg.bg_alpha, cfg.bg_eps)
-        for shot in range(k):
-            bg = bg + bg_mining_loss(output.support_bg_logits[:, shot], support_masks[:, shot], cfg.bg_alpha, cfg.bg_eps)
-        terms["bg"] = bg / (k + 1)
         total = (
             cfg.main_weight * terms["main"]
             + cfg.final_bins_weight * terms["final_bins"]
             + cfg.initial_bins_weight * terms["initial_bins"]
-            + cfg.bg_weight * terms["bg"]
         )
+        if output.bg_logits is not None:
+            # BG mining: the query and every shot on its own features, averaged over the K + 1 images.
+            bg = bg_mining_loss(output.bg_logits, query_mask, cfg.bg_alpha, cfg.bg_eps)
+            for shot in range(k):
+                bg = bg + bg_mining_loss(output.support_bg_logits[:, shot], support_masks[:, shot], cfg.bg_alpha, cfg.bg_eps)
+            terms["bg"] = bg / (k + 1)
+            total = total + cfg.bg_weight * terms["bg"]
         if cfg.pcl_weight > 0:
             terms["pcl"] = self._contrast(output, query_mask, support_masks, class_index.long(), all_gather)
             total = total + cfg.pcl_weight * terms["pcl"]

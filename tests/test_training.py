@@ -19,6 +19,7 @@ from ntre_zoo.training import (
     poly_lr,
 )
 from ntre_zoo.training.distributed import collate_episodes
+from ntre_zoo.losses import LossConfig
 from ntre_zoo.training.optim import PARAMETER_GROUPS
 
 TINY = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16, pyramid_bins=(8, 4, 2))
@@ -290,3 +291,40 @@ def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
     assert {"miou", "fb_iou", "episodes", "seed", "command"} <= set(metrics) and metrics["episodes"] == 4
     assert metrics["command"].startswith("ntre-zoo train --dataset pascal5i --data-root ")
     assert "--layers 1 1 1 1" in metrics["command"] and "--push-to-hub" not in metrics["command"]
+
+
+@pytest.mark.parametrize(
+    "switches, absent",
+    [
+        (dict(bg_eliminating=False, do_eliminating=False), ("bg_prototype", "bg_mining.", ".bg_eliminating.", ".do_eliminating.")),
+        (dict(do_eliminating=False), (".do_eliminating.",)),
+        (dict(bg_eliminating=False), (".bg_eliminating.",)),
+    ],
+)
+def test_ablation_switches_remove_their_modules_and_still_train(switches, absent):
+    """The paper's Table 3 variants: baseline, +BGEM, and DOEM without BGEM."""
+    model = create_model("resnet50", **TINY, **switches)
+    names = [n for n, _ in model.named_parameters()]
+    assert not [n for n in names if any(a in n or n == a for a in absent)]
+    assert len(names) < len(list(tiny().named_parameters()))
+    data = RandomEpisodes(n=4)
+    batch = collate_episodes([data[i] for i in range(4)])
+    pcl = 0.01 if model.config.bg_mining else 0.0
+    trainer = Trainer(model, data, quiet(epochs=1000, batch_size=4, base_lr=0.01, loss=LossConfig(pcl_weight=pcl)))
+    trainer.network.train()
+    losses = [trainer.train_step(batch)["total"] for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    model.eval()
+    with torch.no_grad():
+        out = model(batch["query_image"], batch["support_images"], batch["support_masks"])
+    assert (out.bg_logits is None) == (not model.config.bg_mining)
+    assert (out.do_masks == []) == (not model.config.do_eliminating)
+
+
+def test_pcl_without_bg_mining_is_refused():
+    model = create_model("resnet50", **TINY, bg_eliminating=False, do_eliminating=False)
+    data = RandomEpisodes(n=2)
+    trainer = Trainer(model, data, quiet(batch_size=2))
+    trainer.network.train()
+    with pytest.raises(ValueError, match="pcl_weight=0"):
+        trainer.train_step(collate_episodes([data[0], data[1]]))

@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--stem-width", type=int, default=None, help="narrow ResNet: stem width")
     model.add_argument("--reduce-dim", type=int, default=None, help="head width C (default: 256)")
     model.add_argument("--pyramid-bins", type=float, nargs="+", default=None, help="FEM bins (default: 60 30 15 8)")
+    model.add_argument("--no-bg-eliminating", dest="bg_eliminating", action="store_false",
+                       help="ablation: no BGEM (with --no-do-eliminating too, no BG mining at all)")
+    model.add_argument("--no-do-eliminating", dest="do_eliminating", action="store_false", help="ablation: no DOEM")
     model.add_argument("--test-size", type=int, default=None, help="evaluation canvas side (default: 473)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--preset", default="reference", choices=("reference", "paper"), help="hyper-parameter preset")
@@ -80,10 +83,16 @@ def _parse_loss(items: Optional[list]) -> Dict[str, float]:
     return out
 
 
+_SWITCHED_OFF = {"bg_eliminating": "--no-bg-eliminating", "do_eliminating": "--no-do-eliminating"}
+
+
 def _command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run, rebuilt from the parsed options (for model cards)."""
     words = ["ntre-zoo", "train"]
     for key, value in vars(args).items():
+        if key in _SWITCHED_OFF:  # store_false switches: on by default, written only when turned off
+            words += [] if value else [_SWITCHED_OFF[key]]
+            continue
         if key in ("command", "handler", "resume", "push_to_hub", "no_progress") or value is None or value is False:
             continue
         words.append("--" + key.replace("_", "-"))
@@ -131,7 +140,8 @@ def _build_model(args: argparse.Namespace, saved_model_config: Optional[Dict[str
         if model.config.shot != args.shot:
             model.config = dataclasses.replace(model.config, shot=args.shot)
         return model
-    options = {k: getattr(args, k) for k in ("layers", "channels", "stem_width", "reduce_dim", "pyramid_bins", "test_size")}
+    options = {k: getattr(args, k) for k in ("layers", "channels", "stem_width", "reduce_dim", "pyramid_bins", "test_size",
+                                             "bg_eliminating", "do_eliminating")}
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
     return create_model(args.backbone, shot=args.shot, pretrained_backbone=args.pretrained_backbone, **options)
 

@@ -129,14 +129,16 @@ class PyramidBin(nn.Module):
     ``inner_cls`` -> ``classifier``.
     """
 
-    def __init__(self, channels: int, classifier_dropout: float, first: bool) -> None:
+    def __init__(
+        self, channels: int, classifier_dropout: float, first: bool, bg_eliminating: bool = True, do_eliminating: bool = True
+    ) -> None:
         super().__init__()
         c = channels
-        self.bg_eliminating = conv_relu(2 * c, c)
+        self.bg_eliminating: Optional[nn.Sequential] = conv_relu(2 * c, c) if bg_eliminating else None
         self.feature_matching = conv_relu(2 * c + 1, c)
         self.matching_refine = residual_pair(c)
         self.initial_classifier = classifier(c, classifier_dropout)
-        self.do_eliminating = conv_relu(2 * c, c)
+        self.do_eliminating: Optional[nn.Sequential] = conv_relu(2 * c, c) if do_eliminating else None
         self.inter_scale_merge: Optional[nn.Sequential] = None if first else conv_relu(2 * c, c)
         self.refine = residual_pair(c)
         self.classifier = classifier(c, classifier_dropout)
@@ -145,9 +147,9 @@ class PyramidBin(nn.Module):
         self,
         query: torch.Tensor,
         prototype: torch.Tensor,
-        bg_prototype: torch.Tensor,
+        bg_prototype: Optional[torch.Tensor],
         prior: torch.Tensor,
-        bg_logits: torch.Tensor,
+        bg_logits: Optional[torch.Tensor],
         previous: Optional[torch.Tensor],
         size: Tuple[int, int],
         with_classifier: bool,
@@ -157,31 +159,34 @@ class PyramidBin(nn.Module):
         Args:
             query: reduced query features ``(B, C, h, w)``.
             prototype: support target prototype ``(B, C, 1, 1)``.
-            bg_prototype: learned BG prototype ``(1, C, 1, 1)``.
+            bg_prototype: learned BG prototype ``(1, C, 1, 1)`` (None without BG mining).
             prior: prior mask ``(B, 1, h, w)``.
-            bg_logits: BG-mining logits of the query ``(B, 2, h, w)``.
+            bg_logits: BG-mining logits of the query ``(B, 2, h, w)`` (None without BG mining).
             previous: the previous (finer) bin's output at ``(h, w)``, or None for the first bin.
             size: this bin's ``(n_h, n_w)``.
             with_classifier: also return the bin's final logits (they only feed a training loss).
 
         Returns:
-            ``(features at size, initial logits (B, 2, *size), DO mask (B, 1, *size), final logits or None)``.
+            ``(features at size, initial logits (B, 2, *size), DO mask (B, 1, *size) or None without DOEM,
+            final logits or None)``.
         """
         b = query.shape[0]
         q = F.adaptive_avg_pool2d(query, size)
         # 1. BG eliminating (Eq. 4): fuse the query with the BG prototype.
-        x = self.bg_eliminating(torch.cat([q, bg_prototype.expand(b, -1, *size)], dim=1))
+        x = q if self.bg_eliminating is None else self.bg_eliminating(torch.cat([q, bg_prototype.expand(b, -1, *size)], dim=1))
         # 2. Feature matching (Eq. 5-6) with the target prototype and the prior mask -> initial prediction.
         x = self.feature_matching(torch.cat([x, prototype.expand(-1, -1, *size), resize(prior, size)], dim=1))
         x = self.matching_refine(x) + x
         initial = self.initial_classifier(x)
-        # 3. DO mask: neither predicted background nor predicted target (hard argmax, no gradient).
-        background = resize(bg_logits, size).argmax(dim=1, keepdim=True)
-        target = initial.argmax(dim=1, keepdim=True)
-        do_mask = (1 - background - target).clamp_min(0).to(q.dtype)
-        # 4. DO eliminating (Eq. 7-9): mean over the whole bin, not divided by the DO area (as the code does).
-        do_prototype = (do_mask * q).mean(dim=(2, 3), keepdim=True)
-        x = self.do_eliminating(torch.cat([x, do_prototype.expand(-1, -1, *size)], dim=1))
+        do_mask = None
+        if self.do_eliminating is not None:
+            # 3. DO mask: neither predicted background nor predicted target (hard argmax, no gradient).
+            background = resize(bg_logits, size).argmax(dim=1, keepdim=True)
+            target = initial.argmax(dim=1, keepdim=True)
+            do_mask = (1 - background - target).clamp_min(0).to(q.dtype)
+            # 4. DO eliminating (Eq. 7-9): mean over the whole bin, not divided by the DO area (as the code does).
+            do_prototype = (do_mask * q).mean(dim=(2, 3), keepdim=True)
+            x = self.do_eliminating(torch.cat([x, do_prototype.expand(-1, -1, *size)], dim=1))
         # 5. FEM inter-scale merge with the previous bin, then refinement.
         if self.inter_scale_merge is not None:
             x = self.inter_scale_merge(torch.cat([x, resize(previous, size)], dim=1)) + x

@@ -109,19 +109,20 @@ class NTRENetOutput:
     Shapes (H, W: input size; h, w: feature size, 60 for a 473 ResNet input; n: a bin's size):
         logits: final 2-class logits at the input size ``(B, 2, H, W)``; channel 1 = target.
         head_logits: the same before upsampling ``(B, 2, h, w)``.
-        bg_logits: query BG-mining logits ``(B, 2, h, w)``; channel 1 = background.
+        bg_logits: query BG-mining logits ``(B, 2, h, w)``; channel 1 = background (None without BG mining).
         prior: training-free prior mask, K-averaged ``(B, 1, h, w)``.
-        do_masks: per bin, the distracting-object mask the model eliminated ``(B, 1, n, n)``.
+        do_masks: per bin, the distracting-object mask the model eliminated ``(B, 1, n, n)`` (empty without DOEM).
         initial_logits: per bin, the initial prediction used to find DOs ``(B, 2, n, n)``.
         bin_logits: per bin, final logits (training only, else empty) ``(B, 2, n, n)``.
         query_features: reduced query features ``(B, C, h, w)``.
         support: the support encoding used.
-        support_bg_logits: per-shot support BG logits in training ``(B, K, 2, hs, ws)``, else None.
+        support_bg_logits: per-shot support BG logits in training ``(B, K, 2, hs, ws)``, else (and without BG
+            mining) None.
     """
 
     logits: torch.Tensor
     head_logits: torch.Tensor
-    bg_logits: torch.Tensor
+    bg_logits: Optional[torch.Tensor]
     prior: torch.Tensor
     do_masks: List[torch.Tensor]
     initial_logits: List[torch.Tensor]
@@ -146,12 +147,15 @@ class NTRENet(nn.Module):
         self.config = config
         c = config.reduce_dim
         self.backbone: Backbone = create_backbone(config.backbone, pretrained=pretrained_backbone)
-        self.bg_prototype = nn.Parameter(torch.zeros(1, c * config.bg_prototypes, 1, 1))
+        self.bg_prototype = nn.Parameter(torch.zeros(1, c * config.bg_prototypes, 1, 1)) if config.bg_mining else None
         self.down_query = reduction(self.backbone.mid_channels, c, config.reduce_dropout)
         self.down_support = reduction(self.backbone.mid_channels, c, config.reduce_dropout)
-        self.bg_mining = BackgroundMining(c, config.reduce_dropout, config.classifier_dropout)
+        self.bg_mining = (
+            BackgroundMining(c, config.reduce_dropout, config.classifier_dropout) if config.bg_mining else None
+        )
         self.bins = nn.ModuleList(
-            PyramidBin(c, config.classifier_dropout, first=i == 0) for i in range(len(config.pyramid_bins))
+            PyramidBin(c, config.classifier_dropout, i == 0, config.bg_eliminating, config.do_eliminating)
+            for i in range(len(config.pyramid_bins))
         )
         self.fuse = nn.Sequential(nn.Conv2d(c * len(config.pyramid_bins), c, 1, bias=False), nn.ReLU(inplace=True))
         self.fuse_refine = residual_pair(c)
@@ -266,9 +270,9 @@ class NTRENet(nn.Module):
         prior = self._prior(query.high, support, size)
 
         # 2. Background mining on the query (and, for the training loss, on every support shot).
-        bg_logits = self.bg_mining(q, self.bg_prototype)
+        bg_logits = None if self.bg_mining is None else self.bg_mining(q, self.bg_prototype)
         support_bg_logits = None
-        if self.training:
+        if self.training and self.bg_mining is not None:
             support_bg_logits = self.bg_mining(support.features.flatten(0, 1), self.bg_prototype)
             support_bg_logits = support_bg_logits.unflatten(0, tuple(support.features.shape[:2]))
 
@@ -283,7 +287,8 @@ class NTRENet(nn.Module):
             previous = resize(x, size)
             pyramid.append(previous)
             initial_logits.append(initial)
-            do_masks.append(do_mask)
+            if do_mask is not None:
+                do_masks.append(do_mask)
             if logits is not None:
                 bin_logits.append(logits)
 
