@@ -69,14 +69,18 @@ def episode_inputs(args: argparse.Namespace, device: torch.device):
 
 
 def peak_rss_of_predict(args: argparse.Namespace) -> float:
-    """Peak resident MB of a fresh process that builds the model and runs one predict() call."""
+    """Peak resident MB of a fresh process that builds the model and runs one predict() call.
+
+    Read from the child's ``VmHWM`` (``ru_maxrss`` would include this parent's size: Linux carries it
+    across fork and exec)."""
     code = (
-        "import resource, numpy as np, torch, ntre_zoo\n"
+        "import numpy as np, torch, ntre_zoo\n"
         f"m = ntre_zoo.create_model({args.backbone!r}).eval()\n"
         f"img = (np.random.default_rng(0).random(({args.size}, {args.size}, 3)) * 255).astype(np.uint8)\n"
         f"mask = np.zeros(({args.size}, {args.size}), np.uint8); mask[100:300, 100:250] = 1\n"
         "m.predict(img, mask, img)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(int(hwm.split()[1]) / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
