@@ -5,13 +5,26 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple
 
-__all__ = ["BackboneConfig", "ModelConfig", "BACKBONES"]
+__all__ = ["BackboneConfig", "ModelConfig", "BACKBONES", "check_fields"]
 
 #: Backbones of the reference code, with the timm architecture each one is built from.
 BACKBONES = {"resnet50": "resnet50s", "resnet101": "resnet101s", "vgg16_bn": "vgg16_bn"}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_fields(cls: type, data: Mapping[str, Any]) -> dict:
+    """A copy of ``data`` after checking that every key is a field of dataclass ``cls``.
+
+    Raises:
+        ValueError: naming the unknown keys and the known ones (a newer config is never half-read).
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} field(s) {unknown}; expected a subset of {sorted(known)}.")
+    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -119,13 +132,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise so that a newer config is not half-read."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown ModelConfig keys {unknown}; expected a subset of {sorted(known)}.")
-        values = dict(data)
+        values = check_fields(cls, data)
         if isinstance(values.get("backbone"), Mapping):
-            bb = dict(values["backbone"])
+            bb = check_fields(BackboneConfig, values["backbone"])
             for key in ("layers", "channels"):
                 if bb.get(key) is not None:
                     bb[key] = tuple(bb[key])

@@ -36,6 +36,15 @@ def make_tiny_model(seed: int = 0, **options) -> ntre_zoo.NTRENet:
     return model.eval()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The tests' models are tiny: one thread runs them fastest, and several stall on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_model() -> ntre_zoo.NTRENet:
     return make_tiny_model()

@@ -22,15 +22,6 @@ from conftest import TINY
 NARROW = {k: TINY[k] for k in ("layers", "channels", "stem_width")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are fastest on one thread; several threads stall when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _episode(shot: int = 1, size: int = 65):
     g = torch.Generator().manual_seed(3)
     masks = (torch.rand(1, shot, size, size, generator=g) > 0.5).long()

@@ -33,15 +33,6 @@ PAPER = {  # spec section 9: 1-shot and 5-shot mIoU per fold
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are fastest on one thread; several threads stall when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _episode(seed: int = 0, shot: int = 1, size: int = 64):
     g = torch.Generator().manual_seed(seed)
     query = torch.randn(1, 3, size, size, generator=g)

@@ -133,7 +133,7 @@ def test_config_round_trip_and_validation():
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="bg_prototypes=2 is not supported"):
         ModelConfig(bg_prototypes=2)
-    with pytest.raises(ValueError, match="Unknown ModelConfig keys"):
+    with pytest.raises(ValueError, match=r"Unknown ModelConfig field\(s\) \[.widht.\]"):
         ModelConfig.from_dict({"backbone": "resnet50", "widht": 3})
     with pytest.raises(ValueError, match="Unknown option"):
         ntre_zoo.create_model("resnet50", reduce_dims=3)

@@ -56,15 +56,6 @@ class RandomEpisodes(Dataset):
         }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run fastest on one thread, above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(seed=0, shot=1):
     torch.manual_seed(seed)
     return create_model("resnet50", shot=shot, **TINY)

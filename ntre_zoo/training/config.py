@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
+from ..config import check_fields
 from ..losses import LossConfig
 
 __all__ = ["TrainConfig", "PRESETS", "RESUMABLE_OVERRIDES"]
@@ -132,17 +133,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown TrainConfig field(s) {unknown}; expected a subset of {sorted(known)}.")
-        values = dict(data)
+        values = check_fields(cls, data)
         if isinstance(values.get("loss"), Mapping):
-            loss_known = {f.name for f in dataclasses.fields(LossConfig)}
-            bad = sorted(set(values["loss"]) - loss_known)
-            if bad:
-                raise ValueError(f"Unknown LossConfig field(s) {bad}; expected a subset of {sorted(loss_known)}.")
-            values["loss"] = LossConfig(**values["loss"])
+            values["loss"] = LossConfig(**check_fields(LossConfig, values["loss"]))
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrainConfig":

@@ -11,8 +11,7 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from .config import TrainConfig
 from .distributed import DistributedContext
@@ -56,33 +55,23 @@ def evaluate_sharded(
     Returns:
         ``{"miou", "fb_iou", "precision", "episodes"}``, identical on every rank.
     """
-    from ..data.episodes import collate_episodes
-    from ..evaluation import FewShotMeter, episode_stats
-    from ..preprocessing import logits_to_original
+    from ..evaluation import FewShotMeter, score_episodes
 
     ctx = distributed or DistributedContext.current()
     dataset = _protocol_dataset(dataset, episodes, seed)
-    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
-    loader = DataLoader(shard, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_episodes)
-    classes = getattr(dataset, "classes")
-    meter = FewShotMeter(classes)
-    device = next(model.parameters()).device
+    meter = FewShotMeter(getattr(dataset, "classes"))
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in tqdm(loader, desc="validate", disable=not (progress and ctx.is_main), leave=False):
-                logits = model(
-                    batch["query_image"].to(device), batch["support_images"].to(device), batch["support_masks"].to(device)
-                ).logits.float()
-                for b, label in enumerate(batch["query_label"]):
-                    h, w = label.shape
-                    prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0].cpu()
-                    meter.update(int(batch["class_id"][b]), episode_stats(prediction, label))
+            score_episodes(
+                model, dataset, range(ctx.rank, len(dataset), ctx.world_size), meter,  # type: ignore[arg-type]
+                workers=workers, progress=progress and ctx.is_main,
+            )
     finally:
         model.train(was_training)
     if ctx.enabled:
-        counts = meter.counts.to(device)
+        counts = meter.counts.to(next(model.parameters()).device)
         dist.all_reduce(counts)
         meter.counts = counts.cpu()
     result = meter.result()
