@@ -225,3 +225,10 @@ def test_folder_dataset_with_and_without_classes_json(tmp_path):
     (tmp_path / "a" / "classes.json").write_text(json.dumps({"0": "bg"}))
     with pytest.raises(ValueError, match="1..254"):
         build_dataset(config, "val", progress=False)
+
+
+def test_synthetic_tree_reports_its_own_class_names(voc):
+    from ntre_zoo.data import SYNTHETIC_CLASSES
+
+    names = pascal5i_source(voc, "val").class_names
+    assert len(names) == 20 and names[1] == SYNTHETIC_CLASSES[0].name

@@ -1,8 +1,9 @@
 """PASCAL-5i from a ``VOCdevkit/VOC2012`` tree with ``JPEGImages/`` and ``SegmentationClassAug/`` (VOC + SBD)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from .episodes import ImageSource
 from .splits import PASCAL_CLASSES
@@ -94,6 +95,14 @@ def pascal5i_source(root: Union[str, Path], split: str) -> ImageSource:
         root=voc,
         images=tuple(p[0] for p in unique),
         labels=tuple(p[1] for p in unique),
-        class_names={i + 1: n for i, n in enumerate(PASCAL_CLASSES)},
+        class_names=_class_names(voc),
         cache_dir=voc / CACHE_DIR,
     )
+
+
+def _class_names(voc: Path) -> Dict[int, str]:
+    """PASCAL VOC's names, or the synthetic benchmark's own when its ``synthetic.json`` is in the tree."""
+    description = voc / "synthetic.json"
+    if description.is_file():
+        return {int(c["id"]): str(c["name"]) for c in json.loads(description.read_text())["classes"]}
+    return {i + 1: n for i, n in enumerate(PASCAL_CLASSES)}
