@@ -45,7 +45,8 @@ _EPS = 1e-10  # as the reference: IoU = I / (U + 1e-10), so a class never predic
 
 
 def episode_stats(prediction: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Counts of one episode: ``[bg I, bg U, fg I, fg U, TP, FP, 1]`` as int64.
+    """Counts of one episode: ``[bg I, bg U, fg I, fg U, TP, FP, 1]`` as an int64 tensor on the inputs'
+    device (no host synchronisation).
 
     Args:
         prediction: ``(H, W)`` binary prediction (0/1).
@@ -61,12 +62,9 @@ def episode_stats(prediction: torch.Tensor, target: torch.Tensor, ignore_index: 
     pred_bg = (prediction != 1) & valid
     gt_fg = (target == 1) & valid
     gt_bg = (target != 1) & valid
-    tp = int((pred_fg & gt_fg).sum())
-    fp = int((pred_fg & gt_bg).sum())
-    return torch.tensor(
-        [int((pred_bg & gt_bg).sum()), int((pred_bg | gt_bg).sum()), tp, int((pred_fg | gt_fg).sum()), tp, fp, 1],
-        dtype=torch.long,
-    )
+    tp = (pred_fg & gt_fg).sum()
+    counts = [(pred_bg & gt_bg).sum(), (pred_bg | gt_bg).sum(), tp, (pred_fg | gt_fg).sum(), tp, (pred_fg & gt_bg).sum()]
+    return torch.stack([*counts, torch.ones_like(tp)]).long()
 
 
 @dataclass
@@ -131,18 +129,21 @@ class FewShotMeter:
         """
         if int(class_id) not in self._row:
             raise KeyError(f"class {class_id!r} is not one of this meter's classes {list(self.classes)}.")
-        self.counts[self._row[int(class_id)]] += stats.to(self.counts)
+        if self.counts.device != stats.device:  # count where the stats are made: no sync per episode on a GPU
+            self.counts = self.counts.to(stats.device)
+        self.counts[self._row[int(class_id)]] += stats
 
     def merge(self, other: "FewShotMeter") -> "FewShotMeter":
         """Add another meter's counts (same classes) in place and return self."""
         if other.classes != self.classes:
             raise ValueError(f"Cannot merge meters over different classes: {list(self.classes)} vs {list(other.classes)}.")
-        self.counts += other.counts
+        self.counts = self.counts + other.counts.to(self.counts.device)
         return self
 
     def result(self, seed: Optional[int] = None) -> FoldResult:
         """Reduce the counts to :class:`FoldResult`."""
-        c = self.counts.double()
+        counts = self.counts.cpu()
+        c = counts.double()
         bg_i, bg_u, fg_i, fg_u, tp, fp, n = (c[:, i] for i in range(len(STAT_FIELDS)))
         seen = n > 0
         iou = fg_i / (fg_u + _EPS)
@@ -159,9 +160,9 @@ class FewShotMeter:
             precision=mean(precision),
             class_iou=per_class(iou),
             class_precision=per_class(precision),
-            class_episodes={cls: int(v) for cls, v in zip(self.classes, self.counts[:, -1])},
+            class_episodes={cls: int(v) for cls, v in zip(self.classes, counts[:, -1])},
             class_names=self.class_names,
-            episodes=int(self.counts[:, -1].sum()),
+            episodes=int(counts[:, -1].sum()),
             seed=seed,
         )
 
@@ -243,8 +244,8 @@ def score_episodes(
         ).logits.float()
         for b, label in enumerate(batch["query_label"]):
             h, w = label.shape
-            prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0].cpu()
-            meter.update(int(batch["class_id"][b]), episode_stats(prediction, label))
+            prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0]
+            meter.update(int(batch["class_id"][b]), episode_stats(prediction, label.to(device, non_blocking=True)))
 
 
 def evaluate(

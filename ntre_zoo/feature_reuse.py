@@ -145,8 +145,8 @@ def score_grouped(
             logits = model.decode(query, SupportFeatures.cat(supports[start : start + batch_size])).logits.float()
             for b, episode in enumerate(chunk):
                 h, w = episode["label"].shape
-                prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0].cpu()
-                meter.update(episode["class_id"], episode_stats(prediction, episode["label"]))
+                prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0]
+                meter.update(episode["class_id"], episode_stats(prediction, episode["label"].to(device, non_blocking=True)))
             bar.update(len(chunk))
     bar.close()
     return cache
