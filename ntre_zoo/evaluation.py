@@ -260,6 +260,7 @@ def evaluate(
     progress: bool = True,
     reuse_features: bool = True,
     cache_mb: float = 2048,
+    amp_dtype: Optional[torch.dtype] = None,
 ) -> FoldResult:
     """Run ``model`` on the episodes of ``dataset`` and score them (spec section 8).
 
@@ -278,6 +279,7 @@ def evaluate(
         reuse_features: encode each query image once per evaluation and each (support image, class) pair
             once while ``cache_mb`` allows (the fast path); False runs every episode from scratch.
         cache_mb: memory budget of the support cache.
+        amp_dtype: run under autocast with this dtype (``torch.bfloat16``, or ``torch.float16`` on CUDA).
 
     Returns:
         :class:`FoldResult`.
@@ -288,9 +290,10 @@ def evaluate(
     meter = FewShotMeter(dataset.classes, {c: dataset.class_name(c) for c in dataset.classes})
     was_training = model.training
     model.eval()
-    model.to(torch.device(device))
+    device = torch.device(device)
+    model.to(device)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             score_episodes(
                 model, dataset, range(len(dataset)), meter, batch_size=batch_size, workers=workers,
                 progress=progress, reuse_features=reuse_features, cache_mb=cache_mb,

@@ -110,6 +110,13 @@ def test_feature_reuse_gives_the_per_episode_metrics(synthetic_root, model, shot
     assert reused.to_dict() == plain.to_dict() == tight.to_dict()
 
 
+def test_evaluate_under_bf16_autocast(synthetic_root, model):
+    config = DataConfig(dataset="pascal5i", root=str(synthetic_root), fold=0, test_size=65)
+    dataset = build_dataset(config, "val", episodes=6, progress=False)
+    result = evaluate(model, dataset, amp_dtype=torch.bfloat16, progress=False)
+    assert result.episodes == 6 and 0 <= result.miou <= 1
+
+
 def test_support_cache_restores_exact_encodings_and_respects_its_budget(model):
     from ntre_zoo.feature_reuse import SupportCache
     from ntre_zoo.model import SupportFeatures

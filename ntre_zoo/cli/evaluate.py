@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="COCO-20i fold layout (default: %(default)s, PFENet's use_split_coco)")
     parser.add_argument("--novel-classes", type=int, nargs="+", default=None, help="folder dataset: the test class ids")
     parser.add_argument("--device", default="cpu", help="e.g. cuda, cuda:1 (default: %(default)s)")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="run under autocast (default: fp32)")
     parser.add_argument("--batch-size", type=int, default=1, help="episodes per forward pass (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
@@ -56,6 +57,8 @@ def _load_model(spec: str, device: str):
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from ..data import DEFAULT_EPISODES, DataConfig, build_dataset
     from ..evaluation import evaluate_seeds, format_table
 
@@ -72,7 +75,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     seeds = [args.seed + i for i in range(args.seeds)]
     result = evaluate_seeds(
         model, dataset, seeds, batch_size=args.batch_size, workers=args.workers, device=args.device,
-        progress=not args.no_progress,
+        progress=not args.no_progress, amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp),
     )
     for run in result.runs:
         print(f"\n{args.dataset} fold {args.fold}, {args.shot}-shot, seed {run.seed}")
@@ -97,7 +100,7 @@ def _protocol(args: argparse.Namespace, config: Any, episodes: int, dataset: Any
         "test_size": config.test_size, "mean": list(config.mean), "std": list(config.std),
         "resize": "long side to test_size, floored to multiples of 8, top-left on a black canvas (PFENet test.py)",
         "scoring": "original label resolution, 255 ignored (PFENet ori_resize)",
-        "query_order": "val list order, cycled", "batch_size": args.batch_size, "workers": args.workers,
+        "query_order": "val list order, cycled", "amp": args.amp, "batch_size": args.batch_size, "workers": args.workers,
         "device": args.device,
     }
 
