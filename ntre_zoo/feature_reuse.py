@@ -7,9 +7,10 @@ metrics, equal those of the plain per-episode loop (tested).
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -127,29 +128,54 @@ def score_grouped(
     Returns:
         The support cache, for its hit statistics.
     """
-    from .evaluation import episode_stats
-    from .preprocessing import logits_to_original
-
     groups = QueryGroups(dataset, indices)
     loader = DataLoader(groups, batch_size=1, num_workers=workers, collate_fn=_one)
     cache = SupportCache(cache_bytes)
-    layout = torch.channels_last if model.fast_inference else torch.contiguous_format
-    model.to(memory_format=layout)
     bar = tqdm(total=sum(len(e) for _, e in groups.groups), desc="evaluate", unit="episode", disable=not progress)
-    for group in loader:
-        query = model.encode_query(group["query_image"][None].to(device).contiguous(memory_format=layout))
-        episodes = group["episodes"]
-        supports = [_encode_shots(model, episode, cache, device, layout) for episode in episodes]
-        for start in range(0, len(episodes), batch_size):
-            chunk = episodes[start : start + batch_size]
-            logits = model.decode(query, SupportFeatures.cat(supports[start : start + batch_size])).logits.float()
-            for b, episode in enumerate(chunk):
-                h, w = episode["label"].shape
-                prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0]
-                meter.update(episode["class_id"], episode_stats(prediction, episode["label"].to(device, non_blocking=True)))
-            bar.update(len(chunk))
+    with _memory_format(model) as layout:
+        for group in loader:
+            _score_group(model, group, meter, cache, batch_size, device, layout)
+            bar.update(len(group["episodes"]))
     bar.close()
     return cache
+
+
+@contextlib.contextmanager
+def _memory_format(model: Any) -> Iterator[torch.memory_format]:
+    """channels_last for the evaluation on the fast path, and the model's own layout restored afterwards
+    (the same values, so training after a validation follows the same trajectory). Parameters are
+    converted outside inference mode, or training could not use them afterwards."""
+    if not model.fast_inference:
+        yield torch.contiguous_format
+        return
+    probe = next(p for p in model.parameters() if p.dim() == 4 and p.shape[-1] > 1)
+    was_channels_last = not probe.is_contiguous()
+    with torch.inference_mode(False):
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield torch.channels_last
+    finally:
+        if not was_channels_last:
+            with torch.inference_mode(False):
+                model.to(memory_format=torch.contiguous_format)
+
+
+def _score_group(model: Any, group: Dict[str, Any], meter: Any, cache: SupportCache, batch_size: int,
+                 device: torch.device, layout: torch.memory_format) -> None:
+    """All episodes of one query image: the query encoded once, supports from the cache."""
+    from .evaluation import episode_stats
+    from .preprocessing import logits_to_original
+
+    query = model.encode_query(group["query_image"][None].to(device).contiguous(memory_format=layout))
+    episodes = group["episodes"]
+    supports = [_encode_shots(model, episode, cache, device, layout) for episode in episodes]
+    for start in range(0, len(episodes), batch_size):
+        chunk = episodes[start : start + batch_size]
+        logits = model.decode(query, SupportFeatures.cat(supports[start : start + batch_size])).logits.float()
+        for b, episode in enumerate(chunk):
+            h, w = episode["label"].shape
+            prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0]
+            meter.update(episode["class_id"], episode_stats(prediction, episode["label"].to(device, non_blocking=True)))
 
 
 def _encode_shots(

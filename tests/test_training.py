@@ -319,3 +319,23 @@ def test_pcl_without_bg_mining_is_refused():
     trainer.network.train()
     with pytest.raises(ValueError, match="pcl_weight=0"):
         trainer.train_step(collate_episodes([data[0], data[1]]))
+
+
+def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
+    """Validation between epochs (the fast evaluation path, channels_last and inference mode) leaves the
+    parameters usable by autograd and in their own layout, so resuming across it is still bit-exact."""
+    from ntre_zoo.cli import main
+
+    assert main(["make-synthetic", str(tmp_path / "syn"), "--train", "16", "--val", "10", "--no-progress"]) == 0
+    root = str(tmp_path / "syn" / "VOCdevkit" / "VOC2012")
+    args = ["--dataset", "pascal5i", "--data-root", root, "--layers", "1", "1", "1", "1", "--channels", "8", "16", "32",
+            "64", "--stem-width", "8", "--reduce-dim", "16", "--pyramid-bins", "8", "4", "2", "--test-size", "65",
+            "--epochs", "3", "--batch-size", "4", "--val-every", "1", "--val-episodes", "4", "--no-progress"]
+    assert main(["train", *args, "-o", str(tmp_path / "straight")]) == 0
+    assert main(["train", *args, "-o", str(tmp_path / "part"), "--max-steps", "5"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--no-progress"]) == 0
+    a = ntre_zoo.from_pretrained(tmp_path / "straight" / "last")
+    b = ntre_zoo.from_pretrained(tmp_path / "part" / "last")
+    _states_equal(a.state_dict(), b.state_dict())
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("val_miou" in r for r in records) == 3
