@@ -330,7 +330,9 @@ def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
     root = str(tmp_path / "syn" / "VOCdevkit" / "VOC2012")
     args = ["--dataset", "pascal5i", "--data-root", root, "--layers", "1", "1", "1", "1", "--channels", "8", "16", "32",
             "64", "--stem-width", "8", "--reduce-dim", "16", "--pyramid-bins", "8", "4", "2", "--test-size", "65",
-            "--epochs", "3", "--batch-size", "4", "--val-every", "1", "--val-episodes", "4", "--no-progress"]
+            "--epochs", "3", "--batch-size", "4", "--no-progress"]
+    no_val = [*args, "--val-every", "0"]
+    args = [*args, "--val-every", "1", "--val-episodes", "4"]
     assert main(["train", *args, "-o", str(tmp_path / "straight")]) == 0
     assert main(["train", *args, "-o", str(tmp_path / "part"), "--max-steps", "5"]) == 0
     assert main(["train", "--resume", str(tmp_path / "part"), "--no-progress"]) == 0
@@ -339,3 +341,6 @@ def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
     _states_equal(a.state_dict(), b.state_dict())
     records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert sum("val_miou" in r for r in records) == 3
+    # validating changes nothing in training: the same run without validation ends with the same weights
+    assert main(["train", *no_val, "-o", str(tmp_path / "no_val")]) == 0
+    _states_equal(a.state_dict(), ntre_zoo.from_pretrained(tmp_path / "no_val" / "last").state_dict())

@@ -281,13 +281,17 @@ class Trainer:
                 dist.broadcast(buffer, 0)
 
     def _validate(self) -> Dict[str, float]:
+        """Run the validation callback without touching the training's random streams (a DataLoader draws
+        its base seed from the global generator), so a run with validation trains exactly as one without."""
         self._sync_buffers()
         self.model.eval()
+        rngs = rng_state()
         try:
             with torch.no_grad():
                 raw = self.evaluate_fn(self.model)  # type: ignore[misc]
                 metrics = {k: v if isinstance(v, int) else float(v) for k, v in raw.items()}
         finally:
+            set_rng_state(rngs)
             self._set_train_mode()
         if self._writer is not None:
             for k, v in metrics.items():
