@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ntre_zoo
 from ntre_zoo.data import DataConfig, build_dataset, make_synthetic_voc
-from ntre_zoo.demo import DEMO_MODEL, load_demo_model
+from ntre_zoo.demo import DEMO_MODEL
 from ntre_zoo.evaluation import evaluate, format_table
 
 
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--val-images", type=int, default=120)
     args = parser.parse_args()
-    model = ntre_zoo.from_pretrained(args.model) if args.model else load_demo_model()[0]
+    model = ntre_zoo.from_pretrained(args.model or DEMO_MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         make_synthetic_voc(tmp, seed=0, train=0, val=args.val_images)
         config = DataConfig(root=str(Path(tmp) / "VOCdevkit" / "VOC2012"), fold=0, test_size=model.config.test_size)

@@ -4,7 +4,7 @@
 
 Writes a synthetic support image, its mask and a query to --out as PNG files (the way your own files
 would sit on disk), then predicts from the paths. With no --model it uses the demo model shipped inside
-the package (an untrained one if none is shipped, which it then says).
+the package (ntrenet_tiny.synthetic_fold0).
 """
 import argparse
 from pathlib import Path
@@ -14,7 +14,7 @@ from PIL import Image
 
 import ntre_zoo
 from ntre_zoo.data import synthetic_episode
-from ntre_zoo.demo import load_demo_model
+from ntre_zoo.demo import DEMO_MODEL
 
 
 def main() -> None:
@@ -33,9 +33,7 @@ def main() -> None:
     if args.model:
         model, name = ntre_zoo.from_pretrained(args.model), args.model
     else:
-        model, name, trained = load_demo_model()
-        if not trained:
-            print("note: no trained demo weights are shipped; this model is untrained")
+        model, name = ntre_zoo.from_pretrained(DEMO_MODEL), DEMO_MODEL
     mask = model.predict([out / "support.png"], [out / "support_mask.png"], out / "query.png")
     Image.fromarray(mask * 255).save(out / "prediction.png")
     iou = np.logical_and(mask, query_mask).sum() / max(1, np.logical_or(mask, query_mask).sum())

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-__all__ = ["BENCHMARK_CLASSES", "fold_classes"]
+from .data.splits import PASCAL_CLASSES, coco20i_split, pascal5i_split
 
-_PASCAL = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
+__all__ = ["BENCHMARK_CLASSES", "fold_classes"]
 
 # COCO 2014 categories in the order of the contiguous label ids 1-80 used by the reference lists.
 _COCO = (
@@ -24,7 +21,7 @@ _COCO = (
 )
 
 #: Class names by benchmark, index i is label id i + 1.
-BENCHMARK_CLASSES: Dict[str, Tuple[str, ...]] = {"pascal5i": _PASCAL, "coco20i": _COCO}
+BENCHMARK_CLASSES: Dict[str, Tuple[str, ...]] = {"pascal5i": PASCAL_CLASSES, "coco20i": _COCO}
 
 
 def fold_classes(dataset: str, fold: int) -> Tuple[List[str], List[str]]:
@@ -38,13 +35,6 @@ def fold_classes(dataset: str, fold: int) -> Tuple[List[str], List[str]]:
     """
     if dataset not in BENCHMARK_CLASSES:
         raise ValueError(f"Unknown benchmark {dataset!r}; expected one of {sorted(BENCHMARK_CLASSES)}.")
-    if fold not in (0, 1, 2, 3):
-        raise ValueError(f"fold must be 0, 1, 2 or 3, got {fold!r}.")
+    split = pascal5i_split(fold) if dataset == "pascal5i" else coco20i_split(fold)
     names = BENCHMARK_CLASSES[dataset]
-    if dataset == "pascal5i":
-        test_ids = set(range(5 * fold + 1, 5 * fold + 6))
-    else:
-        test_ids = {c for c in range(1, 81) if (c - 1) % 4 == fold}
-    train = [n for i, n in enumerate(names, start=1) if i not in test_ids]
-    test = [n for i, n in enumerate(names, start=1) if i in test_ids]
-    return train, test
+    return [names[c - 1] for c in split.train_classes], [names[c - 1] for c in split.test_classes]

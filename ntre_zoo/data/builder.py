@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from ..config import IMAGENET_MEAN, IMAGENET_STD
 from .augment import AugmentConfig
 from .coco20i import coco20i_source
 from .episodes import EpisodeDataset, ImageSource
@@ -45,8 +46,8 @@ class DataConfig:
     min_pixels: int = MIN_PIXELS
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     test_size: int = 473
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:

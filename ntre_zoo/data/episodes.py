@@ -16,14 +16,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..preprocessing import image_to_canvas, mask_to_canvas, normalize
 from .augment import AugmentConfig, augment_pair
 from .index import MIN_PIXELS, build_class_lists, label_class_counts, read_label
 
 __all__ = ["ImageSource", "EpisodeDataset", "collate_episodes", "episode_generator", "binary_label"]
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,8 @@ class EpisodeDataset(Dataset):
         seed: int = 321,
         augment: Optional[AugmentConfig] = None,
         test_size: int = 473,
-        mean: Sequence[float] = _IMAGENET_MEAN,
-        std: Sequence[float] = _IMAGENET_STD,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         min_pixels: int = MIN_PIXELS,
         progress: bool = True,
     ) -> None:
