@@ -1,14 +1,19 @@
 """ntre-zoo: NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022) on timm backbones."""
-from .config import BackboneConfig, ModelConfig
-from .convert import from_official_checkpoint
+from ._version import __version__
 from .evaluation import evaluate
-from .factory import create_model
-from .hub import from_pretrained
 from .inference import Prediction, predict
-from .manifest import list_models
-from .model import NTRENet, NTRENetOutput, QueryFeatures, SupportFeatures
-
-__version__ = "0.1.0"
+from .model import (
+    BackboneConfig,
+    ModelConfig,
+    NTRENet,
+    NTRENetOutput,
+    QueryFeatures,
+    SupportFeatures,
+    create_model,
+)
+from .zoo.convert import from_official_checkpoint
+from .zoo.hub import from_pretrained
+from .zoo.manifest import list_models
 
 __all__ = [
     "BackboneConfig",

@@ -11,9 +11,9 @@ from PIL import Image, ImageDraw
 
 from ._atomic import atomic_write
 from .data.synthetic import synthetic_episode
-from .hub import from_pretrained
-from .inference import Prediction
+from .inference.predict import Prediction
 from .model import NTRENet
+from .zoo.hub import from_pretrained
 
 __all__ = ["DEMO_MODEL", "DemoResult", "render_episode", "run_demo"]
 

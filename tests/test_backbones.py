@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ntre_zoo.backbones import VGG_STAGES, create_backbone
-from ntre_zoo.config import BackboneConfig
+from ntre_zoo.model.backbones import VGG_STAGES, create_backbone
+from ntre_zoo.model.config import BackboneConfig
 
 
 def test_resnet_dilates_every_block_of_layer3_and_layer4_including_block0():

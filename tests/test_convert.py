@@ -7,7 +7,7 @@ import torch
 
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
-from ntre_zoo.convert import (
+from ntre_zoo.zoo.convert import (
     convert_imagenet_backbone,
     from_official_checkpoint,
     from_reference_key,

@@ -14,7 +14,7 @@ from ntre_zoo.data import (
     custom_split, label_class_counts, make_synthetic_voc, pascal5i_source, pascal5i_split,
 )
 from ntre_zoo.data.episodes import binary_label
-from ntre_zoo.preprocessing import mask_to_canvas
+from ntre_zoo.data.preprocessing import mask_to_canvas
 
 from data_fixtures import COCO_CATEGORIES, write_coco, write_folder
 

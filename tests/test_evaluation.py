@@ -118,7 +118,7 @@ def test_evaluate_under_bf16_autocast(synthetic_root, model):
 
 
 def test_support_cache_restores_exact_encodings_and_respects_its_budget(model):
-    from ntre_zoo.feature_reuse import SupportCache
+    from ntre_zoo.evaluation.feature_reuse import SupportCache
     from ntre_zoo.model import SupportFeatures
 
     images = torch.randn(1, 1, 3, 65, 65)
@@ -139,7 +139,7 @@ def test_support_cache_restores_exact_encodings_and_respects_its_budget(model):
 
 
 def test_evaluate_cli_end_to_end(synthetic_root, model, tmp_path, capsys):
-    from ntre_zoo.hub import save_pretrained
+    from ntre_zoo.zoo.saving import save_pretrained
 
     save_pretrained(model, tmp_path / "tiny")
     output = tmp_path / "result.json"

@@ -19,7 +19,7 @@ from ntre_zoo.errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
-from ntre_zoo.manifest import default_manifest_path, load_manifest
+from ntre_zoo.zoo.manifest import default_manifest_path, load_manifest
 
 from hub_server import HubServer
 

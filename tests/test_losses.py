@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ntre_zoo import create_model
-from ntre_zoo.losses import (
+from ntre_zoo.training.losses import (
     DOPrototypeBank,
     LossConfig,
     NTRENetLoss,

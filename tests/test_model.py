@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import ntre_zoo
-from ntre_zoo.config import ModelConfig
+from ntre_zoo.model.config import ModelConfig
 
 from conftest import make_tiny_model
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ntre_zoo.preprocessing import canvas_shape
+from ntre_zoo.data.preprocessing import canvas_shape
 
 
 def _scene(h=50, w=70, seed=0):

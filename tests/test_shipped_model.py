@@ -6,7 +6,7 @@ import torch
 import ntre_zoo
 from ntre_zoo.data import DataConfig, build_dataset, make_synthetic_voc
 from ntre_zoo.evaluation import evaluate
-from ntre_zoo.manifest import load_manifest
+from ntre_zoo.zoo.manifest import load_manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
 

@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 import ntre_zoo
 from ntre_zoo import create_model
-from ntre_zoo.train import fine_tune
+from ntre_zoo.training.fine_tune import fine_tune
 from ntre_zoo.training import (
     EpisodeBatchSampler,
     TrainConfig,
@@ -19,7 +19,7 @@ from ntre_zoo.training import (
     poly_lr,
 )
 from ntre_zoo.training.distributed import collate_episodes
-from ntre_zoo.losses import LossConfig
+from ntre_zoo.training.losses import LossConfig
 from ntre_zoo.training.optim import PARAMETER_GROUPS
 
 TINY = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16, pyramid_bins=(8, 4, 2))
@@ -266,11 +266,11 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:.*never form an episode")
 def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
-    import ntre_zoo.hub
+    import ntre_zoo.zoo.publish
     from ntre_zoo.cli import main
 
     pushed = {}
-    monkeypatch.setattr(ntre_zoo.hub, "push_to_hub", lambda model, repo, metadata: pushed.update(repo=repo, meta=metadata))
+    monkeypatch.setattr(ntre_zoo.zoo.publish, "push_to_hub", lambda model, repo, metadata: pushed.update(repo=repo, meta=metadata))
     main(["make-synthetic", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"])
     args = ["train", "--dataset", "pascal5i", "--data-root", str(tmp_path / "syn" / "VOCdevkit" / "VOC2012"),
             "--layers", "1", "1", "1", "1", "--channels", "8", "16", "32", "64", "--stem-width", "8", "--reduce-dim", "16",

@@ -14,7 +14,7 @@ _COMMAND_MODULES = ("demo", "zoo", "evaluate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(prog="ntre-zoo", description="NTRENet few-shot segmentation model zoo.")
     parser.add_argument("--version", action="version", version=f"ntre-zoo {__version__}")

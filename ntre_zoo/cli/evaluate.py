@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _load_model(spec: str, device: str):
     try:
-        from ..hub import from_pretrained
+        from ..zoo.hub import from_pretrained
     except ImportError as error:
         raise RuntimeError(f"Loading {spec!r} needs ntre_zoo.from_pretrained, which this install lacks ({error}).") from error
     return from_pretrained(spec, device=device)
@@ -60,7 +60,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import DEFAULT_EPISODES, DataConfig, build_dataset
-    from ..evaluation import evaluate_seeds, format_table
+    from ..evaluation.loop import evaluate_seeds
+    from ..evaluation.metrics import format_table
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds!r}.")

@@ -102,8 +102,8 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from ..losses import LossConfig
     from ..training import TrainConfig
+    from ..training.losses import LossConfig
 
     overrides: Dict[str, Any] = {}
     for name in ("epochs", "batch_size", "base_lr", "seed", "backbone_bn", "grad_clip", "amp_dtype", "val_every",
@@ -127,14 +127,14 @@ def _train_config(args: argparse.Namespace) -> Any:
 def _build_model(args: argparse.Namespace, saved_model_config: Optional[Dict[str, Any]]) -> Any:
     import dataclasses
 
-    from ..config import ModelConfig
-    from ..factory import create_model
     from ..model import NTRENet
+    from ..model.config import ModelConfig
+    from ..model.factory import create_model
 
     if saved_model_config is not None:  # resume: the architecture of the run; weights come from the checkpoint
         return NTRENet(ModelConfig.from_dict(saved_model_config))
     if args.init:
-        from ..hub import from_pretrained
+        from ..zoo.hub import from_pretrained
 
         model = from_pretrained(args.init)
         if model.config.shot != args.shot:
@@ -215,7 +215,8 @@ def _run(args: argparse.Namespace) -> int:
         exported = " and ".join(str(out / n) for n in ("best", "last") if (out / n).is_dir())
         print(f"trained {result.step} steps ({result.epoch}/{config.epochs} epochs){best}; weights in {exported}")
         if args.push_to_hub:
-            from ..hub import from_pretrained, push_to_hub
+            from ..zoo.hub import from_pretrained
+            from ..zoo.publish import push_to_hub
 
             source = out / ("best" if (out / "best").is_dir() else "last")
             pushed = from_pretrained(source)

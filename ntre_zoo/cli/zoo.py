@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ..manifest import load_manifest
+    from ..zoo.manifest import load_manifest
 
     manifest = load_manifest(args.manifest)
     names = manifest.names(args.pattern, published_only=args.published)
@@ -66,8 +66,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ..hub import fetch_entry
-    from ..manifest import load_manifest
+    from ..zoo.hub import fetch_entry
+    from ..zoo.manifest import load_manifest
 
     entry = load_manifest(args.manifest).get(args.name)
     _, weights = fetch_entry(entry, cache_dir=args.cache_dir, endpoint=args.endpoint)
@@ -76,8 +76,8 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .._download import cached_path, default_cache_dir
-    from ..manifest import load_manifest
+    from ..zoo.download import cached_path, default_cache_dir
+    from ..zoo.manifest import load_manifest
 
     entry = load_manifest(args.manifest).get(args.name)
     print(json.dumps({entry.name: entry.to_dict()}, indent=2))
@@ -98,10 +98,11 @@ def _info(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     if args.imagenet:
-        import safetensors.torch
         from pathlib import Path
 
-        from ..convert import convert_imagenet_backbone
+        import safetensors.torch
+
+        from ..zoo.convert import convert_imagenet_backbone
 
         state = convert_imagenet_backbone(args.path, args.backbone)
         out = Path(args.out)
@@ -111,7 +112,7 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"wrote {len(state)} tensors in timm {args.backbone} layout to {target}; load with "
               "model.backbone.load_state_dict(safetensors.torch.load_file(...))")
         return 0
-    from ..convert import from_official_checkpoint
+    from ..zoo.convert import from_official_checkpoint
 
     model = from_official_checkpoint(args.path, args.backbone, shot=args.shot)
     metadata = {"converted_from": str(args.path), "origin": "reference NTRENet code (LIUYUANWEI98/NERTNet)"}

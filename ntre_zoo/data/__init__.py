@@ -7,7 +7,12 @@ from .folder import folder_source
 from .index import MIN_PIXELS, build_class_lists, label_class_counts
 from .pascal5i import pascal5i_source
 from .splits import FoldSplit, coco20i_split, custom_split, pascal5i_split
-from .synthetic import SYNTHETIC_CLASSES, make_synthetic_voc, render_scene, synthetic_episode
+from .synthetic import (
+    SYNTHETIC_CLASSES,
+    make_synthetic_voc,
+    render_scene,
+    synthetic_episode,
+)
 
 __all__ = [
     "AugmentConfig",

@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD
 from .augment import AugmentConfig
 from .coco20i import coco20i_source
 from .episodes import EpisodeDataset, ImageSource
 from .folder import folder_source
 from .index import MIN_PIXELS, label_class_counts
 from .pascal5i import pascal5i_source
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from .splits import COCO_SPLITS, FoldSplit, coco20i_split, custom_split, pascal5i_split
 
 __all__ = ["DATASETS", "DEFAULT_EPISODES", "DataConfig", "build_dataset", "fold_split"]

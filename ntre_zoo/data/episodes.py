@@ -16,10 +16,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from ..config import IMAGENET_MEAN, IMAGENET_STD
-from ..preprocessing import image_to_canvas, mask_to_canvas, normalize
 from .augment import AugmentConfig, augment_pair
 from .index import MIN_PIXELS, build_class_lists, label_class_counts, read_label
+from .preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    image_to_canvas,
+    mask_to_canvas,
+    normalize,
+)
 
 __all__ = ["ImageSource", "EpisodeDataset", "collate_episodes", "episode_generator", "binary_label"]
 
@@ -78,7 +83,7 @@ class EpisodeDataset(Dataset):
     Training (``split='train'``): the query is data-list entry ``i`` (shuffle with the DataLoader), every
     image goes through :func:`~ntre_zoo.data.augment.augment_pair`. Evaluation (``split='val'``): the
     query sequence is the data list in order, cycled to ``episodes`` items, and every image gets the
-    reference test resize (:mod:`ntre_zoo.preprocessing`); the original-size query label is kept.
+    reference test resize (:mod:`ntre_zoo.data.preprocessing`); the original-size query label is kept.
     In both, the class is drawn uniformly among the query's split classes and K supports are drawn
     without repeats from that class's list, the query excluded.
 

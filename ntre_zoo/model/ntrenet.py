@@ -7,136 +7,35 @@ no weights; the zoo's weights are trained with this package (see ``checkpoints_m
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional
 
 import torch
 from torch import nn
 
-from ..backbones import Backbone, create_backbone
-from ..config import ModelConfig
-from .heads import BackgroundMining, PyramidBin, bin_size, prior_mask, reduction, residual_pair, resize, weighted_gap
+from .backbones import Backbone, create_backbone
+from .config import ModelConfig
+from .heads import (
+    BackgroundMining,
+    PyramidBin,
+    bin_size,
+    prior_mask,
+    reduction,
+    residual_pair,
+    resize,
+    weighted_gap,
+)
 from .heads import classifier as make_classifier
+from .mixin import ModelMixin
+from .types import NTRENetOutput, QueryFeatures, SupportFeatures
 
-__all__ = ["NTRENet", "NTRENetOutput", "QueryFeatures", "SupportFeatures"]
-
-
-def _map(fields: Sequence[Optional[torch.Tensor]], fn) -> List[Optional[torch.Tensor]]:
-    return [None if t is None else fn(t) for t in fields]
+__all__ = ["NTRENet"]
 
 
-@dataclass
-class SupportFeatures:
-    """What a support set contributes to every query; reusable across queries (``NTRENet.encode_support``).
-
-    Shapes (h, w: the support's layer3 size; B: batch; K: shots; C: ``reduce_dim``):
-        features: reduced support features ``(B, K, C, h, w)``, before masking (None where only inference
-            follows: they feed the training losses alone).
-        masks: target masks resized to ``(h, w)``, soft at borders ``(B, K, 1, h, w)`` (None likewise).
-        prototype: K-averaged masked-average-pooled target prototype ``(B, C, 1, 1)``.
-        masked_high: masked layer4 features ``(B, K, C4, h4, w4)`` for the prior mask.
-    """
-
-    features: Optional[torch.Tensor]
-    masks: Optional[torch.Tensor]
-    prototype: torch.Tensor
-    masked_high: torch.Tensor
-
-    def _fields(self) -> List[Optional[torch.Tensor]]:
-        return [self.features, self.masks, self.prototype, self.masked_high]
-
-    @property
-    def batch_size(self) -> int:
-        return self.prototype.shape[0]
-
-    @property
-    def shot(self) -> int:
-        return self.masked_high.shape[1]
-
-    def to(self, *args: Any, **kwargs: Any) -> "SupportFeatures":
-        return SupportFeatures(*_map(self._fields(), lambda t: t.to(*args, **kwargs)))
-
-    def expand(self, batch_size: int) -> "SupportFeatures":
-        """Repeat a single-episode support set (B=1) for ``batch_size`` queries."""
-        if self.batch_size == batch_size:
-            return self
-        if self.batch_size != 1:
-            raise ValueError(f"Cannot expand a support set of batch {self.batch_size} to {batch_size}; it must hold 1 episode.")
-        return SupportFeatures(*_map(self._fields(), lambda t: t.expand(batch_size, *t.shape[1:])))
-
-    @staticmethod
-    def cat(items: Sequence["SupportFeatures"]) -> "SupportFeatures":
-        """Stack several episodes' support sets (same K and sizes) along the batch."""
-        columns = list(zip(*(item._fields() for item in items)))
-        return SupportFeatures(*(None if None in col else torch.cat(col) for col in columns))
-
-    @staticmethod
-    def combine_shots(shots: Sequence["SupportFeatures"]) -> "SupportFeatures":
-        """K one-shot encodings of the same episode -> its K-shot encoding (prototype averaged over shots)."""
-        columns = list(zip(*(item._fields() for item in shots)))
-        features, masks, _, high = (None if None in col else torch.cat(col, dim=1) for col in columns)
-        prototype = torch.stack([item.prototype for item in shots]).mean(dim=0)
-        return SupportFeatures(features, masks, prototype, high)
-
-
-@dataclass
-class QueryFeatures:
-    """A query's encoding, reusable with several support sets (``NTRENet.encode_query``).
-
-    Shapes: ``features (B, C, h, w)`` reduced mid-level features, ``high (B, C4, h4, w4)`` layer4
-    features for the prior; ``input_size`` is the query's ``(H, W)``.
-    """
-
-    features: torch.Tensor
-    high: torch.Tensor
-    input_size: Tuple[int, int]
-
-    def expand(self, batch_size: int) -> "QueryFeatures":
-        """Repeat a single query (B=1) for ``batch_size`` support sets."""
-        if self.features.shape[0] == batch_size:
-            return self
-        if self.features.shape[0] != 1:
-            raise ValueError(f"Cannot expand {self.features.shape[0]} queries to {batch_size}; it must hold 1 query.")
-        return QueryFeatures(
-            self.features.expand(batch_size, -1, -1, -1), self.high.expand(batch_size, -1, -1, -1), self.input_size
-        )
-
-
-@dataclass
-class NTRENetOutput:
-    """Everything one forward pass produces.
-
-    Shapes (H, W: input size; h, w: feature size, 60 for a 473 ResNet input; n: a bin's size):
-        logits: final 2-class logits at the input size ``(B, 2, H, W)``; channel 1 = target.
-        head_logits: the same before upsampling ``(B, 2, h, w)``.
-        bg_logits: query BG-mining logits ``(B, 2, h, w)``; channel 1 = background (None without BG mining).
-        prior: training-free prior mask, K-averaged ``(B, 1, h, w)``.
-        do_masks: per bin, the distracting-object mask the model eliminated ``(B, 1, n, n)`` (empty without DOEM).
-        initial_logits: per bin, the initial prediction used to find DOs ``(B, 2, n, n)``.
-        bin_logits: per bin, final logits (training only, else empty) ``(B, 2, n, n)``.
-        query_features: reduced query features ``(B, C, h, w)``.
-        support: the support encoding used.
-        support_bg_logits: per-shot support BG logits in training ``(B, K, 2, hs, ws)``, else (and without BG
-            mining) None.
-    """
-
-    logits: torch.Tensor
-    head_logits: torch.Tensor
-    bg_logits: Optional[torch.Tensor]
-    prior: torch.Tensor
-    do_masks: List[torch.Tensor]
-    initial_logits: List[torch.Tensor]
-    bin_logits: List[torch.Tensor] = field(default_factory=list)
-    query_features: Optional[torch.Tensor] = None
-    support: Optional[SupportFeatures] = None
-    support_bg_logits: Optional[torch.Tensor] = None
-
-
-class NTRENet(nn.Module):
+class NTRENet(ModelMixin, nn.Module):
     """NTRENet few-shot segmenter on a frozen timm backbone.
 
     Args:
-        config: the architecture (:class:`ntre_zoo.config.ModelConfig`).
+        config: the architecture (:class:`ntre_zoo.model.config.ModelConfig`).
         pretrained_backbone: fetch timm's ImageNet weights for the backbone.
 
     Call ``model(query, support_images, support_masks)`` for tensors, or ``model.predict(...)`` for images.
@@ -171,26 +70,7 @@ class NTRENet(nn.Module):
         with torch.no_grad():
             return self.backbone.forward_mid(images)
 
-    def encode_support(self, support_images: Any, support_masks: Any, **kwargs: Any) -> SupportFeatures:
-        """Encode a support set once so that it can serve many queries (``predict(support, queries)``).
-
-        Args:
-            support_images: ``(B, K, 3, H, W)`` normalised images, or images in any form ``predict``
-                takes (one or a list of K), which are then preprocessed as ``predict`` does.
-            support_masks: ``(B, K, H, W)`` with 1 = target, 0 = not, 255 = ignore (counts as not
-                target), or masks in any form ``predict`` takes.
-            **kwargs: ``device``/``amp_dtype`` for the image form.
-
-        Returns:
-            :class:`SupportFeatures`.
-        """
-        if not (isinstance(support_images, torch.Tensor) and support_images.dim() == 5):
-            from ..inference import encode_support
-
-            return encode_support(self, support_images, support_masks, **kwargs)
-        return self._encode_support_tensors(support_images, support_masks)
-
-    def _encode_support_tensors(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> SupportFeatures:
+    def encode_support_tensors(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> SupportFeatures:
         _check_support(support_images, support_masks)
         b, k = support_images.shape[:2]
         target = (support_masks == 1).to(support_images.dtype).unsqueeze(2)
@@ -248,7 +128,7 @@ class NTRENet(nn.Module):
         if support is None:
             if support_images is None or support_masks is None:
                 raise ValueError("Pass support_images and support_masks, or a precomputed support=.")
-            support = self._encode_support_tensors(support_images, support_masks)
+            support = self.encode_support_tensors(support_images, support_masks)
         return self.decode(self.encode_query(query), support)
 
     def encode_query(self, query: torch.Tensor) -> QueryFeatures:
@@ -313,24 +193,6 @@ class NTRENet(nn.Module):
     def head_parameters(self) -> List[nn.Parameter]:
         """Every trainable (non-backbone) parameter."""
         return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
-
-    def predict(self, support_imgs: Any, support_masks: Any = None, query: Any = None, **kwargs: Any):
-        """Segment images from a few annotated supports; see :func:`ntre_zoo.inference.predict`."""
-        from ..inference import predict
-
-        return predict(self, support_imgs, support_masks, query, **kwargs)
-
-    def save_pretrained(self, save_directory: Any, *, metadata: Optional[dict] = None) -> Any:
-        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`ntre_zoo.hub.save_pretrained`."""
-        from ..hub import save_pretrained
-
-        return save_pretrained(self, save_directory, metadata=metadata)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Upload to a Hub repository and print the manifest entry; see :func:`ntre_zoo.hub.push_to_hub`."""
-        from ..hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
 
     def extra_repr(self) -> str:
         return f"backbone={self.config.backbone.name!r}, shot={self.config.shot}, reduce_dim={self.config.reduce_dim}"

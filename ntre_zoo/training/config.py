@@ -5,8 +5,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
-from ..config import check_fields
-from ..losses import LossConfig
+from ..model.config import check_fields
+from .losses import LossConfig
 
 __all__ = ["TrainConfig", "PRESETS", "RESUMABLE_OVERRIDES"]
 

@@ -27,12 +27,24 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..losses import NTRENetLoss
 from .config import TrainConfig
-from .distributed import DistributedContext, EpisodeBatchSampler, SeededEpisodes, all_gather_cat, collate_episodes
+from .distributed import (
+    DistributedContext,
+    EpisodeBatchSampler,
+    SeededEpisodes,
+    all_gather_cat,
+    collate_episodes,
+)
+from .losses import NTRENetLoss
 from .optim import build_optimizer, poly_lr, set_lr
 from .outputs import append_jsonl, card_metadata, tensorboard_writer, write_json
-from .state import atomic_save, load_checkpoint, rng_state, seed_everything, set_rng_state
+from .state import (
+    atomic_save,
+    load_checkpoint,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 
 __all__ = ["Trainer", "TrainResult", "EvaluateFn"]
 

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..evaluation import FewShotMeter, score_episodes
 from .config import TrainConfig
 from .distributed import DistributedContext
 
@@ -55,8 +56,6 @@ def evaluate_sharded(
     Returns:
         ``{"miou", "fb_iou", "precision", "episodes"}``, identical on every rank.
     """
-    from ..evaluation import FewShotMeter, score_episodes
-
     ctx = distributed or DistributedContext.current()
     dataset = _protocol_dataset(dataset, episodes, seed)
     meter = FewShotMeter(getattr(dataset, "classes"))

@@ -11,9 +11,21 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["canvas_shape", "image_to_canvas", "mask_to_canvas", "normalize", "logits_to_original", "IGNORE_INDEX"]
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "canvas_shape",
+    "image_to_canvas",
+    "logits_to_original",
+    "mask_to_canvas",
+    "normalize",
+]
 
 IGNORE_INDEX = 255
+#: ImageNet statistics every backbone of the zoo was pretrained with (and the reference normalises by).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def canvas_shape(height: int, width: int, size: int) -> Tuple[int, int]:

@@ -16,7 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .model.ntrenet import SupportFeatures
+from ..data.preprocessing import logits_to_original
+from ..model.types import SupportFeatures
+from .metrics import episode_stats
 
 __all__ = ["SupportCache", "QueryGroups", "score_grouped"]
 
@@ -163,9 +165,6 @@ def _memory_format(model: Any) -> Iterator[torch.memory_format]:
 def _score_group(model: Any, group: Dict[str, Any], meter: Any, cache: SupportCache, batch_size: int,
                  device: torch.device, layout: torch.memory_format) -> None:
     """All episodes of one query image: the query encoded once, supports from the cache."""
-    from .evaluation import episode_stats
-    from .preprocessing import logits_to_original
-
     query = model.encode_query(group["query_image"][None].to(device).contiguous(memory_format=layout))
     episodes = group["episodes"]
     supports = [_encode_shots(model, episode, cache, device, layout) for episode in episodes]

@@ -1,25 +1,27 @@
 """``predict``: segment query images from a few annotated supports, at each query's original size.
 
 Preprocessing is the reference evaluation protocol (spec section 8): the test resize onto a
-``test_size`` canvas (:mod:`ntre_zoo.preprocessing`), ImageNet normalisation, and logits upsampled back
+``test_size`` canvas (:mod:`ntre_zoo.data.preprocessing`), ImageNet normalisation, and logits upsampled back
 to ``max(h, w)`` squared then cropped to the original ``h x w``.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ..data.preprocessing import (
+    image_to_canvas,
+    logits_to_original,
+    mask_to_canvas,
+    normalize,
+)
+from ..model.heads import resize
+from ..model.types import FewShotSegmenter, SupportFeatures
 from .image_io import as_list, load_image, load_mask
-from .model.heads import resize
-from .model.ntrenet import SupportFeatures
-from .preprocessing import image_to_canvas, logits_to_original, mask_to_canvas, normalize
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model.ntrenet import NTRENet
 
 __all__ = ["Prediction", "predict", "encode_support", "prepare_image"]
 
@@ -43,14 +45,14 @@ class Prediction:
     do_map: np.ndarray
 
 
-def prepare_image(model: "NTRENet", value: Any, name: str) -> Tuple[torch.Tensor, Tuple[int, int]]:
+def prepare_image(model: FewShotSegmenter, value: Any, name: str) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Load and place an image on the model's normalised test canvas: ``((3, S, S), (H, W))``."""
     image = load_image(value, name)
     canvas = image_to_canvas(image, model.config.test_size)
     return normalize(canvas, model.config.mean, model.config.std), tuple(image.shape[-2:])
 
 
-def _device_of(model: "NTRENet", device: Optional[Union[str, torch.device]]) -> torch.device:
+def _device_of(model: FewShotSegmenter, device: Optional[Union[str, torch.device]]) -> torch.device:
     """Move the model if asked (and to channels_last, which oneDNN and cuDNN prefer, unless the model's
     ``fast_inference`` is off); return where it runs."""
     if device is not None:
@@ -60,14 +62,14 @@ def _device_of(model: "NTRENet", device: Optional[Union[str, torch.device]]) -> 
     return next(model.parameters()).device
 
 
-def _to_device(images: torch.Tensor, model: "NTRENet", device: torch.device) -> torch.Tensor:
+def _to_device(images: torch.Tensor, model: FewShotSegmenter, device: torch.device) -> torch.Tensor:
     """``(N, 3, S, S)`` batch on ``device``, channels_last on the fast path."""
     images = images.to(device)
     return images.contiguous(memory_format=torch.channels_last) if model.fast_inference else images
 
 
 @contextlib.contextmanager
-def _eval_mode(model: "NTRENet") -> Iterator[None]:
+def _eval_mode(model: FewShotSegmenter) -> Iterator[None]:
     """Eval mode and no autograd for the call; the caller's train/eval mode is restored afterwards."""
     was_training = model.training
     model.eval()
@@ -85,7 +87,7 @@ def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
 
 
 def encode_support(
-    model: "NTRENet",
+    model: FewShotSegmenter,
     support_imgs: Any,
     support_masks: Any,
     *,
@@ -124,7 +126,7 @@ def encode_support(
 
 
 def predict(
-    model: "NTRENet",
+    model: FewShotSegmenter,
     support_imgs: Any,
     support_masks: Any = None,
     query: Any = None,

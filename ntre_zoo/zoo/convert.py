@@ -18,12 +18,12 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
-from ._loading import load_state_dict_strict
-from .backbones import VGG_STAGES
-from .config import BACKBONES
-from .errors import StateDictMismatchError
-from .factory import create_model
-from .model import NTRENet
+from ..errors import StateDictMismatchError
+from ..model import NTRENet
+from ..model.backbones import VGG_STAGES
+from ..model.config import BACKBONES
+from ..model.factory import create_model
+from .loading import load_state_dict_strict
 
 __all__ = [
     "convert_imagenet_backbone",

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .training import TrainConfig, Trainer, TrainResult
-from .training.trainer import EvaluateFn
+from ..zoo.hub import from_pretrained
+from .config import TrainConfig
+from .trainer import EvaluateFn, Trainer, TrainResult
+from .validation import make_evaluate_fn
 
 __all__ = ["fine_tune", "TrainConfig", "Trainer", "TrainResult"]
 
@@ -47,13 +49,9 @@ def fine_tune(
         :class:`~ntre_zoo.training.TrainResult` with the trained model.
     """
     if not isinstance(model, nn.Module):
-        from . import from_pretrained
-
         model = from_pretrained(model)
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     if evaluate_fn is None and val_dataset is not None:
-        from .training.validation import make_evaluate_fn
-
         evaluate_fn = make_evaluate_fn(val_dataset, config)
     trainer = Trainer(model, dataset, config, output_dir=output_dir, evaluate_fn=evaluate_fn, device=device, metadata=metadata)
     return trainer.fit(resume=resume)

@@ -6,7 +6,7 @@ from typing import Callable, Iterable, Mapping, Optional
 import torch
 from torch import nn
 
-from .errors import StateDictMismatchError
+from ..errors import StateDictMismatchError
 
 __all__ = ["load_state_dict_strict"]
 

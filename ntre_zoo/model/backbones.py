@@ -7,7 +7,7 @@
   34-42 (the last pool is dropped), every max-pool with ``ceil_mode=True``.
 
 The timm module names are kept (``conv1.0``, ``layer3.2.conv2``, ``features.24``), so timm's ImageNet
-weights load directly and reference checkpoints map onto them key by key (see :mod:`ntre_zoo.convert`).
+weights load directly and reference checkpoints map onto them key by key (see :mod:`ntre_zoo.zoo.convert`).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from .errors import ManifestError, UnknownModelError
+from ..errors import ManifestError, UnknownModelError
 
 __all__ = [
     "HubLocation",
@@ -39,7 +39,7 @@ PathLike = Union[str, Path]
 
 def default_manifest_path() -> Path:
     """The manifest shipped inside the package."""
-    return Path(__file__).resolve().with_name("checkpoints_manifest.json")
+    return Path(__file__).resolve().parent.parent / "checkpoints_manifest.json"
 
 
 def model_name(backbone: str, dataset: str, fold: int, train_shot: int = 1) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from .data.splits import PASCAL_CLASSES, coco20i_split, pascal5i_split
+from .splits import PASCAL_CLASSES, coco20i_split, pascal5i_split
 
 __all__ = ["BENCHMARK_CLASSES", "fold_classes"]
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model.heads import resize, weighted_gap
+from ..model.heads import resize, weighted_gap
 
 __all__ = [
     "LossConfig",

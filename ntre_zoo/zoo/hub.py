@@ -1,46 +1,29 @@
-"""Saving, publishing and loading NTRENet weights: ``save_pretrained``, ``push_to_hub``, ``from_pretrained``.
+"""``from_pretrained``: load NTRENet weights from a zoo name, a Hub repository or a local directory.
 
-A saved model is a directory with ``config.json`` (architecture, :class:`~ntre_zoo.config.ModelConfig`,
-preprocessing, package version, metadata), ``model.safetensors`` and a ``README.md`` model card. Weights
-are read with safetensors only (no pickle) and loaded strictly. ``from_pretrained`` accepts a zoo name
-from the manifest, ``hf-hub:<repo_id>[@<revision>]``, a local directory, or ``backbone=/dataset=/fold=``.
+Weights are read with safetensors only (no pickle), checked against the manifest's sha256 where it
+knows them, and loaded strictly. ``from_pretrained`` accepts a zoo name from the manifest,
+``hf-hub:<repo_id>[@<revision>]``, a local directory, or ``backbone=/dataset=/fold=``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import safetensors.torch
 
-from ._atomic import atomic_write, atomic_write_text
-from ._classnames import BENCHMARK_CLASSES, fold_classes
-from ._download import hub_download, resolve_endpoint, sha256_file, verify_sha256
-from ._loading import load_state_dict_strict
-from ._model_card import render_model_card
-from .config import ModelConfig
-from .errors import WeightsUnavailableError
-from .manifest import HubLocation, Manifest, ManifestEntry, load_manifest, model_name
-from .model import NTRENet
+from ..errors import WeightsUnavailableError
+from ..model.config import ModelConfig
+from ..model.ntrenet import NTRENet
+from .download import hub_download, verify_sha256
+from .loading import load_state_dict_strict
+from .manifest import Manifest, ManifestEntry, load_manifest
+from .saving import ARCHITECTURE, CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = [
-    "CONFIG_NAME",
-    "WEIGHTS_NAME",
-    "PushResult",
-    "from_pretrained",
-    "load_pretrained_dir",
-    "push_to_hub",
-    "save_pretrained",
-]
+__all__ = ["LOAD_OVERRIDES", "fetch_entry", "from_pretrained", "load_pretrained_dir"]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MODEL_CARD_NAME = "README.md"
-ARCHITECTURE = "ntrenet"
 #: ModelConfig fields that may differ at load time; the others change the architecture.
 LOAD_OVERRIDES = ("test_size", "mean", "std", "reduce_dropout", "classifier_dropout")
 _ARCHITECTURE_FIELDS = (
@@ -50,177 +33,6 @@ _ARCHITECTURE_FIELDS = (
 PathLike = Union[str, Path]
 
 
-# ---------------------------------------------------------------------------------------------- saving
-def _full_metadata(metadata: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    meta = dict(metadata or {})
-    dataset, fold = meta.get("dataset"), meta.get("fold")
-    if dataset in BENCHMARK_CLASSES and fold in (0, 1, 2, 3):
-        train, test = fold_classes(dataset, fold)
-        meta.setdefault("train_classes", train)
-        meta.setdefault("test_classes", test)
-    try:
-        json.dumps(meta)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"metadata must be JSON-serialisable (str, numbers, lists, dicts): {error}. "
-            "Convert tensors with .item()/.tolist()."
-        ) from error
-    return meta
-
-
-def build_config(model: NTRENet, metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """The ``config.json`` dict of ``model``."""
-    from . import __version__
-
-    cfg = model.config
-    return {
-        "architecture": ARCHITECTURE,
-        "model_config": cfg.to_dict(),
-        "preprocessing": {
-            "test_size": cfg.test_size, "mean": list(cfg.mean), "std": list(cfg.std), "input": "RGB in [0, 1]"
-        },
-        "ntre_zoo_version": __version__,
-        "metadata": _full_metadata(metadata),
-    }
-
-
-def save_pretrained(model: NTRENet, save_directory: PathLike, *, metadata: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card to ``save_directory``.
-
-    Each file is written to a temporary file in the same directory and moved into place, so an interrupted
-    save leaves the previous files intact and no partial ``model.safetensors``.
-
-    Args:
-        model: the model to save.
-        save_directory: created if needed.
-        metadata: JSON-serialisable facts about the weights, e.g. ``dataset``, ``fold``, ``metrics``
-            (``train_classes``/``test_classes`` are filled in for PASCAL-5i and COCO-20i folds).
-
-    Returns:
-        The directory.
-
-    Raises:
-        TypeError: metadata that is not JSON-serialisable.
-    """
-    directory = Path(save_directory)
-    config = build_config(model, metadata)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    from . import __version__
-
-    atomic_write(
-        directory / WEIGHTS_NAME,
-        lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt", "ntre_zoo_version": __version__}),
-    )
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
-    atomic_write_text(directory / MODEL_CARD_NAME, render_model_card(config, repo_id=config["metadata"].get("repo_id", "")))
-    return directory
-
-
-# ---------------------------------------------------------------------------------------------- publishing
-@dataclass(frozen=True)
-class PushResult:
-    """What ``push_to_hub`` uploaded.
-
-    Args:
-        entry: the manifest entry to paste into ``checkpoints_manifest.json``.
-        commit: the uploaded commit (the entry's pinned revision).
-        commit_url: the commit's page.
-    """
-
-    entry: ManifestEntry
-    commit: str
-    commit_url: str
-
-    def manifest_snippet(self) -> str:
-        """``"name": {...}`` JSON, ready for the manifest's ``models`` object."""
-        return json.dumps({self.entry.name: self.entry.to_dict()}, indent=2)
-
-
-def push_to_hub(
-    model: NTRENet,
-    repo_id: str,
-    *,
-    metadata: Optional[Mapping[str, Any]] = None,
-    private: Optional[bool] = None,
-    token: Optional[str] = None,
-    endpoint: Optional[str] = None,
-    branch: Optional[str] = None,
-    commit_message: Optional[str] = None,
-    name: Optional[str] = None,
-) -> PushResult:
-    """Save ``model`` and upload it to a Hub model repository, then print its manifest entry.
-
-    Args:
-        model: the model.
-        repo_id: ``owner/name``; created if missing. Use the zoo name as repository name.
-        metadata: as for :func:`save_pretrained`; ``dataset`` and ``fold`` name the entry, ``metrics``
-            with ``episodes``, ``seed`` and ``command`` become the entry's measured metrics.
-        private: create the repository private.
-        token: a Hub token (default: the logged-in one).
-        endpoint: another Hub endpoint (default ``HF_ENDPOINT``).
-        branch: upload to this branch instead of ``main``.
-        commit_message: defaults to "Upload <name>".
-        name: the zoo name, when metadata lacks ``dataset``/``fold``.
-
-    Returns:
-        A :class:`PushResult`; its ``manifest_snippet()`` is what was printed.
-
-    Raises:
-        ValueError: neither ``name`` nor ``dataset`` and ``fold`` in metadata.
-    """
-    from huggingface_hub import HfApi
-
-    from . import __version__
-
-    meta = dict(metadata or {})
-    cfg = model.config
-    if name is None:
-        if meta.get("dataset") is None or meta.get("fold") is None:
-            raise ValueError(
-                "push_to_hub needs the checkpoint's name: pass metadata={'dataset': ..., 'fold': ...} "
-                "(the name becomes ntrenet_<backbone>.<dataset>_fold<k>) or name=."
-            )
-        name = model_name(cfg.backbone.name, meta["dataset"], int(meta["fold"]), cfg.shot)
-    meta.setdefault("name", name)
-    meta.setdefault("repo_id", repo_id)
-    measured = dict(meta.get("metrics") or {})
-    if not all(k in measured for k in ("episodes", "seed", "command")):
-        if measured:
-            print("note: metadata['metrics'] lacks episodes/seed/command, so the entry's measured metrics stay empty.")
-        measured = {}
-    api = HfApi(endpoint=resolve_endpoint(endpoint), token=token, library_name="ntre-zoo", library_version=__version__)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp, metadata=meta)
-        digest = sha256_file(Path(tmp) / WEIGHTS_NAME)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=tmp, revision=branch, commit_message=commit_message or f"Upload {name}"
-        )
-    reference = _reference_metrics(name)
-    entry = ManifestEntry(
-        name=name,
-        backbone=cfg.backbone.name,
-        dataset=str(meta.get("dataset", "")),
-        fold=int(meta.get("fold", 0)),
-        train_shot=cfg.shot,
-        status="published",
-        source="hub",
-        hub=HubLocation(repo_id=repo_id, revision=info.oid, filename=WEIGHTS_NAME, sha256=digest),
-        metrics={"reference": reference, "measured": measured},
-    )
-    result = PushResult(entry=entry, commit=info.oid, commit_url=str(info.commit_url))
-    print(f"Uploaded {name} to {repo_id} at {info.oid}. Paste this entry into checkpoints_manifest.json 'models':")
-    print(result.manifest_snippet())
-    return result
-
-
-def _reference_metrics(name: str) -> Dict[str, Any]:
-    entry = load_manifest().entries.get(name)
-    return dict(entry.metrics["reference"]) if entry else {}
-
-
-# ---------------------------------------------------------------------------------------------- loading
 def _read_config(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
@@ -295,7 +107,7 @@ def fetch_entry(
     """``(config, weights)`` paths of a manifest entry, downloaded if needed and sha256-checked.
 
     Raises:
-        WeightsUnavailableError: unpublished, or not obtainable (see :func:`~ntre_zoo._download.hub_download`).
+        WeightsUnavailableError: unpublished, or not obtainable (see :func:`~ntre_zoo.zoo.download.hub_download`).
         ChecksumMismatchError: the weights file differs from the manifest's sha256.
         FileNotFoundError: a package entry whose file is missing.
     """

@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+from .ntrenet import NTRENet
 from .config import BackboneConfig, ModelConfig
-from .model import NTRENet
 
 __all__ = ["create_model"]
 
@@ -27,7 +27,7 @@ def create_model(
         shot: the number of supports it will be trained with (any K works at inference).
         pretrained_backbone: fetch timm's ImageNet weights for the backbone (needs the Hub).
         device: where to put the model.
-        **options: :class:`~ntre_zoo.config.ModelConfig` fields (``reduce_dim``, ``pyramid_bins``,
+        **options: :class:`~ntre_zoo.model.config.ModelConfig` fields (``reduce_dim``, ``pyramid_bins``,
             ``test_size`` ...) and backbone narrowing (``layers``, ``channels``, ``stem_width``).
 
     Raises:

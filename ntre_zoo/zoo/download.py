@@ -15,7 +15,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .errors import ChecksumMismatchError, WeightsUnavailableError
+from .._version import __version__
+from ..errors import ChecksumMismatchError, WeightsUnavailableError
 
 __all__ = ["cached_path", "default_cache_dir", "hub_download", "resolve_endpoint", "sha256_file", "verify_sha256"]
 
@@ -84,8 +85,6 @@ def hub_download(
         WeightsUnavailableError: the repository, revision or file does not exist, or the file is not cached
             while downloads are off; the message names the repository, revision, endpoint and cache.
     """
-    from . import __version__
-
     endpoint = resolve_endpoint(endpoint)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     offline = local_files_only or _offline()

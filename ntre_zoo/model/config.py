@@ -5,13 +5,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple
 
+from ..data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["BackboneConfig", "ModelConfig", "BACKBONES", "check_fields"]
 
 #: Backbones of the reference code, with the timm architecture each one is built from.
 BACKBONES = {"resnet50": "resnet50s", "resnet101": "resnet101s", "vgg16_bn": "vgg16_bn"}
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def check_fields(cls: type, data: Mapping[str, Any]) -> dict:

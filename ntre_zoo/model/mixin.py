@@ -1,0 +1,55 @@
+"""``ModelMixin``: the model's convenience methods (predict, encode_support, save_pretrained, push_to_hub).
+
+As ``transformers``/``huggingface_hub`` models do, NTRENet carries these methods, but they live here and
+call the inference and zoo functions. This module never imports the model class, so the model's file
+imports it and nothing imported from here leads back to the model (no import circle).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from ..inference.predict import encode_support, predict
+from ..zoo.publish import PushResult, push_to_hub
+from ..zoo.saving import save_pretrained
+from .types import SupportFeatures
+
+__all__ = ["ModelMixin"]
+
+
+class ModelMixin:
+    """Image-level and Hub methods for a few-shot segmenter that provides ``encode_support_tensors``."""
+
+    def encode_support_tensors(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> SupportFeatures:
+        raise NotImplementedError
+
+    def encode_support(self, support_images: Any, support_masks: Any, **kwargs: Any) -> SupportFeatures:
+        """Encode a support set once so that it can serve many queries (``predict(support, queries)``).
+
+        Args:
+            support_images: ``(B, K, 3, H, W)`` normalised images, or images in any form ``predict``
+                takes (one or a list of K), which are then preprocessed as ``predict`` does.
+            support_masks: ``(B, K, H, W)`` with 1 = target, 0 = not, 255 = ignore (counts as not
+                target), or masks in any form ``predict`` takes.
+            **kwargs: ``device``/``amp_dtype`` for the image form.
+
+        Returns:
+            :class:`~ntre_zoo.model.types.SupportFeatures`.
+        """
+        if isinstance(support_images, torch.Tensor) and support_images.dim() == 5:
+            return self.encode_support_tensors(support_images, support_masks)
+        return encode_support(self, support_images, support_masks, **kwargs)
+
+    def predict(self, support_imgs: Any, support_masks: Any = None, query: Any = None, **kwargs: Any) -> Any:
+        """Segment images from a few annotated supports; see :func:`ntre_zoo.inference.predict.predict`."""
+        return predict(self, support_imgs, support_masks, query, **kwargs)
+
+    def save_pretrained(self, save_directory: Any, *, metadata: Optional[Mapping[str, Any]] = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`ntre_zoo.zoo.saving.save_pretrained`."""
+        return save_pretrained(self, save_directory, metadata=metadata)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> PushResult:
+        """Upload to a Hub repository and print the manifest entry; see :func:`ntre_zoo.zoo.publish.push_to_hub`."""
+        return push_to_hub(self, repo_id, **kwargs)
