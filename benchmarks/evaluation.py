@@ -7,6 +7,7 @@ in one process, checks that every metric is identical, and prints the ratio. The
 from episodes outnumbering val images (PASCAL-5i fold 0: 1000 episodes over about 350 query images;
 the synthetic default here keeps a similar ratio at a size that runs on a CPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,25 +40,38 @@ def main() -> None:
     model = ntre_zoo.create_model(args.backbone, test_size=args.test_size).eval().to(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         make_synthetic_voc(tmp, seed=0, train=0, val=args.val_images, progress=False)
-        config = DataConfig(root=str(Path(tmp) / "VOCdevkit" / "VOC2012"), fold=0, shot=args.shot, test_size=args.test_size)
+        config = DataConfig(
+            root=str(Path(tmp) / "VOCdevkit" / "VOC2012"), fold=0, shot=args.shot, test_size=args.test_size
+        )
         dataset = build_dataset(config, "val", episodes=args.episodes, seed=args.seed, progress=False)
         queries = len({dataset.sample(i)[0] for i in range(args.episodes)})
         timings, results = {}, {}
         for name, reuse in (("per_episode", False), ("reuse", True)):
             start = time.perf_counter()
-            results[name] = evaluate(model, dataset, reuse_features=reuse, batch_size=args.batch_size,
-                                     device=args.device, progress=False)
+            results[name] = evaluate(
+                model, dataset, reuse_features=reuse, batch_size=args.batch_size, device=args.device, progress=False
+            )
             timings[name] = time.perf_counter() - start
     identical = results["per_episode"].to_dict() == results["reuse"].to_dict()
     out = {
-        "backbone": args.backbone, "test_size": args.test_size, "shot": args.shot, "episodes": args.episodes,
-        "distinct_queries": queries, "device": args.device, "threads": torch.get_num_threads(),
-        "per_episode_eps": args.episodes / timings["per_episode"], "reuse_eps": args.episodes / timings["reuse"],
-        "speedup": timings["per_episode"] / timings["reuse"], "identical_metrics": identical,
-        "miou": results["reuse"].miou, "fb_iou": results["reuse"].fb_iou,
+        "backbone": args.backbone,
+        "test_size": args.test_size,
+        "shot": args.shot,
+        "episodes": args.episodes,
+        "distinct_queries": queries,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "per_episode_eps": args.episodes / timings["per_episode"],
+        "reuse_eps": args.episodes / timings["reuse"],
+        "speedup": timings["per_episode"] / timings["reuse"],
+        "identical_metrics": identical,
+        "miou": results["reuse"].miou,
+        "fb_iou": results["reuse"].fb_iou,
     }
-    print(f"{args.backbone} {args.shot}-shot, test size {args.test_size}, {args.episodes} episodes over "
-          f"{queries} query images, {args.device}, {out['threads']} threads")
+    print(
+        f"{args.backbone} {args.shot}-shot, test size {args.test_size}, {args.episodes} episodes over "
+        f"{queries} query images, {args.device}, {out['threads']} threads"
+    )
     print(f"  per-episode path   {out['per_episode_eps']:7.3f} episodes/s")
     print(f"  feature reuse      {out['reuse_eps']:7.3f} episodes/s   speedup {out['speedup']:.2f}x")
     print(f"  identical metrics  {identical} (mIoU {100 * out['miou']:.2f}, FB-IoU {100 * out['fb_iou']:.2f})")

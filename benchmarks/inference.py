@@ -7,6 +7,7 @@ times of both paths, the achieved fraction of the conv rate, the amortised time 
 support set serves many queries, and the peak resident memory of a predict() call (in a fresh process).
 On CUDA it also reports fp32 / bf16 / fp16 autocast, channels_last, batch 1 and batched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,18 +38,18 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(paths: Dict[str, Callable[[], object]], repeats: int, device: torch.device) -> Dict[str, float]:
+def interleaved(paths: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
     """Median seconds of each path, run alternately (after one warm-up each) so drift hits all alike."""
     for fn in paths.values():
         fn()
-    samples: Dict[str, List[float]] = {name: [] for name in paths}
+    samples: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(repeats):
         for name, fn in paths.items():
             samples[name].append(timed(fn, device))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def machine_rates(device: torch.device, repeats: int) -> Dict[str, float]:
+def machine_rates(device: torch.device, repeats: int) -> dict[str, float]:
     """GFLOP/s of a 512->512 3x3 convolution on a 60x60 map and of a 2048^3 fp32 GEMM."""
     x = torch.randn(1, 512, 60, 60, device=device)
     w = torch.randn(512, 512, 3, 3, device=device)
@@ -134,13 +135,21 @@ def main() -> None:
     achieved = flops / times["optimised"] / 1e9
 
     result = {
-        "device": str(device), "backbone": args.backbone, "size": args.size, "shots": args.shots,
-        "threads": torch.get_num_threads(), "episode_gflop": flops / 1e9,
-        "conv3x3_gflops": rates["conv3x3"], "gemm_gflops": rates["gemm"],
-        "baseline_episode_s": times["baseline"], "optimised_episode_s": times["optimised"],
+        "device": str(device),
+        "backbone": args.backbone,
+        "size": args.size,
+        "shots": args.shots,
+        "threads": torch.get_num_threads(),
+        "episode_gflop": flops / 1e9,
+        "conv3x3_gflops": rates["conv3x3"],
+        "gemm_gflops": rates["gemm"],
+        "baseline_episode_s": times["baseline"],
+        "optimised_episode_s": times["optimised"],
         "optimised_vs_baseline": times["optimised"] / times["baseline"],
-        "achieved_gflops": achieved, "fraction_of_conv_rate": achieved / rates["conv3x3"],
-        "queries": args.queries, "amortised_per_query_s": per_query,
+        "achieved_gflops": achieved,
+        "fraction_of_conv_rate": achieved / rates["conv3x3"],
+        "queries": args.queries,
+        "amortised_per_query_s": per_query,
         "amortised_vs_baseline_episode": per_query / times["baseline"],
         "max_abs_logit_diff": diff,
     }
@@ -154,9 +163,13 @@ def main() -> None:
     print(f"  machine 3x3 conv / GEMM    {rates['conv3x3']:8.1f} / {rates['gemm']:.1f} GFLOP/s")
     print(f"  baseline episode           {times['baseline']:8.3f} s")
     print(f"  optimised episode          {times['optimised']:8.3f} s   ratio {result['optimised_vs_baseline']:.3f}")
-    print(f"  achieved                   {achieved:8.1f} GFLOP/s = {result['fraction_of_conv_rate']:.1%} of the conv rate")
-    print(f"  {args.queries} queries, one support  {per_query:8.3f} s/query = "
-          f"{result['amortised_vs_baseline_episode']:.3f} x baseline episode")
+    print(
+        f"  achieved                   {achieved:8.1f} GFLOP/s = {result['fraction_of_conv_rate']:.1%} of the conv rate"
+    )
+    print(
+        f"  {args.queries} queries, one support  {per_query:8.3f} s/query = "
+        f"{result['amortised_vs_baseline_episode']:.3f} x baseline episode"
+    )
     print(f"  max |logit diff|           {diff:.2e}")
     if "peak_rss_predict_mb" in result:
         print(f"  peak RSS of predict()      {result['peak_rss_predict_mb']:8.0f} MB")
@@ -168,7 +181,7 @@ def main() -> None:
             json.dump(result, handle, indent=2)
 
 
-def gpu_variants(model, queries, supports, masks, repeats, device) -> Dict[str, float]:
+def gpu_variants(model, queries, supports, masks, repeats, device) -> dict[str, float]:
     """Absolute episode times on a GPU: fp32/bf16/fp16 autocast, contiguous vs channels_last, batch 1 vs all."""
     out = {}
     for layout in ("contiguous", "channels_last"):
@@ -177,11 +190,16 @@ def gpu_variants(model, queries, supports, masks, repeats, device) -> Dict[str, 
         q = queries.contiguous(memory_format=fmt)
         for dtype_name, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
             for batch in (1, len(queries)):
+
                 def run(batch=batch, dtype=dtype, q=q):
-                    with torch.inference_mode(), torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                    with (
+                        torch.inference_mode(),
+                        torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None),
+                    ):
                         s = supports.expand(batch, -1, -1, -1, -1)
                         m = masks.expand(batch, -1, -1, -1)
                         return model(q[:batch], s, m).logits
+
                 t = interleaved({"x": run}, repeats, device)["x"]
                 out[f"gpu_{layout}_{dtype_name}_b{batch}_per_episode"] = t / batch
     return out

@@ -16,6 +16,7 @@ Every variant's last-epoch weights are then evaluated on the 5 novel classes of 
 1000 episodes (seed 321). Prints a table like the paper's Table 3 and writes it to --work/ablation.md
 and ablation.json. Variants run as separate processes, --jobs at a time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,28 @@ VARIANTS = {
     "+DOEM": ["--loss", "pcl_weight=0"],
     "+PCL": [],
 }
-TINY = ["--layers", "1", "1", "1", "1", "--channels", "8", "16", "32", "64", "--stem-width", "8",
-        "--reduce-dim", "16", "--pyramid-bins", "8", "4", "2", "--test-size", "129"]
+TINY = [
+    "--layers",
+    "1",
+    "1",
+    "1",
+    "1",
+    "--channels",
+    "8",
+    "16",
+    "32",
+    "64",
+    "--stem-width",
+    "8",
+    "--reduce-dim",
+    "16",
+    "--pyramid-bins",
+    "8",
+    "4",
+    "2",
+    "--test-size",
+    "129",
+]
 
 
 def main() -> None:
@@ -65,9 +86,29 @@ def main() -> None:
             if (out / "last" / "model.safetensors").is_file():
                 print(f"{name}: already trained in {out}")
                 continue
-            command = [sys.executable, "-m", "ntre_zoo", "train", "--dataset", "pascal5i", "--data-root", str(root),
-                       "--fold", "0", "-o", str(out), *TINY, "--epochs", str(args.epochs), "--batch-size", "8",
-                       "--val-every", "0", "--no-progress", *switches]
+            command = [
+                sys.executable,
+                "-m",
+                "ntre_zoo",
+                "train",
+                "--dataset",
+                "pascal5i",
+                "--data-root",
+                str(root),
+                "--fold",
+                "0",
+                "-o",
+                str(out),
+                *TINY,
+                "--epochs",
+                str(args.epochs),
+                "--batch-size",
+                "8",
+                "--val-every",
+                "0",
+                "--no-progress",
+                *switches,
+            ]
             print(f"{name}: {' '.join(command[2:])}")
             running.append((name, time.perf_counter(), subprocess.Popen(command, env=env)))
         for item in list(running):
@@ -87,16 +128,24 @@ def main() -> None:
         config = DataConfig(root=str(root), fold=0, test_size=model.config.test_size)
         dataset = build_dataset(config, "val", episodes=args.episodes, seed=321, progress=False)
         result = evaluate(model, dataset, progress=False)
-        rows[name] = {"class_iou": result.class_iou, "miou": result.miou, "fb_iou": result.fb_iou,
-                      "precision": result.precision, "train_minutes": times.get(name, float("nan")) / 60}
+        rows[name] = {
+            "class_iou": result.class_iou,
+            "miou": result.miou,
+            "fb_iou": result.fb_iou,
+            "precision": result.precision,
+            "train_minutes": times.get(name, float("nan")) / 60,
+        }
 
     classes = list(next(iter(rows.values()))["class_iou"])
     header = "| variant | " + " | ".join(f"class {c}" for c in classes) + " | mIoU | FB-IoU | precision |"
     lines = [header, "|" + "---|" * (len(classes) + 4)]
     for name, row in rows.items():
         cells = [f"{100 * row['class_iou'][c]:.1f}" for c in classes]
-        lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {100 * row['miou']:.2f} | {100 * row['fb_iou']:.2f} | {100 * row['precision']:.2f} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {100 * row['miou']:.2f} | {100 * row['fb_iou']:.2f} | {100 * row['precision']:.2f} |"
+        )
     table = "\n".join(lines)
     print(table)
     (work / "ablation.md").write_text(table + "\n")

@@ -5,6 +5,7 @@
 The same as `ntre-zoo make-synthetic DIR` followed by `ntre-zoo evaluate MODEL --dataset pascal5i
 --data-root DIR/VOCdevkit/VOC2012 --fold 0`.
 """
+
 import argparse
 import tempfile
 from pathlib import Path

@@ -6,6 +6,7 @@ Writes a synthetic support image, its mask and a query to --out as PNG files (th
 would sit on disk), then predicts from the paths. With no --model it uses the demo model shipped inside
 the package (ntrenet_tiny.synthetic_fold0).
 """
+
 import argparse
 from pathlib import Path
 

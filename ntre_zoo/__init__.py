@@ -1,4 +1,5 @@
 """ntre-zoo: NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022) on timm backbones."""
+
 from ._version import __version__
 from .evaluation import evaluate
 from .inference import Prediction, predict
@@ -23,11 +24,11 @@ __all__ = [
     "Prediction",
     "QueryFeatures",
     "SupportFeatures",
+    "__version__",
     "create_model",
     "evaluate",
     "from_official_checkpoint",
     "from_pretrained",
     "list_models",
     "predict",
-    "__version__",
 ]

@@ -1,13 +1,15 @@
 """Atomic file writes: a temporary file beside the target, then ``os.replace``. A crash at any moment
 leaves the previous file or the new one, never a half-written one, and no temporary file behind."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 

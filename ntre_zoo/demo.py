@@ -1,10 +1,10 @@
 """The offline demo: one synthetic episode, predicted and drawn as a PNG (support, query, prediction,
 BG map, DO map side by side)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -30,7 +30,7 @@ class DemoResult:
     iou: float
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, colour: Tuple[int, int, int]) -> np.ndarray:
+def _overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
     out = image.astype(np.float32)
     out[mask.astype(bool)] = 0.45 * out[mask.astype(bool)] + 0.55 * np.array(colour, np.float32)
     return out.astype(np.uint8)
@@ -44,14 +44,17 @@ def _heat(values: np.ndarray) -> np.ndarray:
 
 
 def render_episode(
-    support_images: List[np.ndarray],
-    support_masks: List[np.ndarray],
+    support_images: list[np.ndarray],
+    support_masks: list[np.ndarray],
     query: np.ndarray,
     prediction: Prediction,
     title: str,
 ) -> Image.Image:
     """Side-by-side panels: supports with their masks, query, prediction, BG map, DO map."""
-    panels = [(f"support {i + 1}", _overlay(im, m, (220, 40, 40))) for i, (im, m) in enumerate(zip(support_images, support_masks))]
+    panels = [
+        (f"support {i + 1}", _overlay(im, m, (220, 40, 40)))
+        for i, (im, m) in enumerate(zip(support_images, support_masks, strict=False))
+    ]
     panels += [
         ("query", query),
         ("prediction", _overlay(query, prediction.mask, (40, 200, 60))),
@@ -70,8 +73,9 @@ def render_episode(
     return canvas
 
 
-def run_demo(output: Union[str, Path] = "ntre_zoo_demo.png", *, seed: int = 0, shot: int = 1,
-             model: Optional[NTRENet] = None) -> DemoResult:
+def run_demo(
+    output: str | Path = "ntre_zoo_demo.png", *, seed: int = 0, shot: int = 1, model: NTRENet | None = None
+) -> DemoResult:
     """Build a synthetic episode of fold 0's novel classes, predict it and write the PNG.
 
     Args:
@@ -96,4 +100,3 @@ def run_demo(output: Union[str, Path] = "ntre_zoo_demo.png", *, seed: int = 0, s
     image = render_episode(supports, masks, query, prediction, title)
     atomic_write(output, lambda tmp: image.save(tmp, format="PNG"))
     return DemoResult(output, name, iou)
-

@@ -1,4 +1,5 @@
 """Exceptions of the model zoo; each derives from the built-in type a caller would already catch."""
+
 from __future__ import annotations
 
 __all__ = [

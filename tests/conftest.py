@@ -1,4 +1,5 @@
 """Shared fixtures: a narrow model of the real timm families, and the ``slow`` marker gate."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,13 @@ import torch
 import ntre_zoo
 
 #: Narrow ResNet-50 layout (same keys as resnet50s, ~130k backbone parameters) and a 16-channel head.
-TINY = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16, pyramid_bins=(8, 4, 2))
+TINY = {
+    "layers": (1, 1, 1, 1),
+    "channels": (8, 16, 32, 64),
+    "stem_width": 8,
+    "reduce_dim": 16,
+    "pyramid_bins": (8, 4, 2),
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

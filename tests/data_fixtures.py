@@ -1,9 +1,9 @@
 """Small on-disk datasets in the real benchmark layouts, written by the tests themselves."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 from PIL import Image
@@ -16,18 +16,23 @@ def tiny_model(test_size: int = 64):
     from ntre_zoo import create_model
 
     return create_model(
-        "resnet50", layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16,
-        pyramid_bins=(8, 4, 2), test_size=test_size,
+        "resnet50",
+        layers=(1, 1, 1, 1),
+        channels=(8, 16, 32, 64),
+        stem_width=8,
+        reduce_dim=16,
+        pyramid_bins=(8, 4, 2),
+        test_size=test_size,
     )
 
 
 def _square(mask: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
     out = np.zeros_like(mask, dtype=np.uint8)
-    out[top:top + side, left:left + side] = 1
+    out[top : top + side, left : left + side] = 1
     return out
 
 
-def write_coco(root: Path, rng_seed: int = 0) -> Dict[str, List[dict]]:
+def write_coco(root: Path, rng_seed: int = 0) -> dict[str, list[dict]]:
     """COCO 2014 layout with 6 train and 6 val images; polygon and RLE annotations."""
     from pycocotools import mask as mask_utils
 
@@ -47,16 +52,35 @@ def write_coco(root: Path, rng_seed: int = 0) -> Dict[str, List[dict]]:
             cat_a, cat_b = COCO_CATEGORIES[i % 4][0], COCO_CATEGORIES[(i + 1) % 4][0]
             x, y, s = 4, 4, 50
             polygon = [float(v) for v in (x, y, x + s, y, x + s, y + s, x, y + s)]
-            annotations.append({"id": len(annotations) + 1 + 10000 * (split == "val"), "image_id": image_id,
-                                "category_id": cat_a, "segmentation": [polygon], "area": float(s * s),
-                                "bbox": [x, y, s, s], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1 + 10000 * (split == "val"),
+                    "image_id": image_id,
+                    "category_id": cat_a,
+                    "segmentation": [polygon],
+                    "area": float(s * s),
+                    "bbox": [x, y, s, s],
+                    "iscrowd": 0,
+                }
+            )
             rle = mask_utils.encode(np.asfortranarray(_square(np.zeros((h, w)), 40, 70, 52)))
             rle["counts"] = rle["counts"].decode("ascii")
-            annotations.append({"id": len(annotations) + 1 + 10000 * (split == "val"), "image_id": image_id,
-                                "category_id": cat_b, "segmentation": rle, "area": 52.0 * 52,
-                                "bbox": [70, 40, 52, 52], "iscrowd": 1})
-        data = {"images": images, "annotations": annotations,
-                "categories": [{"id": c, "name": n, "supercategory": "x"} for c, n in COCO_CATEGORIES]}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1 + 10000 * (split == "val"),
+                    "image_id": image_id,
+                    "category_id": cat_b,
+                    "segmentation": rle,
+                    "area": 52.0 * 52,
+                    "bbox": [70, 40, 52, 52],
+                    "iscrowd": 1,
+                }
+            )
+        data = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": c, "name": n, "supercategory": "x"} for c, n in COCO_CATEGORIES],
+        }
         (root / "annotations" / f"instances_{split}2014.json").write_text(json.dumps(data))
         written[split] = images
     return written

@@ -5,28 +5,28 @@ It answers ``HEAD`` and ``GET`` on ``/{owner}/{name}/resolve/{revision}/{filenam
 ``ETag`` and ``Content-Length`` headers; 404 with ``X-Error-Code`` ``RepoNotFound`` / ``RevisionNotFound`` /
 ``EntryNotFound`` otherwise. Every request is recorded, so tests can assert that cached loads make none.
 """
+
 from __future__ import annotations
 
 import hashlib
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 
 @dataclass
 class _Repo:
-    commits: Dict[str, Dict[str, bytes]] = field(default_factory=dict)
-    refs: Dict[str, str] = field(default_factory=dict)
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)
 
 
 class HubServer:
     """Serve in-memory model repositories on ``127.0.0.1`` (an ephemeral port) until :meth:`stop`."""
 
     def __init__(self) -> None:
-        self.repos: Dict[str, _Repo] = {}
-        self.requests: List[Tuple[str, str]] = []
+        self.repos: dict[str, _Repo] = {}
+        self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -37,7 +37,7 @@ class HubServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def add_commit(self, repo_id: str, files: Dict[str, bytes], branch: str = "main") -> str:
+    def add_commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
         """Store ``files`` as a new commit of ``repo_id`` (moving ``branch`` to it); returns the commit id."""
         repo = self.repos.setdefault(repo_id, _Repo())
         commit = hashlib.sha1(repr((repo_id, len(repo.commits), sorted(files))).encode()).hexdigest()
@@ -53,7 +53,7 @@ class HubServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _resolve(self, path: str) -> Tuple[int, Dict[str, str], Optional[bytes]]:
+    def _resolve(self, path: str) -> tuple[int, dict[str, str], bytes | None]:
         parts = [unquote(p) for p in path.split("?")[0].strip("/").split("/")]
         if len(parts) < 5 or parts[2] != "resolve":
             return 404, {"X-Error-Code": "RepoNotFound"}, None
@@ -89,10 +89,10 @@ class HubServer:
                 if with_body and data is not None:
                     self.wfile.write(data)
 
-            def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_HEAD(self) -> None:
                 self._answer(with_body=False)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._answer(with_body=True)
 
             def log_message(self, *args: object) -> None:

@@ -1,4 +1,5 @@
 """Backbones: reference layout, dilation, strides and frozen parameters."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """The ``ntre-zoo`` CLI: help, ``python -m`` entry point, and the offline demo."""
+
 import subprocess
 import sys
 

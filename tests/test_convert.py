@@ -1,12 +1,15 @@
 """Conversion of the authors' checkpoints and ImageNet backbone files onto ntre_zoo's layout."""
+
 from __future__ import annotations
 
-import timm
 import pytest
+import timm
 import torch
+from conftest import TINY
 
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
+from ntre_zoo.errors import StateDictMismatchError
 from ntre_zoo.zoo.convert import (
     convert_imagenet_backbone,
     from_official_checkpoint,
@@ -15,9 +18,6 @@ from ntre_zoo.zoo.convert import (
     to_reference_key,
     to_reference_state_dict,
 )
-from ntre_zoo.errors import StateDictMismatchError
-
-from conftest import TINY
 
 NARROW = {k: TINY[k] for k in ("layers", "channels", "stem_width")}
 
@@ -120,7 +120,14 @@ def test_pickled_code_is_not_loaded(tmp_path):
 
 def _pspnet_layout(timm_state):
     """A timm resnet*s state dict renamed to PSPNet's resnet*_v2.pth layout (old files lack num_batches_tracked)."""
-    stem = {"conv1.0": "conv1", "conv1.1": "bn1", "conv1.3": "conv2", "conv1.4": "bn2", "conv1.6": "conv3", "bn1": "bn3"}
+    stem = {
+        "conv1.0": "conv1",
+        "conv1.1": "bn1",
+        "conv1.3": "conv2",
+        "conv1.4": "bn2",
+        "conv1.6": "conv3",
+        "bn1": "bn3",
+    }
     out = {}
     for key, value in timm_state.items():
         if key.endswith("num_batches_tracked"):
@@ -145,7 +152,7 @@ def test_imagenet_resnet_file(tmp_path):
     model.backbone.load_state_dict(convert_imagenet_backbone(psp, "resnet50"), strict=True)
     assert torch.equal(model.backbone.conv1[6].weight, reference.conv1[6].weight)
     assert torch.equal(model.backbone.bn1.running_var, reference.bn1.running_var)
-    with pytest.raises(StateDictMismatchError, match="aux.weight"):
+    with pytest.raises(StateDictMismatchError, match=r"aux\.weight"):
         convert_imagenet_backbone({**psp, "aux.weight": torch.zeros(1)}, "resnet50")
 
 
@@ -155,7 +162,11 @@ def test_imagenet_vgg_file():
         target = timm.create_model("vgg16_bn")
     torchvision_layout = {}
     for key, value in target.state_dict().items():
-        key = key.replace("pre_logits.fc1", "classifier.0").replace("pre_logits.fc2", "classifier.3").replace("head.fc", "classifier.6")
+        key = (
+            key.replace("pre_logits.fc1", "classifier.0")
+            .replace("pre_logits.fc2", "classifier.3")
+            .replace("head.fc", "classifier.6")
+        )
         torchvision_layout[key] = value.flatten(1) if key in ("classifier.0.weight", "classifier.3.weight") else value
     assert torchvision_layout["classifier.0.weight"].shape == (4096, 25088)
     converted = convert_imagenet_backbone(torchvision_layout, "vgg16_bn", include_classifier=True)
@@ -170,8 +181,23 @@ def test_cli_convert(tmp_path, capsys):
     torch.manual_seed(0)
     model = ntre_zoo.create_model("vgg16_bn").eval()
     path = _save_reference_checkpoint(model, tmp_path / "final.pth")
-    assert cli_main(["convert", str(path), "--backbone", "vgg16_bn", "--out", str(tmp_path / "out"),
-                     "--dataset", "pascal5i", "--fold", "2"]) == 0
+    assert (
+        cli_main(
+            [
+                "convert",
+                str(path),
+                "--backbone",
+                "vgg16_bn",
+                "--out",
+                str(tmp_path / "out"),
+                "--dataset",
+                "pascal5i",
+                "--fold",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "converted" in capsys.readouterr().out
     loaded = ntre_zoo.from_pretrained(tmp_path / "out")
     assert loaded.pretrained_metadata["test_classes"][0] == "diningtable"

@@ -1,4 +1,5 @@
 """Benchmark loaders, class lists, episodes and augmentation on small on-disk fixtures."""
+
 from __future__ import annotations
 
 import json
@@ -6,17 +7,26 @@ import json
 import numpy as np
 import pytest
 import torch
+from data_fixtures import COCO_CATEGORIES, write_coco, write_folder
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from ntre_zoo.data import (
-    AugmentConfig, DataConfig, augment_pair, build_class_lists, build_dataset, coco20i_split, collate_episodes,
-    custom_split, label_class_counts, make_synthetic_voc, pascal5i_source, pascal5i_split,
+    AugmentConfig,
+    DataConfig,
+    augment_pair,
+    build_class_lists,
+    build_dataset,
+    coco20i_split,
+    collate_episodes,
+    custom_split,
+    label_class_counts,
+    make_synthetic_voc,
+    pascal5i_source,
+    pascal5i_split,
 )
 from ntre_zoo.data.episodes import binary_label
 from ntre_zoo.data.preprocessing import mask_to_canvas
-
-from data_fixtures import COCO_CATEGORIES, write_coco, write_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
 
@@ -27,7 +37,14 @@ def voc(tmp_path_factory):
 
 
 def _config(voc, **kw):
-    base = dict(dataset="pascal5i", root=str(voc), fold=0, shot=1, augment=AugmentConfig(crop_size=65), test_size=65)
+    base = {
+        "dataset": "pascal5i",
+        "root": str(voc),
+        "fold": 0,
+        "shot": 1,
+        "augment": AugmentConfig(crop_size=65),
+        "test_size": 65,
+    }
     base.update(kw)
     return DataConfig(**base)
 
@@ -107,7 +124,8 @@ def test_voc_lists_ids_pairs_and_fallback(voc, tmp_path):
             (tree / sub / f"{stem}.{ext}").write_bytes((voc / sub / f"{stem}.{ext}").read_bytes())
     (tree / "ImageSets" / "Segmentation").mkdir(parents=True)
     (tree / "ImageSets" / "Segmentation" / "val.txt").write_text(
-        f"JPEGImages/{stems[0]}.jpg SegmentationClassAug/{stems[0]}.png\n")
+        f"JPEGImages/{stems[0]}.jpg SegmentationClassAug/{stems[0]}.png\n"
+    )
     assert [p.stem for p in pascal5i_source(tree, "val").labels] == stems[:1]
     assert [p.stem for p in pascal5i_source(tree, "train").labels] == stems[1:]  # no list: all but val
     with pytest.raises(FileNotFoundError, match="make-synthetic"):
@@ -118,7 +136,7 @@ def test_eval_episodes_resize_and_keep_original_label(voc):
     dataset = build_dataset(_config(voc), "val", episodes=12, seed=5, progress=False)
     assert dataset.classes == (1, 2, 3, 4, 5) and len(dataset) == 12
     item = dataset[0]
-    query, class_id, supports = dataset.sample(0)
+    query, class_id, _supports = dataset.sample(0)
     assert item["query_image"].shape == (3, 65, 65) and item["support_images"].shape == (1, 3, 65, 65)
     label = np.asarray(Image.open(dataset.source.labels[query]))
     assert item["query_label"].shape == label.shape
@@ -147,7 +165,7 @@ def test_train_labels_are_binary_and_test_classes_become_background():
 
 def _batches(dataset, workers, batch_size):
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes)
-    return [b for b in loader]
+    return list(loader)
 
 
 def test_episodes_identical_across_workers_and_batch_sizes(voc):
@@ -156,10 +174,14 @@ def test_episodes_identical_across_workers_and_batch_sizes(voc):
     single = _batches(dataset, 0, 1)
     multi = _batches(dataset, 2, 4)
     for key in ("query_mask", "support_masks", "class_id", "class_index", "episode"):
-        torch.testing.assert_close(torch.cat([b[key] for b in single]), torch.cat([b[key] for b in multi]), rtol=0, atol=0)
+        torch.testing.assert_close(
+            torch.cat([b[key] for b in single]), torch.cat([b[key] for b in multi]), rtol=0, atol=0
+        )
     # Images: the same draws; worker processes run single-threaded kernels, so allow float rounding.
     for key in ("query_image", "support_images"):
-        torch.testing.assert_close(torch.cat([b[key] for b in single]), torch.cat([b[key] for b in multi]), rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            torch.cat([b[key] for b in single]), torch.cat([b[key] for b in multi]), rtol=0, atol=1e-5
+        )
     other_seed = build_dataset(_config(voc, shot=2), "train", episodes=6, seed=12, progress=False)
     assert not torch.equal(other_seed[0]["query_image"], single[0]["query_image"][0])
 
@@ -181,8 +203,13 @@ def test_augmentation_is_seeded_pads_and_keeps_target():
     torch.testing.assert_close(corner, torch.tensor([0.485, 0.456, 0.406]), atol=1e-5, rtol=0)
     big = torch.zeros(300, 300, dtype=torch.long)
     big[100:160, 100:160] = 1
-    out = augment_pair(torch.rand(3, 300, 300), big, AugmentConfig(crop_size=97, rotate_p=0, scale_range=(1, 1)),
-                       (0.5, 0.5, 0.5), torch.Generator().manual_seed(0))[1]
+    out = augment_pair(
+        torch.rand(3, 300, 300),
+        big,
+        AugmentConfig(crop_size=97, rotate_p=0, scale_range=(1, 1)),
+        (0.5, 0.5, 0.5),
+        torch.Generator().manual_seed(0),
+    )[1]
     assert (out == 1).sum() >= 0.85 * 3600
 
 
@@ -209,21 +236,27 @@ def test_coco_layout_through_the_real_loader(tmp_path):
 # ----------------------------------------------------------------------------------------------- folder
 def test_folder_dataset_with_and_without_classes_json(tmp_path):
     write_folder(tmp_path / "a")
-    config = DataConfig(dataset="folder", root=str(tmp_path / "a"), novel_classes=(3,), test_size=65,
-                        augment=AugmentConfig(crop_size=65))
+    config = DataConfig(
+        dataset="folder",
+        root=str(tmp_path / "a"),
+        novel_classes=(3,),
+        test_size=65,
+        augment=AugmentConfig(crop_size=65),
+    )
     val = build_dataset(config, "val", episodes=4, progress=False)
     assert val.classes == (3,) and val.class_name(3) == "cow"
     assert int(val[0]["class_id"]) == 3
     train = build_dataset(config, "train", progress=False)
     assert train.classes == (1, 2) and train[0]["query_image"].shape == (3, 65, 65)
     write_folder(tmp_path / "b", with_classes=False)
-    bare = build_dataset(DataConfig(dataset="folder", root=str(tmp_path / "b"), novel_classes=(1, 2)), "train",
-                         progress=False)
+    bare = build_dataset(
+        DataConfig(dataset="folder", root=str(tmp_path / "b"), novel_classes=(1, 2)), "train", progress=False
+    )
     assert bare.classes == (3,)
     with pytest.raises(ValueError, match="novel"):
         build_dataset(DataConfig(dataset="folder", root=str(tmp_path / "a")), "val", progress=False)
     (tmp_path / "a" / "classes.json").write_text(json.dumps({"0": "bg"}))
-    with pytest.raises(ValueError, match="1..254"):
+    with pytest.raises(ValueError, match=r"1\.\.254"):
         build_dataset(config, "val", progress=False)
 
 

@@ -1,4 +1,5 @@
 """Two-process DDP on CPU (gloo): identical weights and DO banks afterwards, sharded validation exact."""
+
 import json
 
 import pytest
@@ -12,7 +13,13 @@ from ntre_zoo.evaluation import evaluate
 from ntre_zoo.training import TrainConfig, Trainer
 from ntre_zoo.training.validation import make_evaluate_fn
 
-TINY = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16, pyramid_bins=(8, 4, 2))
+TINY = {
+    "layers": (1, 1, 1, 1),
+    "channels": (8, 16, 32, 64),
+    "stem_width": 8,
+    "reduce_dim": 16,
+    "pyramid_bins": (8, 4, 2),
+}
 WORLD = 2
 
 
@@ -55,7 +62,9 @@ def _worker(rank, init_file, out_dir):
         torch.manual_seed(rank)  # different initial weights on purpose: DDP starts every rank from rank 0's
         model = create_model("resnet50", **TINY)
         config = TrainConfig(epochs=2, batch_size=4, val_every=1, val_episodes=6, progress=False)
-        trainer = Trainer(model, Episodes(8), config, output_dir=out_dir, evaluate_fn=make_evaluate_fn(Episodes(6, "val"), config))
+        trainer = Trainer(
+            model, Episodes(8), config, output_dir=out_dir, evaluate_fn=make_evaluate_fn(Episodes(6, "val"), config)
+        )
         result = trainer.fit()
         torch.save(
             {"model": result.model.state_dict(), "bank": trainer.criterion.bank.state_dict(), "step": result.step},

@@ -1,16 +1,16 @@
 """Metrics against hand-computed values, evaluation invariance, and the CLI end to end."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from data_fixtures import tiny_model
 
 from ntre_zoo.cli import main
 from ntre_zoo.data import AugmentConfig, DataConfig, build_dataset
 from ntre_zoo.evaluation import FewShotMeter, episode_stats, evaluate, evaluate_seeds, format_table
-
-from data_fixtures import tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
 
@@ -91,8 +91,12 @@ def test_evaluate_same_numbers_for_any_batch_size_and_workers(synthetic_root, mo
     assert other.episodes == 6 and other.seed == 5
     multi = evaluate_seeds(model, dataset, [1, 2], episodes=4, progress=False).to_dict()
     assert multi["seeds"] == [1, 2] and "miou_std" in multi and len(multi["runs"]) == 2
-    train = build_dataset(DataConfig(dataset="pascal5i", root=str(synthetic_root), augment=AugmentConfig(crop_size=65)),
-                          "val", episodes=2, progress=False)
+    train = build_dataset(
+        DataConfig(dataset="pascal5i", root=str(synthetic_root), augment=AugmentConfig(crop_size=65)),
+        "val",
+        episodes=2,
+        progress=False,
+    )
     train.split = "train"
     with pytest.raises(ValueError, match="split='val'"):
         evaluate(model, train)
@@ -143,11 +147,31 @@ def test_evaluate_cli_end_to_end(synthetic_root, model, tmp_path, capsys):
 
     save_pretrained(model, tmp_path / "tiny")
     output = tmp_path / "result.json"
-    code = main([
-        "evaluate", str(tmp_path / "tiny"), "--dataset", "pascal5i", "--data-root", str(synthetic_root),
-        "--fold", "0", "--shot", "1", "--episodes", "6", "--seed", "7", "--seeds", "2", "--batch-size", "3",
-        "--output", str(output), "--no-progress",
-    ])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "tiny"),
+            "--dataset",
+            "pascal5i",
+            "--data-root",
+            str(synthetic_root),
+            "--fold",
+            "0",
+            "--shot",
+            "1",
+            "--episodes",
+            "6",
+            "--seed",
+            "7",
+            "--seeds",
+            "2",
+            "--batch-size",
+            "3",
+            "--output",
+            str(output),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "mIoU" in printed and "FB-IoU" in printed and "over 2 seeds" in printed
@@ -157,9 +181,23 @@ def test_evaluate_cli_end_to_end(synthetic_root, model, tmp_path, capsys):
     assert data["episodes"] == 6 and data["seed"] == 7 and data["seeds"] == [7, 8]
     assert data["protocol"]["test_classes"] == [1, 2, 3, 4, 5] and data["protocol"]["test_size"] == 65
     # The CLI's numbers are those of the Python function.
-    dataset = build_dataset(DataConfig(dataset="pascal5i", root=str(synthetic_root), test_size=65), "val",
-                            episodes=6, seed=7, progress=False)
+    dataset = build_dataset(
+        DataConfig(dataset="pascal5i", root=str(synthetic_root), test_size=65),
+        "val",
+        episodes=6,
+        seed=7,
+        progress=False,
+    )
     assert data["runs"][0]["miou"] == evaluate(model, dataset, progress=False).miou
-    bad = main(["evaluate", str(tmp_path / "tiny"), "--dataset", "pascal5i", "--data-root", str(tmp_path / "none"),
-                "--no-progress"])
+    bad = main(
+        [
+            "evaluate",
+            str(tmp_path / "tiny"),
+            "--dataset",
+            "pascal5i",
+            "--data-root",
+            str(tmp_path / "none"),
+            "--no-progress",
+        ]
+    )
     assert bad == 1 and "make-synthetic" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """The zoo: manifest, save/load round trips, atomic saves, strict loading, downloads through a local Hub."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import safetensors.torch
 import torch
+from hub_server import HubServer
 
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
@@ -20,8 +22,6 @@ from ntre_zoo.errors import (
     WeightsUnavailableError,
 )
 from ntre_zoo.zoo.manifest import default_manifest_path, load_manifest
-
-from hub_server import HubServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER = {  # spec section 9: 1-shot and 5-shot mIoU per fold
@@ -57,9 +57,14 @@ def _write_manifest(path: Path, models: dict) -> Path:
 
 def _hub_entry(repo_id, revision, sha256, filename="model.safetensors"):
     return {
-        "backbone": "resnet50", "dataset": "synthetic", "fold": 0, "train_shot": 1, "source": "hub",
+        "backbone": "resnet50",
+        "dataset": "synthetic",
+        "fold": 0,
+        "train_shot": 1,
+        "source": "hub",
         "hub": {"repo_id": repo_id, "revision": revision, "filename": filename, "sha256": sha256},
-        "metrics": {"reference": {}, "measured": {}}, "status": "published",
+        "metrics": {"reference": {}, "measured": {}},
+        "status": "published",
     }
 
 
@@ -86,7 +91,10 @@ def test_repo_level_manifest_is_the_packaged_one():
 
 def test_list_models_patterns():
     assert len(ntre_zoo.list_models()) == 21
-    assert ntre_zoo.list_models("*coco20i_fold1") == ["ntrenet_resnet101.coco20i_fold1", "ntrenet_resnet50.coco20i_fold1"]
+    assert ntre_zoo.list_models("*coco20i_fold1") == [
+        "ntrenet_resnet101.coco20i_fold1",
+        "ntrenet_resnet50.coco20i_fold1",
+    ]
     assert ntre_zoo.list_models(published_only=True) == ["ntrenet_tiny.synthetic_fold0"]
 
 
@@ -101,13 +109,17 @@ def test_shipped_tiny_model_loads_offline_with_its_measured_metrics(monkeypatch)
 
 
 def test_unknown_name_suggests_close_names():
-    with pytest.raises(UnknownModelError, match="Did you mean: ntrenet_resnet50.pascal5i_fold0"):
+    with pytest.raises(UnknownModelError, match=r"Did you mean: ntrenet_resnet50\.pascal5i_fold0"):
         ntre_zoo.from_pretrained("ntrenet_resnt50.pascal5i_fold0")
 
 
 @pytest.mark.parametrize("how", ["name", "keywords"])
 def test_unpublished_entry_says_how_to_get_weights(how):
-    args = (["ntrenet_vgg16_bn.pascal5i_fold3"], {}) if how == "name" else ([], dict(backbone="vgg16_bn", dataset="pascal5i", fold=3))
+    args = (
+        (["ntrenet_vgg16_bn.pascal5i_fold3"], {})
+        if how == "name"
+        else ([], {"backbone": "vgg16_bn", "dataset": "pascal5i", "fold": 3})
+    )
     with pytest.raises(WeightsUnavailableError, match="unpublished") as info:
         ntre_zoo.from_pretrained(*args[0], **args[1])
     assert "ntre-zoo train" in str(info.value) and "ntre-zoo convert" in str(info.value)
@@ -129,7 +141,9 @@ def test_manifest_refuses_invented_or_incomplete_entries(tmp_path):
 
 # ------------------------------------------------------------------------------------------ save / load
 def test_save_pretrained_round_trip_is_bit_exact(tiny_model, tmp_path):
-    out = tiny_model.save_pretrained(tmp_path / "run", metadata={"dataset": "pascal5i", "fold": 1, "metrics": {"miou": 1.0}})
+    out = tiny_model.save_pretrained(
+        tmp_path / "run", metadata={"dataset": "pascal5i", "fold": 1, "metrics": {"miou": 1.0}}
+    )
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     loaded = ntre_zoo.from_pretrained(str(out))
     assert not loaded.training and loaded.config == tiny_model.config
@@ -175,7 +189,9 @@ def test_strict_loading_names_bad_keys(tiny_model, tmp_path):
     del state["classifier.3.bias"]
     state["extra.weight"] = torch.zeros(1)
     safetensors.torch.save_file(state, str(tmp_path / "model.safetensors"))
-    with pytest.raises(StateDictMismatchError, match=r"missing key\(s\): classifier.3.bias.*unexpected key\(s\): extra.weight"):
+    with pytest.raises(
+        StateDictMismatchError, match=r"missing key\(s\): classifier.3.bias.*unexpected key\(s\): extra.weight"
+    ):
         ntre_zoo.from_pretrained(tmp_path)
 
 
@@ -186,10 +202,15 @@ def test_packaged_entry_loads_offline_and_checks_sha256(tiny_model, tmp_path):
     (tmp_path / "save" / "model.safetensors").rename(weights)
     (tmp_path / "save" / "config.json").rename(weights.with_suffix(".json"))
     entry = {
-        "backbone": "tiny", "dataset": "synthetic", "fold": 0, "train_shot": 1, "source": "package",
+        "backbone": "tiny",
+        "dataset": "synthetic",
+        "fold": 0,
+        "train_shot": 1,
+        "source": "package",
         "file": "weights/ntrenet_tiny.synthetic_fold0.safetensors",
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        "metrics": {"reference": {}, "measured": {}}, "status": "published",
+        "metrics": {"reference": {}, "measured": {}},
+        "status": "published",
     }
     manifest = _write_manifest(tmp_path / "manifest.json", {"ntrenet_tiny.synthetic_fold0": entry})
     assert ntre_zoo.list_models(published_only=True, manifest=manifest) == ["ntrenet_tiny.synthetic_fold0"]
@@ -230,7 +251,9 @@ def published(hub, tiny_model, tmp_path):
     files = {p.name: p.read_bytes() for p in saved.iterdir()}
     commit = hub.add_commit("ntre-zoo/tiny", files)
     sha = hashlib.sha256(files["model.safetensors"]).hexdigest()
-    manifest = _write_manifest(tmp_path / "manifest.json", {"ntrenet_tiny.synthetic_fold0": _hub_entry("ntre-zoo/tiny", commit, sha)})
+    manifest = _write_manifest(
+        tmp_path / "manifest.json", {"ntrenet_tiny.synthetic_fold0": _hub_entry("ntre-zoo/tiny", commit, sha)}
+    )
     return SimpleNamespace(manifest=manifest, commit=commit, sha=sha, files=files, model=tiny_model)
 
 
@@ -270,9 +293,10 @@ def test_missing_repo_file_and_cache_give_clear_errors(hub, published, tmp_path)
     with pytest.raises(WeightsUnavailableError, match="'nobody/missing' was not found"):
         ntre_zoo.from_pretrained("hf-hub:nobody/missing")
     manifest = _write_manifest(
-        tmp_path / "m.json", {"m": _hub_entry("ntre-zoo/tiny", published.commit, published.sha, filename="nope.safetensors")}
+        tmp_path / "m.json",
+        {"m": _hub_entry("ntre-zoo/tiny", published.commit, published.sha, filename="nope.safetensors")},
     )
-    with pytest.raises(WeightsUnavailableError, match="'nope.safetensors' is not in ntre-zoo/tiny"):
+    with pytest.raises(WeightsUnavailableError, match=r"'nope\.safetensors' is not in ntre-zoo/tiny"):
         ntre_zoo.from_pretrained("m", manifest=manifest)
     with pytest.raises(WeightsUnavailableError, match="not in the cache"):
         ntre_zoo.from_pretrained("hf-hub:ntre-zoo/tiny", cache_dir=tmp_path / "empty", local_files_only=True)
@@ -306,11 +330,13 @@ def test_push_to_hub_prints_the_manifest_entry(tiny_model, monkeypatch, capsys, 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     metrics = {"miou_1shot": 12.5, "episodes": 1000, "seed": 321, "command": "ntre-zoo evaluate ..."}
-    result = tiny_model.push_to_hub("me/ntrenet_resnet50.pascal5i_fold0", metadata={"dataset": "pascal5i", "fold": 0, "metrics": metrics})
+    result = tiny_model.push_to_hub(
+        "me/ntrenet_resnet50.pascal5i_fold0", metadata={"dataset": "pascal5i", "fold": 0, "metrics": metrics}
+    )
     assert uploaded["created"] == "me/ntrenet_resnet50.pascal5i_fold0"
     assert sorted(uploaded["files"]) == ["README.md", "config.json", "model.safetensors"]
     printed = capsys.readouterr().out
-    snippet = json.loads(printed[printed.index("{"):])
+    snippet = json.loads(printed[printed.index("{") :])
     entry = snippet["ntrenet_resnet50.pascal5i_fold0"]
     assert entry["status"] == "published" and entry["hub"]["revision"] == "a" * 40
     assert entry["hub"]["sha256"] == hashlib.sha256(uploaded["files"]["model.safetensors"]).hexdigest()

@@ -1,4 +1,5 @@
 """The package layout: one wing per stage, no import circle between files, a docstring on every module."""
+
 import ast
 from pathlib import Path
 
@@ -49,9 +50,9 @@ def find_cycle(graph: dict):
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state:
-                found = visit(nxt, stack + [nxt])
+                found = visit(nxt, [*stack, nxt])
                 if found:
                     return found
         state[node] = "done"
@@ -94,14 +95,29 @@ def test_top_level_holds_only_the_wings_and_shared_files():
 
 
 def test_every_module_says_what_it_is():
-    missing = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if not ast.get_docstring(ast.parse(p.read_text()))]
+    missing = [
+        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if not ast.get_docstring(ast.parse(p.read_text()))
+    ]
     assert missing == []
 
 
 def test_public_api_is_unchanged():
-    assert sorted(ntre_zoo.__all__) == sorted([
-        "BackboneConfig", "ModelConfig", "NTRENet", "NTRENetOutput", "Prediction", "QueryFeatures", "SupportFeatures",
-        "create_model", "evaluate", "from_official_checkpoint", "from_pretrained", "list_models", "predict",
-        "__version__",
-    ])
+    assert sorted(ntre_zoo.__all__) == sorted(
+        [
+            "BackboneConfig",
+            "ModelConfig",
+            "NTRENet",
+            "NTRENetOutput",
+            "Prediction",
+            "QueryFeatures",
+            "SupportFeatures",
+            "create_model",
+            "evaluate",
+            "from_official_checkpoint",
+            "from_pretrained",
+            "list_models",
+            "predict",
+            "__version__",
+        ]
+    )
     assert all(hasattr(ntre_zoo, name) for name in ntre_zoo.__all__)

@@ -1,4 +1,5 @@
 """Losses against hand-computed values, the DO bank's FIFO behaviour, and the full loss on a tiny model."""
+
 import math
 from types import SimpleNamespace
 
@@ -17,7 +18,13 @@ from ntre_zoo.training.losses import (
     segmentation_loss,
 )
 
-TINY = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16, pyramid_bins=(8, 4, 2))
+TINY = {
+    "layers": (1, 1, 1, 1),
+    "channels": (8, 16, 32, 64),
+    "stem_width": 8,
+    "reduce_dim": 16,
+    "pyramid_bins": (8, 4, 2),
+}
 
 
 def test_segmentation_loss_ignores_255_and_resizes():
@@ -72,7 +79,9 @@ def test_prototype_contrast_loss_hand_computed():
     assert prototype_contrast_loss(anchors, positives, negatives).item() == pytest.approx(expected, rel=1e-6)
     # temperature 0.5 doubles every cosine
     expected = -math.log(math.exp(2) / (1 + math.exp(2) + math.exp(-2)) + 1e-8)
-    assert prototype_contrast_loss(anchors, positives, negatives, temperature=0.5).item() == pytest.approx(expected, rel=1e-6)
+    assert prototype_contrast_loss(anchors, positives, negatives, temperature=0.5).item() == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_bank_is_fifo_newest_first_and_bounded():
@@ -109,7 +118,9 @@ def _fake_output(b=1, k=1):
     s = torch.stack([torch.tensor([[2.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 3.0]])])
     s = s.expand(b, k, 2, 2, 2)
     not_bg = torch.tensor([[[5.0, 5.0], [5.0, 5.0]], [[0.0, 0.0], [0.0, 0.0]]])  # nothing is background
-    head = torch.stack([torch.tensor([[0.0, 1.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])])  # target at (0, 0)
+    head = torch.stack(
+        [torch.tensor([[0.0, 1.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])]
+    )  # target at (0, 0)
     return SimpleNamespace(
         query_features=q,
         support=SimpleNamespace(features=s),

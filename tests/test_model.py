@@ -1,11 +1,11 @@
 """NTRENet: reference parameter checksums, shapes on any size, K-shot fusion, support caching."""
+
 import pytest
 import torch
+from conftest import make_tiny_model
 
 import ntre_zoo
 from ntre_zoo.model.config import ModelConfig
-
-from conftest import make_tiny_model
 
 
 def _episode(batch=1, shot=1, size=(65, 65), seed=0):

@@ -1,4 +1,5 @@
 """predict(): every input form, original-size output, the support cache, and clear errors on bad input."""
+
 import numpy as np
 import pytest
 import torch
@@ -69,10 +70,10 @@ def test_list_of_queries_reuses_the_supports(tiny_model):
     batched = tiny_model.predict(images, masks, queries, batch_size=2)
     assert [r.shape for r in batched] == [q.shape[:2] for q in queries]
     one_by_one = [tiny_model.predict(images, masks, q) for q in queries]
-    for a, b in zip(batched, one_by_one):
+    for a, b in zip(batched, one_by_one, strict=False):
         np.testing.assert_array_equal(a, b)
     support = tiny_model.encode_support(images, masks)
-    for a, b in zip(tiny_model.predict(support, queries), one_by_one):
+    for a, b in zip(tiny_model.predict(support, queries), one_by_one, strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -111,7 +112,13 @@ def test_cuda_matches_cpu(tiny_model):
 @pytest.mark.parametrize(
     "support_image, support_mask, query, error, message",
     [
-        ("IMG", np.zeros((10, 10), np.uint8) + 1, "IMG", ValueError, r"support_masks\[0\] is 10x10 but support_imgs\[0\] is 50x70"),
+        (
+            "IMG",
+            np.zeros((10, 10), np.uint8) + 1,
+            "IMG",
+            ValueError,
+            r"support_masks\[0\] is 10x10 but support_imgs\[0\] is 50x70",
+        ),
         (["IMG", "IMG"], ["MASK"], "IMG", ValueError, r"2 support image\(s\) but 1 support mask"),
         ("IMG", "EMPTY", "IMG", ValueError, r"support_masks\[0\] has no target pixel"),
         ("IMG", "MASK", "/no/such/file.png", FileNotFoundError, r"query: no such file"),
@@ -120,8 +127,20 @@ def test_cuda_matches_cpu(tiny_model):
         ("IMG", "MASK", np.full((5, 5, 3), 2.0), ValueError, r"query: a float image must be in \[0, 1\]"),
         ("IMG", "MASK", ["IMG", 42], TypeError, r"query\[1\]: expected a file path"),
         ("IMG", np.full((50, 70), 7, np.uint8), "IMG", ValueError, r"support_masks\[0\]: mask values .* found \[7\]"),
-        ("IMG", np.zeros((50, 70, 3), np.uint8), "IMG", ValueError, r"support_masks\[0\]: a mask must have shape \(H, W\)"),
-        (torch.zeros(2, 50, 70), "MASK", "IMG", ValueError, r"support_imgs\[0\]: a tensor image must have shape \(3, H, W\)"),
+        (
+            "IMG",
+            np.zeros((50, 70, 3), np.uint8),
+            "IMG",
+            ValueError,
+            r"support_masks\[0\]: a mask must have shape \(H, W\)",
+        ),
+        (
+            torch.zeros(2, 50, 70),
+            "MASK",
+            "IMG",
+            ValueError,
+            r"support_imgs\[0\]: a tensor image must have shape \(3, H, W\)",
+        ),
         ("IMG", "MASK", None, ValueError, r"query is required"),
     ],
 )

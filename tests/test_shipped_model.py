@@ -1,4 +1,5 @@
 """The shipped demo model reproduces its manifest numbers, and full-size paths agree (slow)."""
+
 import numpy as np
 import pytest
 import torch
@@ -45,5 +46,7 @@ def test_full_size_fast_path_equals_the_baseline_at_473(backbone):
 def test_full_size_resnet101_five_shot_at_473():
     model = ntre_zoo.create_model("resnet101").eval()
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 473, 473), torch.randn(1, 5, 3, 473, 473), torch.ones(1, 5, 473, 473, dtype=torch.long))
+        out = model(
+            torch.randn(1, 3, 473, 473), torch.randn(1, 5, 3, 473, 473), torch.ones(1, 5, 473, 473, dtype=torch.long)
+        )
     assert out.logits.shape == (1, 2, 473, 473) and out.bg_logits.shape == (1, 2, 60, 60)

@@ -1,4 +1,5 @@
 """The procedural benchmark: determinism, layout, classes and object sizes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,7 @@ from ntre_zoo.data import SYNTHETIC_CLASSES, make_synthetic_voc, synthetic_episo
 def test_synthetic_episode_shapes_and_values():
     supports, masks, query, query_mask = synthetic_episode(3, fold=1, shot=3, size=128)
     assert len(supports) == len(masks) == 3
-    for image, mask in zip(supports + [query], masks + [query_mask]):
+    for image, mask in zip([*supports, query], [*masks, query_mask], strict=False):
         assert image.shape == (128, 128, 3) and image.dtype == np.uint8
         assert mask.shape == (128, 128) and mask.dtype == np.uint8
         assert set(np.unique(mask)) <= {0, 1}
@@ -24,12 +25,12 @@ def test_synthetic_episode_is_deterministic():
     a = synthetic_episode(7, shot=2)
     b = synthetic_episode(7, shot=2)
     c = synthetic_episode(8, shot=2)
-    for x, y in zip(a[0] + [a[2]], b[0] + [b[2]]):
+    for x, y in zip(a[0] + [a[2]], b[0] + [b[2]], strict=False):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[2], c[2])
 
 
-@pytest.mark.parametrize("bad", [dict(fold=4), dict(shot=0), dict(size=10)])
+@pytest.mark.parametrize("bad", [{"fold": 4}, {"shot": 0}, {"size": 10}])
 def test_synthetic_episode_rejects_bad_arguments(bad):
     with pytest.raises(ValueError):
         synthetic_episode(0, **bad)

@@ -1,4 +1,5 @@
 """Trainer: optimizer groups, schedule, sampler, learning, bit-exact resume, atomic checkpoints, export."""
+
 import json
 from pathlib import Path
 
@@ -8,7 +9,6 @@ from torch.utils.data import Dataset
 
 import ntre_zoo
 from ntre_zoo import create_model
-from ntre_zoo.training.fine_tune import fine_tune
 from ntre_zoo.training import (
     EpisodeBatchSampler,
     TrainConfig,
@@ -19,10 +19,17 @@ from ntre_zoo.training import (
     poly_lr,
 )
 from ntre_zoo.training.distributed import collate_episodes
+from ntre_zoo.training.fine_tune import fine_tune
 from ntre_zoo.training.losses import LossConfig
 from ntre_zoo.training.optim import PARAMETER_GROUPS
 
-TINY = dict(layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8, reduce_dim=16, pyramid_bins=(8, 4, 2))
+TINY = {
+    "layers": (1, 1, 1, 1),
+    "channels": (8, 16, 32, 64),
+    "stem_width": 8,
+    "reduce_dim": 16,
+    "pyramid_bins": (8, 4, 2),
+}
 
 
 class RandomEpisodes(Dataset):
@@ -74,8 +81,12 @@ def test_parameter_groups_follow_the_reference_order_and_cover_the_head():
     head = [id(p) for p in model.head_parameters()]
     assert sorted(grouped) == sorted(head) and len(set(grouped)) == len(grouped)
     names = {id(p): n for n, p in model.named_parameters()}
-    assert [names[id(p)] for p in groups[11]["params"]][0] == "bins.1.inter_scale_merge.0.weight"
-    assert [names[id(p)] for p in groups[16]["params"]] == ["classifier.0.weight", "classifier.3.weight", "classifier.3.bias"]
+    assert next(names[id(p)] for p in groups[11]["params"]) == "bins.1.inter_scale_merge.0.weight"
+    assert [names[id(p)] for p in groups[16]["params"]] == [
+        "classifier.0.weight",
+        "classifier.3.weight",
+        "classifier.3.bias",
+    ]
 
 
 def test_poly_schedule_and_presets():
@@ -147,10 +158,10 @@ def test_resume_is_bit_exact(tmp_path):
     b = load_checkpoint(out / "checkpoints" / "last.pt")
     for c in a["bank"]["entries"]:
         assert torch.equal(a["bank"]["entries"][c], b["bank"]["entries"][c])
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=False):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
-    assert [r["train_total"] for r in json.loads(a["history"])][0] == pytest.approx(
-        [r["train_total"] for r in json.loads(b["history"])][0]
+    assert next(r["train_total"] for r in json.loads(a["history"])) == pytest.approx(
+        next(r["train_total"] for r in json.loads(b["history"]))
     )
 
 
@@ -192,7 +203,12 @@ def test_outputs_export_validation_and_fine_tune(tmp_path):
 
     out = tmp_path / "run"
     result = Trainer(
-        tiny(), data, quiet(epochs=3, val_every=1), output_dir=out, evaluate_fn=evaluate_fn, metadata={"dataset": "synthetic"}
+        tiny(),
+        data,
+        quiet(epochs=3, val_every=1),
+        output_dir=out,
+        evaluate_fn=evaluate_fn,
+        metadata={"dataset": "synthetic"},
     ).fit()
     assert calls == [False, False, False] and result.best_metric == 0.5
     assert {p.name for p in out.iterdir()} >= {"train_config.json", "metrics.jsonl", "checkpoints", "best", "last"}
@@ -224,8 +240,28 @@ def test_cli_train_resume_and_fine_tune(tmp_path, capsys):
 
     assert main(["make-synthetic", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
     root = str(tmp_path / "syn" / "VOCdevkit" / "VOC2012")
-    model = ["--layers", "1", "1", "1", "1", "--channels", "8", "16", "32", "64", "--stem-width", "8",
-             "--reduce-dim", "16", "--pyramid-bins", "8", "4", "2", "--test-size", "65"]
+    model = [
+        "--layers",
+        "1",
+        "1",
+        "1",
+        "1",
+        "--channels",
+        "8",
+        "16",
+        "32",
+        "64",
+        "--stem-width",
+        "8",
+        "--reduce-dim",
+        "16",
+        "--pyramid-bins",
+        "8",
+        "4",
+        "2",
+        "--test-size",
+        "65",
+    ]
     common = ["--dataset", "pascal5i", "--data-root", root, "--epochs", "2", "--batch-size", "4", "--no-progress"]
     straight, part = tmp_path / "straight", tmp_path / "part"
     assert main(["train", *common, *model, "-o", str(straight), "--val-every", "0"]) == 0
@@ -237,8 +273,27 @@ def test_cli_train_resume_and_fine_tune(tmp_path, capsys):
     assert card["dataset"] == "synthetic" and card["train_classes"] == list(range(6, 21))
     # fine-tune from the exported weights, with validation and a loss ablation
     tuned = tmp_path / "tuned"
-    assert main(["train", *common, "--init", str(straight / "last"), "-o", str(tuned), "--epochs", "1",
-                 "--val-episodes", "4", "--loss", "pcl_weight=0", "--base-lr", "0.001"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *common,
+                "--init",
+                str(straight / "last"),
+                "-o",
+                str(tuned),
+                "--epochs",
+                "1",
+                "--val-episodes",
+                "4",
+                "--loss",
+                "pcl_weight=0",
+                "--base-lr",
+                "0.001",
+            ]
+        )
+        == 0
+    )
     assert "best miou" in capsys.readouterr().out
     assert json.loads((tuned / "train_config.json").read_text())["train"]["loss"]["pcl_weight"] == 0
     assert ntre_zoo.from_pretrained(tuned / "best").config.reduce_dim == 16
@@ -270,12 +325,48 @@ def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
     from ntre_zoo.cli import main
 
     pushed = {}
-    monkeypatch.setattr(ntre_zoo.zoo.publish, "push_to_hub", lambda model, repo, metadata: pushed.update(repo=repo, meta=metadata))
+    monkeypatch.setattr(
+        ntre_zoo.zoo.publish, "push_to_hub", lambda model, repo, metadata: pushed.update(repo=repo, meta=metadata)
+    )
     main(["make-synthetic", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"])
-    args = ["train", "--dataset", "pascal5i", "--data-root", str(tmp_path / "syn" / "VOCdevkit" / "VOC2012"),
-            "--layers", "1", "1", "1", "1", "--channels", "8", "16", "32", "64", "--stem-width", "8", "--reduce-dim", "16",
-            "--pyramid-bins", "8", "4", "2", "--test-size", "65", "--epochs", "1", "--batch-size", "4",
-            "--val-episodes", "4", "--no-progress", "-o", str(tmp_path / "run"), "--push-to-hub", "me/tiny"]
+    args = [
+        "train",
+        "--dataset",
+        "pascal5i",
+        "--data-root",
+        str(tmp_path / "syn" / "VOCdevkit" / "VOC2012"),
+        "--layers",
+        "1",
+        "1",
+        "1",
+        "1",
+        "--channels",
+        "8",
+        "16",
+        "32",
+        "64",
+        "--stem-width",
+        "8",
+        "--reduce-dim",
+        "16",
+        "--pyramid-bins",
+        "8",
+        "4",
+        "2",
+        "--test-size",
+        "65",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--val-episodes",
+        "4",
+        "--no-progress",
+        "-o",
+        str(tmp_path / "run"),
+        "--push-to-hub",
+        "me/tiny",
+    ]
     assert main(args) == 0
     metrics = pushed["meta"]["metrics"]
     assert pushed["repo"] == "me/tiny" and pushed["meta"]["dataset"] == "synthetic"
@@ -287,9 +378,12 @@ def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "switches, absent",
     [
-        (dict(bg_eliminating=False, do_eliminating=False), ("bg_prototype", "bg_mining.", ".bg_eliminating.", ".do_eliminating.")),
-        (dict(do_eliminating=False), (".do_eliminating.",)),
-        (dict(bg_eliminating=False), (".bg_eliminating.",)),
+        (
+            {"bg_eliminating": False, "do_eliminating": False},
+            ("bg_prototype", "bg_mining.", ".bg_eliminating.", ".do_eliminating."),
+        ),
+        ({"do_eliminating": False}, (".do_eliminating.",)),
+        ({"bg_eliminating": False}, (".bg_eliminating.",)),
     ],
 )
 def test_ablation_switches_remove_their_modules_and_still_train(switches, absent):
@@ -328,9 +422,37 @@ def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
 
     assert main(["make-synthetic", str(tmp_path / "syn"), "--train", "16", "--val", "10", "--no-progress"]) == 0
     root = str(tmp_path / "syn" / "VOCdevkit" / "VOC2012")
-    args = ["--dataset", "pascal5i", "--data-root", root, "--layers", "1", "1", "1", "1", "--channels", "8", "16", "32",
-            "64", "--stem-width", "8", "--reduce-dim", "16", "--pyramid-bins", "8", "4", "2", "--test-size", "65",
-            "--epochs", "3", "--batch-size", "4", "--no-progress"]
+    args = [
+        "--dataset",
+        "pascal5i",
+        "--data-root",
+        root,
+        "--layers",
+        "1",
+        "1",
+        "1",
+        "1",
+        "--channels",
+        "8",
+        "16",
+        "32",
+        "64",
+        "--stem-width",
+        "8",
+        "--reduce-dim",
+        "16",
+        "--pyramid-bins",
+        "8",
+        "4",
+        "2",
+        "--test-size",
+        "65",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
     no_val = [*args, "--val-every", "0"]
     args = [*args, "--val-every", "1", "--val-episodes", "4"]
     assert main(["train", *args, "-o", str(tmp_path / "straight")]) == 0

@@ -1,13 +1,13 @@
 """The ``ntre-zoo`` command line. Each subcommand lives in its own module with a ``register(subparsers)``
 function that adds its parser and sets ``handler`` to a function taking the parsed arguments."""
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import List, Optional
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 #: Modules of this package that define subcommands, in the order ``--help`` lists them.
 _COMMAND_MODULES = ("demo", "zoo", "evaluate", "train")
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:

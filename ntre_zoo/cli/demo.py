@@ -1,4 +1,5 @@
 """``ntre-zoo demo``: predict a synthetic episode offline and write a PNG."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,8 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="segment a synthetic episode offline and write a PNG",
+        "demo",
+        help="segment a synthetic episode offline and write a PNG",
         description="Builds a synthetic few-shot episode, predicts it with the model shipped in the package "
         "and writes support, query, prediction, BG map and DO map side by side. No network needed.",
     )

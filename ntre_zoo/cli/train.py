@@ -2,13 +2,14 @@
 
 Several processes: ``torchrun --nproc_per_node=N -m ntre_zoo train ...`` (gloo on CPU, nccl on CUDA).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .._atomic import atomic_write_json
 
@@ -20,21 +21,34 @@ _RESUME_OPTIONS = ("max_steps", "workers", "no_progress", "checkpoint_every", "p
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train or fine-tune NTRENet on episodes",
+        "train",
+        help="train or fine-tune NTRENet on episodes",
         description="Episodic NTRENet training with the reference recipe. Writes OUT/checkpoints/{last,best}.pt "
         "(training state) and OUT/{last,best}/ (from_pretrained-loadable weights). See docs/training.md.",
     )
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=("pascal5i", "coco20i", "folder"), help="benchmark (required unless --resume)")
-    data.add_argument("--data-root", help="VOC2012 dir (e.g. from `ntre-zoo make-synthetic`), COCO root or folder dataset")
+    data.add_argument(
+        "--dataset", choices=("pascal5i", "coco20i", "folder"), help="benchmark (required unless --resume)"
+    )
+    data.add_argument(
+        "--data-root", help="VOC2012 dir (e.g. from `ntre-zoo make-synthetic`), COCO root or folder dataset"
+    )
     data.add_argument("--fold", type=int, default=0, help="test fold 0-3; training uses the other classes (default: 0)")
     data.add_argument("--shot", type=int, default=1, help="supports per training episode (default: 1)")
     data.add_argument("--coco-split", default="interleaved", choices=("interleaved", "contiguous"))
-    data.add_argument("--novel-classes", type=int, nargs="+", default=None, help="folder dataset: the held-out class ids")
-    data.add_argument("--crop-size", type=int, default=None, help="training crop side (default: the model's test_size, 473)")
+    data.add_argument(
+        "--novel-classes", type=int, nargs="+", default=None, help="folder dataset: the held-out class ids"
+    )
+    data.add_argument(
+        "--crop-size", type=int, default=None, help="training crop side (default: the model's test_size, 473)"
+    )
     model = p.add_argument_group("model")
-    model.add_argument("--init", default=None, metavar="NAME_OR_PATH",
-                       help="start from these weights (anything from_pretrained accepts) instead of a new model")
+    model.add_argument(
+        "--init",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="start from these weights (anything from_pretrained accepts) instead of a new model",
+    )
     model.add_argument("--backbone", default="resnet50", choices=("resnet50", "resnet101", "vgg16_bn"))
     model.add_argument("--pretrained-backbone", action="store_true", help="timm ImageNet weights for a new model (Hub)")
     model.add_argument("--layers", type=int, nargs=4, default=None, help="narrow ResNet: blocks per stage")
@@ -42,8 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--stem-width", type=int, default=None, help="narrow ResNet: stem width")
     model.add_argument("--reduce-dim", type=int, default=None, help="head width C (default: 256)")
     model.add_argument("--pyramid-bins", type=float, nargs="+", default=None, help="FEM bins (default: 60 30 15 8)")
-    model.add_argument("--no-bg-eliminating", dest="bg_eliminating", action="store_false",
-                       help="ablation: no BGEM (with --no-do-eliminating too, no BG mining at all)")
+    model.add_argument(
+        "--no-bg-eliminating",
+        dest="bg_eliminating",
+        action="store_false",
+        help="ablation: no BGEM (with --no-do-eliminating too, no BG mining at all)",
+    )
     model.add_argument("--no-do-eliminating", dest="do_eliminating", action="store_false", help="ablation: no DOEM")
     model.add_argument("--test-size", type=int, default=None, help="evaluation canvas side (default: 473)")
     opt = p.add_argument_group("optimisation")
@@ -52,13 +70,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opt.add_argument("--batch-size", type=int, default=None, help="episodes per step over all processes")
     opt.add_argument("--base-lr", type=float, default=None, help="the effective lr is 10x this (reference)")
     opt.add_argument("--seed", type=int, default=None, help="default: 321")
-    opt.add_argument("--backbone-bn", choices=("train", "eval"), default=None,
-                     help="backbone BN mode while training (default: train, as the reference)")
+    opt.add_argument(
+        "--backbone-bn",
+        choices=("train", "eval"),
+        default=None,
+        help="backbone BN mode while training (default: train, as the reference)",
+    )
     opt.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
     opt.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
     opt.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
-    opt.add_argument("--loss", nargs="+", default=None, metavar="KEY=VALUE",
-                     help="LossConfig fields, e.g. pcl_weight=0 bg_weight=0 (ablations)")
+    opt.add_argument(
+        "--loss",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="LossConfig fields, e.g. pcl_weight=0 bg_weight=0 (ablations)",
+    )
     run = p.add_argument_group("run")
     run.add_argument("--output", "-o", help="output directory (required unless --resume)")
     run.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last checkpoint")
@@ -68,13 +95,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     run.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0)")
     run.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
-    run.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload OUT/best (else OUT/last) at the end")
+    run.add_argument(
+        "--push-to-hub", default=None, metavar="REPO_ID", help="upload OUT/best (else OUT/last) at the end"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_run)
 
 
-def _parse_loss(items: Optional[list]) -> Dict[str, float]:
-    out: Dict[str, float] = {}
+def _parse_loss(items: list | None) -> dict[str, float]:
+    out: dict[str, float] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -105,9 +134,20 @@ def _train_config(args: argparse.Namespace) -> Any:
     from ..training import TrainConfig
     from ..training.losses import LossConfig
 
-    overrides: Dict[str, Any] = {}
-    for name in ("epochs", "batch_size", "base_lr", "seed", "backbone_bn", "grad_clip", "amp_dtype", "val_every",
-                 "val_episodes", "max_steps", "checkpoint_every"):
+    overrides: dict[str, Any] = {}
+    for name in (
+        "epochs",
+        "batch_size",
+        "base_lr",
+        "seed",
+        "backbone_bn",
+        "grad_clip",
+        "amp_dtype",
+        "val_every",
+        "val_episodes",
+        "max_steps",
+        "checkpoint_every",
+    ):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.workers is not None:
@@ -124,7 +164,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     return TrainConfig.from_preset(args.preset, benchmark=args.dataset, **overrides)
 
 
-def _build_model(args: argparse.Namespace, saved_model_config: Optional[Dict[str, Any]]) -> Any:
+def _build_model(args: argparse.Namespace, saved_model_config: dict[str, Any] | None) -> Any:
     import dataclasses
 
     from ..model import NTRENet
@@ -140,8 +180,19 @@ def _build_model(args: argparse.Namespace, saved_model_config: Optional[Dict[str
         if model.config.shot != args.shot:
             model.config = dataclasses.replace(model.config, shot=args.shot)
         return model
-    options = {k: getattr(args, k) for k in ("layers", "channels", "stem_width", "reduce_dim", "pyramid_bins", "test_size",
-                                             "bg_eliminating", "do_eliminating")}
+    options = {
+        k: getattr(args, k)
+        for k in (
+            "layers",
+            "channels",
+            "stem_width",
+            "reduce_dim",
+            "pyramid_bins",
+            "test_size",
+            "bg_eliminating",
+            "do_eliminating",
+        )
+    }
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
     return create_model(args.backbone, shot=args.shot, pretrained_backbone=args.pretrained_backbone, **options)
 
@@ -153,9 +204,16 @@ def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> An
 
     mc = model.config
     data = DataConfig(
-        dataset=args.dataset, root=args.data_root, fold=args.fold, shot=args.shot, coco_split=args.coco_split,
+        dataset=args.dataset,
+        root=args.data_root,
+        fold=args.fold,
+        shot=args.shot,
+        coco_split=args.coco_split,
         novel_classes=tuple(args.novel_classes) if args.novel_classes else None,
-        augment=AugmentConfig(crop_size=args.crop_size or mc.test_size), test_size=mc.test_size, mean=mc.mean, std=mc.std,
+        augment=AugmentConfig(crop_size=args.crop_size or mc.test_size),
+        test_size=mc.test_size,
+        mean=mc.mean,
+        std=mc.std,
     )
     progress = not args.no_progress and ctx.is_main
     if ctx.enabled and not ctx.is_main:
@@ -178,7 +236,9 @@ def _run(args: argparse.Namespace) -> int:
         out = Path(args.resume)
         saved_path = out / "command.json"
         if not saved_path.is_file():
-            raise FileNotFoundError(f"{str(saved_path)!r} not found: --resume takes the OUT directory of an earlier `ntre-zoo train`.")
+            raise FileNotFoundError(
+                f"{str(saved_path)!r} not found: --resume takes the OUT directory of an earlier `ntre-zoo train`."
+            )
         saved = json.loads(saved_path.read_text())
         # Only the options given now count: a --max-steps of the interrupted run must not stop this one.
         given = {k: getattr(args, k) for k in _RESUME_OPTIONS}
@@ -200,14 +260,24 @@ def _run(args: argparse.Namespace) -> int:
     # The synthetic benchmark is read through the PASCAL loader; its synthetic.json tells it apart.
     dataset_name = "synthetic" if (Path(args.data_root) / "synthetic.json").is_file() else args.dataset
     metadata = {
-        "dataset": dataset_name, "fold": args.fold, "shot": args.shot, "command": command,
-        "train_classes": list(train.classes), "test_classes": list(val.classes) if val is not None else None,
+        "dataset": dataset_name,
+        "fold": args.fold,
+        "shot": args.shot,
+        "command": command,
+        "train_classes": list(train.classes),
+        "test_classes": list(val.classes) if val is not None else None,
     }
     if args.init:
         metadata["init"] = args.init
     trainer = Trainer(
-        model, train, config, output_dir=out, evaluate_fn=make_evaluate_fn(val, config) if val is not None else None,
-        device=args.device, metadata=metadata, distributed=ctx,
+        model,
+        train,
+        config,
+        output_dir=out,
+        evaluate_fn=make_evaluate_fn(val, config) if val is not None else None,
+        device=args.device,
+        metadata=metadata,
+        distributed=ctx,
     )
     result = trainer.fit(resume=bool(args.resume))
     if ctx.is_main:

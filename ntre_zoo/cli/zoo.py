@@ -1,4 +1,5 @@
 """``ntre-zoo list|download|info|convert``: the checkpoints of the manifest and reference conversion."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--manifest", default=None, help="another checkpoints_manifest.json (default: the shipped one)")
 
-    parser = subparsers.add_parser("list", parents=[common], help="list the zoo's checkpoints",
-                                   description="Lists the manifest's names with their status and paper mIoU.")
+    parser = subparsers.add_parser(
+        "list",
+        parents=[common],
+        help="list the zoo's checkpoints",
+        description="Lists the manifest's names with their status and paper mIoU.",
+    )
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern (default: all)")
     parser.add_argument("--published", action="store_true", help="only checkpoints whose weights can be loaded")
     parser.set_defaults(handler=_list)
@@ -21,9 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hub.add_argument("--cache-dir", default=None, help="huggingface_hub cache (default: HF_HUB_CACHE / HF_HOME)")
     hub.add_argument("--endpoint", default=None, help="Hub mirror (default: HF_ENDPOINT)")
 
-    parser = subparsers.add_parser("download", parents=[hub], help="download a checkpoint into the cache",
-                                   description="Downloads a published checkpoint at its pinned revision and checks "
-                                   "its sha256.")
+    parser = subparsers.add_parser(
+        "download",
+        parents=[hub],
+        help="download a checkpoint into the cache",
+        description="Downloads a published checkpoint at its pinned revision and checks its sha256.",
+    )
     parser.add_argument("name", help="a name from `ntre-zoo list`")
     parser.set_defaults(handler=_download)
 
@@ -32,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_info)
 
     parser = subparsers.add_parser(
-        "convert", help="convert a checkpoint of the authors' code (or an ImageNet backbone file)",
+        "convert",
+        help="convert a checkpoint of the authors' code (or an ImageNet backbone file)",
         description="Reads a checkpoint written by the reference NTRENet train.py (torch.load weights_only) and "
         "writes an ntre-zoo model directory (config.json, model.safetensors, README.md). With --imagenet, converts "
         "resnet{50,101}_v2.pth / vgg16_bn.pth into timm backbone keys instead.",
@@ -86,8 +95,10 @@ def _info(args: argparse.Namespace) -> int:
         weights, _ = entry.package_paths()
         print(f"location: shipped in the package at {weights} ({'present' if weights.is_file() else 'MISSING'})")
     elif not entry.published:
-        print("location: no weights released; train them (`ntre-zoo train`) or convert a reference checkpoint "
-              "(`ntre-zoo convert`).")
+        print(
+            "location: no weights released; train them (`ntre-zoo train`) or convert a reference checkpoint "
+            "(`ntre-zoo convert`)."
+        )
     else:
         cached = cached_path(entry.hub.repo_id, entry.hub.filename, entry.hub.revision, args.cache_dir)
         cache = args.cache_dir or default_cache_dir()
@@ -109,8 +120,10 @@ def _convert(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         target = out / f"{args.backbone}_imagenet.safetensors"
         safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(target))
-        print(f"wrote {len(state)} tensors in timm {args.backbone} layout to {target}; load with "
-              "model.backbone.load_state_dict(safetensors.torch.load_file(...))")
+        print(
+            f"wrote {len(state)} tensors in timm {args.backbone} layout to {target}; load with "
+            "model.backbone.load_state_dict(safetensors.torch.load_file(...))"
+        )
         return 0
     from ..zoo.convert import from_official_checkpoint
 

@@ -1,4 +1,5 @@
 """Few-shot data: benchmark loaders (PASCAL-5i, COCO-20i, folders), episodes and a synthetic benchmark."""
+
 from .augment import AugmentConfig, augment_pair
 from .builder import DATASETS, DEFAULT_EPISODES, DataConfig, build_dataset, fold_split
 from .coco20i import coco20i_source
@@ -15,15 +16,15 @@ from .synthetic import (
 )
 
 __all__ = [
-    "AugmentConfig",
     "DATASETS",
     "DEFAULT_EPISODES",
+    "MIN_PIXELS",
+    "SYNTHETIC_CLASSES",
+    "AugmentConfig",
     "DataConfig",
     "EpisodeDataset",
     "FoldSplit",
     "ImageSource",
-    "MIN_PIXELS",
-    "SYNTHETIC_CLASSES",
     "augment_pair",
     "build_class_lists",
     "build_dataset",

@@ -4,10 +4,11 @@ Every random draw comes from the ``torch.Generator`` passed in (never the global
 pure function of its seed; the geometric work is done by ``torchvision.transforms.v2.functional`` on an
 ``Image``/``Mask`` pair so that images are interpolated bilinearly and masks with nearest neighbours.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Tuple
 
 import torch
 from torchvision import tv_tensors
@@ -34,7 +35,7 @@ class AugmentConfig:
     """
 
     crop_size: int = 473
-    scale_range: Tuple[float, float] = (0.9, 1.1)
+    scale_range: tuple[float, float] = (0.9, 1.1)
     rotate_degrees: float = 10.0
     rotate_p: float = 0.5
     blur_p: float = 0.5
@@ -66,7 +67,7 @@ def augment_pair(
     config: AugmentConfig,
     fill: Sequence[float],
     generator: torch.Generator,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale, rotate, blur, flip and crop one image and its binary label, as the reference does.
 
     Args:
@@ -85,7 +86,7 @@ def augment_pair(
     # 1. Isotropic rescale (image bilinear, label nearest).
     scale = _uniform(generator, *config.scale_range)
     h, w = img.shape[-2:]
-    size = [max(1, int(round(h * scale))), max(1, int(round(w * scale)))]
+    size = [max(1, round(h * scale)), max(1, round(w * scale))]
     img = TF.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=False)
     lab = TF.resize(lab, size, interpolation=InterpolationMode.NEAREST)
     # 2. Rotation about the centre, same size; image border = mean, label border = ignore.
@@ -109,10 +110,10 @@ def augment_pair(
         lab = TF.pad(lab, padding, fill=255)
         h, w = img.shape[-2:]
     target = int((lab == 1).sum())
-    for attempt in range(config.crop_retries + 1):
+    for _attempt in range(config.crop_retries + 1):
         top = int(torch.randint(0, h - crop + 1, (), generator=generator))
         left = int(torch.randint(0, w - crop + 1, (), generator=generator))
-        kept = int((lab[..., top:top + crop, left:left + crop] == 1).sum())
+        kept = int((lab[..., top : top + crop, left : left + crop] == 1).sum())
         if kept >= config.keep_ratio * target:
             break
     img = TF.crop(img, top, left, crop, crop)

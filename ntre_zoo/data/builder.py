@@ -1,8 +1,8 @@
 """``DataConfig`` and ``build_dataset``: one entry point for every benchmark's episodes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
 
 from .augment import AugmentConfig
 from .coco20i import coco20i_source
@@ -42,12 +42,12 @@ class DataConfig:
     fold: int = 0
     shot: int = 1
     coco_split: str = "interleaved"
-    novel_classes: Optional[Tuple[int, ...]] = None
+    novel_classes: tuple[int, ...] | None = None
     min_pixels: int = MIN_PIXELS
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     test_size: int = 473
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -70,7 +70,7 @@ def _source(config: DataConfig, split: str, progress: bool) -> ImageSource:
     return folder_source(config.root, split)
 
 
-def fold_split(config: DataConfig, source: Optional[ImageSource] = None, progress: bool = True) -> FoldSplit:
+def fold_split(config: DataConfig, source: ImageSource | None = None, progress: bool = True) -> FoldSplit:
     """The fold's train and test classes; a folder dataset without ``classes.json`` uses every class
     found in its masks (which needs ``source``)."""
     if config.dataset == "pascal5i":
@@ -81,7 +81,9 @@ def fold_split(config: DataConfig, source: Optional[ImageSource] = None, progres
     if class_ids is None:
         if source is None:
             raise ValueError("A folder dataset without classes.json needs its source to list its classes.")
-        counts = label_class_counts(source.labels, root=source.root, cache_dir=source.cache_dir, name=source.name, progress=progress)
+        counts = label_class_counts(
+            source.labels, root=source.root, cache_dir=source.cache_dir, name=source.name, progress=progress
+        )
         class_ids = sorted({c for image in counts for c in image})
     return custom_split(class_ids, config.novel_classes)
 
@@ -90,7 +92,7 @@ def build_dataset(
     config: DataConfig,
     split: str,
     *,
-    episodes: Optional[int] = None,
+    episodes: int | None = None,
     seed: int = 321,
     progress: bool = True,
 ) -> EpisodeDataset:

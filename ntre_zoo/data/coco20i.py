@@ -4,11 +4,11 @@ The instance annotations are turned into semantic label PNGs once, with pycocoto
 ``DATA_ROOT/ntre_zoo_labels/``; category ids (1-90 with gaps in real COCO) are mapped to contiguous
 1..80 in increasing id order, as in the reference's label PNGs (spec section 7.3).
 """
+
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_write
 from .episodes import ImageSource
 
-__all__ = ["coco_category_map", "build_coco_labels", "coco20i_source"]
+__all__ = ["build_coco_labels", "coco20i_source", "coco_category_map"]
 
 LABEL_DIR = "ntre_zoo_labels"
 CACHE_DIR = "ntre_zoo_cache"
@@ -35,9 +35,12 @@ def _load_coco(annotation: Path):
         return COCO(str(annotation))
 
 
-def coco_category_map(coco) -> Dict[int, Tuple[int, str]]:
+def coco_category_map(coco) -> dict[int, tuple[int, str]]:
     """COCO category id -> ``(contiguous id 1..N, name)``, in increasing category-id order."""
-    return {cat["id"]: (i + 1, cat["name"]) for i, cat in enumerate(sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"]))}
+    return {
+        cat["id"]: (i + 1, cat["name"])
+        for i, cat in enumerate(sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"]))
+    }
 
 
 def _stamp(path: Path) -> str:
@@ -45,7 +48,9 @@ def _stamp(path: Path) -> str:
     return hashlib.sha256(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
-def build_coco_labels(root: Path, split: str, *, progress: bool = True) -> Tuple[List[Tuple[Path, Path]], Dict[int, str]]:
+def build_coco_labels(
+    root: Path, split: str, *, progress: bool = True
+) -> tuple[list[tuple[Path, Path]], dict[int, str]]:
     """Write one semantic label PNG per annotated image (once) and return the pairs and class names.
 
     Instances are painted largest first so that smaller objects stay visible on top; crowd regions are
@@ -79,11 +84,11 @@ def build_coco_labels(root: Path, split: str, *, progress: bool = True) -> Tuple
         label = np.zeros((info["height"], info["width"]), dtype=np.uint8)
         for ann in sorted(annotations, key=lambda a: -a.get("area", 0.0)):
             label[coco.annToMask(ann) > 0] = categories[ann["category_id"]][0]
-        atomic_write(label_path, lambda tmp: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
-    return pairs, {new: name for new, name in categories.values()}
+        atomic_write(label_path, lambda tmp, label=label: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
+    return pairs, dict(categories.values())
 
 
-def coco20i_source(root: Union[str, Path], split: str, *, progress: bool = True) -> ImageSource:
+def coco20i_source(root: str | Path, split: str, *, progress: bool = True) -> ImageSource:
     """The image/label pairs of COCO 2014 ``train`` or ``val``, building the label cache if needed.
 
     Raises:
@@ -95,13 +100,17 @@ def coco20i_source(root: Union[str, Path], split: str, *, progress: bool = True)
     root = Path(root).expanduser()
     if not (root / f"{split}2014").is_dir():
         raise FileNotFoundError(
-            f"No {split}2014/ folder under {str(root)!r}; pass the COCO root holding train2014/, val2014/ and annotations/."
+            f"No {split}2014/ folder under {str(root)!r}; pass the COCO root holding train2014/, "
+            "val2014/ and annotations/."
         )
     pairs, names = build_coco_labels(root, split, progress=progress)
     if len(names) != 80:
         import warnings
 
-        warnings.warn(f"{split} annotations define {len(names)} categories, not COCO's 80; ids are mapped to 1..{len(names)}.")
+        warnings.warn(
+            f"{split} annotations define {len(names)} categories, not COCO's 80; ids are mapped to 1..{len(names)}.",
+            stacklevel=2,
+        )
     return ImageSource(
         name=f"coco20i_{split}",
         root=root,

@@ -4,12 +4,13 @@ An :class:`EpisodeDataset` turns an :class:`ImageSource` (image and label files)
 into episodes. Item ``i`` is a pure function of ``(seed, epoch, i)``: its ``torch.Generator`` is derived from
 them, so the same seed gives the same episodes in any process, with any worker count and batch size.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,8 +27,7 @@ from .preprocessing import (
     normalize,
 )
 
-__all__ = ["ImageSource", "EpisodeDataset", "collate_episodes", "episode_generator", "binary_label"]
-
+__all__ = ["EpisodeDataset", "ImageSource", "binary_label", "collate_episodes", "episode_generator"]
 
 
 @dataclass(frozen=True)
@@ -44,22 +44,28 @@ class ImageSource:
 
     name: str
     root: Path
-    images: Tuple[Path, ...]
-    labels: Tuple[Path, ...]
+    images: tuple[Path, ...]
+    labels: tuple[Path, ...]
     class_names: Mapping[int, str] = field(default_factory=dict)
-    cache_dir: Optional[Path] = None
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels; pass one label per image.")
+            raise ValueError(
+                f"{self.name}: {len(self.images)} images but {len(self.labels)} labels; pass one label per image."
+            )
         if not self.images:
-            raise ValueError(f"{self.name}: no images found under {str(self.root)!r}; check the data root and its lists.")
+            raise ValueError(
+                f"{self.name}: no images found under {str(self.root)!r}; check the data root and its lists."
+            )
 
 
 def episode_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
     """The generator of one episode, derived from ``(seed, epoch, index)`` only (no global RNG state);
     ``stream`` 0 draws the class and supports, 1 the augmentation."""
-    state = np.random.SeedSequence([int(seed), int(epoch), int(index), int(stream)]).generate_state(1, dtype=np.uint64)[0]
+    state = np.random.SeedSequence([int(seed), int(epoch), int(index), int(stream)]).generate_state(1, dtype=np.uint64)[
+        0
+    ]
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -112,9 +118,9 @@ class EpisodeDataset(Dataset):
         *,
         split: str,
         shot: int = 1,
-        episodes: Optional[int] = None,
+        episodes: int | None = None,
         seed: int = 321,
-        augment: Optional[AugmentConfig] = None,
+        augment: AugmentConfig | None = None,
         test_size: int = 473,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -133,18 +139,21 @@ class EpisodeDataset(Dataset):
         self.augment = augment or AugmentConfig()
         self.test_size = int(test_size)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        counts = label_class_counts(source.labels, root=source.root, cache_dir=source.cache_dir, name=source.name, progress=progress)
+        counts = label_class_counts(
+            source.labels, root=source.root, cache_dir=source.cache_dir, name=source.name, progress=progress
+        )
         lists = build_class_lists(counts, self.classes, min_pixels)
-        self.class_files: Dict[int, Tuple[int, ...]] = lists.per_class
+        self.class_files: dict[int, tuple[int, ...]] = lists.per_class
         members = {c: set(v) for c, v in lists.per_class.items()}
         usable = {c for c, files in lists.per_class.items() if len(files) >= self.shot + 1}
         too_few = sorted(set(self.classes) - usable)
         if too_few:
             warnings.warn(
                 f"{source.name}: classes {too_few} have fewer than shot + 1 = {self.shot + 1} images with >= "
-                f"{min_pixels} pixels and never form an episode."
+                f"{min_pixels} pixels and never form an episode.",
+                stacklevel=2,
             )
-        self.queries: List[Tuple[int, Tuple[int, ...]]] = []
+        self.queries: list[tuple[int, tuple[int, ...]]] = []
         for q in lists.data:
             choices = tuple(
                 c for c in lists.present[q] if c in members and len(members[c]) - (q in members[c]) >= self.shot
@@ -168,7 +177,7 @@ class EpisodeDataset(Dataset):
     def class_name(self, class_id: int) -> str:
         return str(self.source.class_names.get(class_id, class_id))
 
-    def sample(self, index: int) -> Tuple[int, int, List[int]]:
+    def sample(self, index: int) -> tuple[int, int, list[int]]:
         """``(query, class_id, supports)`` of episode ``index``, as indices into the source."""
         if not 0 <= index < self.episodes:
             raise IndexError(f"episode {index} out of range for {self.episodes} episodes.")
@@ -182,7 +191,7 @@ class EpisodeDataset(Dataset):
         order = torch.randperm(len(candidates), generator=generator)[: self.shot].tolist()
         return query, class_id, [candidates[i] for i in order]
 
-    def _load(self, index: int, class_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _load(self, index: int, class_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = _read_image(self.source.images[index])
         label = read_label(self.source.labels[index])
         if tuple(image.shape[-2:]) != label.shape:
@@ -192,18 +201,18 @@ class EpisodeDataset(Dataset):
             )
         return image, binary_label(label, class_id)
 
-    def eval_view(self, index: int, class_id: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def eval_view(self, index: int, class_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Source image ``index`` as evaluation sees it for ``class_id``: the normalised test canvas
         ``(3, S, S)``, its binary mask canvas ``(S, S)`` and the binary label at the original size."""
         image, label = self._load(index, class_id)
         canvas = normalize(image_to_canvas(image, self.test_size), self.mean, self.std)
         return canvas, mask_to_canvas(label, self.test_size), label
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         query, class_id, supports = self.sample(index)
         generator = episode_generator(self.seed, self.epoch, index, stream=1)
         images, masks, query_label = [], [], None
-        for n, i in enumerate([query] + supports):
+        for n, i in enumerate([query, *supports]):
             if self.split == "train":
                 image, mask = augment_pair(*self._load(i, class_id), self.augment, self.mean, generator)
                 image = normalize(image, self.mean, self.std)
@@ -226,7 +235,7 @@ class EpisodeDataset(Dataset):
         return item
 
 
-def collate_episodes(batch: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, object]:
+def collate_episodes(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, object]:
     """``default_collate`` for every key except ``query_label`` (original sizes differ), kept as a list."""
     labels = [item["query_label"] for item in batch] if "query_label" in batch[0] else None
     out = default_collate([{k: v for k, v in item.items() if k != "query_label"} for item in batch])

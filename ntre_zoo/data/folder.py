@@ -9,21 +9,21 @@ Layout::
 
 Which classes are novel is the user's choice (``novel_classes``); the others are the training classes.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
 
 from .episodes import ImageSource
 
-__all__ = ["folder_source", "folder_class_names"]
+__all__ = ["folder_class_names", "folder_source"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CACHE_DIR = "ntre_zoo_cache"
 
 
-def folder_class_names(root: Union[str, Path]) -> Optional[Dict[int, str]]:
+def folder_class_names(root: str | Path) -> dict[int, str] | None:
     """``classes.json`` as ``{id: name}``, or None when the file is absent.
 
     Raises:
@@ -39,16 +39,18 @@ def folder_class_names(root: Union[str, Path]) -> Optional[Dict[int, str]]:
         try:
             names = {int(k): str(v) for k, v in data.items()}
         except ValueError as error:
-            raise ValueError(f"{str(path)!r}: keys must be class ids like \"1\", got {sorted(data)!r}.") from error
+            raise ValueError(f'{str(path)!r}: keys must be class ids like "1", got {sorted(data)!r}.') from error
     else:
-        raise ValueError(f"{str(path)!r} must hold a list of names or an {{id: name}} object, got {type(data).__name__}.")
+        raise ValueError(
+            f"{str(path)!r} must hold a list of names or an {{id: name}} object, got {type(data).__name__}."
+        )
     bad = sorted(c for c in names if not 1 <= c <= 254)
     if bad:
         raise ValueError(f"{str(path)!r}: class ids must be in 1..254 (0 is background, 255 ignore), got {bad}.")
     return names
 
 
-def folder_source(root: Union[str, Path], split: str) -> ImageSource:
+def folder_source(root: str | Path, split: str) -> ImageSource:
     """The image/mask pairs of ``split`` (``train`` or ``val``) of a folder dataset.
 
     Raises:
@@ -61,7 +63,7 @@ def folder_source(root: Union[str, Path], split: str) -> ImageSource:
     if not (root / "images").is_dir() or not (root / "masks").is_dir():
         raise FileNotFoundError(f"{str(root)!r} must hold images/ and masks/ folders (one mask PNG per image).")
     images = {p.stem: p for p in sorted((root / "images").iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    names: Tuple[str, ...] = tuple(sorted(images))
+    names: tuple[str, ...] = tuple(sorted(images))
     listed = root / f"{split}.txt"
     if listed.is_file():
         names = tuple(line.strip() for line in listed.read_text().splitlines() if line.strip())
@@ -71,7 +73,9 @@ def folder_source(root: Union[str, Path], split: str) -> ImageSource:
     labels = tuple(root / "masks" / f"{n}.png" for n in names)
     missing = [str(p) for p in labels if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"No mask for {len(missing)} image(s), e.g. {missing[0]!r}; add masks/NAME.png for each image.")
+        raise FileNotFoundError(
+            f"No mask for {len(missing)} image(s), e.g. {missing[0]!r}; add masks/NAME.png for each image."
+        )
     return ImageSource(
         name=f"folder_{split}",
         root=root,

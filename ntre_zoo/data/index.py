@@ -5,14 +5,15 @@ cached (one file per dataset and split, shared by every fold) and the fold-speci
 from them. The cache name holds a hash of the label file list (relative paths and sizes), so adding,
 removing or rewriting labels rebuilds it; writes go to a temporary file and are moved in place atomically.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .._atomic import atomic_write_text
 
-__all__ = ["MIN_PIXELS", "ClassLists", "read_label", "label_class_counts", "build_class_lists"]
+__all__ = ["MIN_PIXELS", "ClassLists", "build_class_lists", "label_class_counts", "read_label"]
 
 #: A class counts in an image only with at least 2 * 32 * 32 pixels (PFENet ``make_dataset``).
 MIN_PIXELS = 2 * 32 * 32
@@ -53,10 +54,10 @@ def label_class_counts(
     labels: Sequence[Path],
     *,
     root: Path,
-    cache_dir: Optional[Path],
+    cache_dir: Path | None,
     name: str,
     progress: bool = True,
-) -> List[Dict[int, int]]:
+) -> list[dict[int, int]]:
     """Pixel count of every class (0 and 255 excluded) in every label, computed once and cached.
 
     Args:
@@ -83,7 +84,10 @@ def label_class_counts(
         try:
             atomic_write_text(cache, json.dumps({"version": _CACHE_VERSION, "counts": counts}))
         except OSError as error:
-            warnings.warn(f"Could not write the class-list cache {str(cache)!r} ({error}); it will be rebuilt next time.")
+            warnings.warn(
+                f"Could not write the class-list cache {str(cache)!r} ({error}); it will be rebuilt next time.",
+                stacklevel=2,
+            )
     return counts
 
 
@@ -98,12 +102,14 @@ class ClassLists:
             reference picks an episode's class among those without a pixel check.
     """
 
-    data: Tuple[int, ...]
-    per_class: Dict[int, Tuple[int, ...]]
-    present: Tuple[Tuple[int, ...], ...]
+    data: tuple[int, ...]
+    per_class: dict[int, tuple[int, ...]]
+    present: tuple[tuple[int, ...], ...]
 
 
-def build_class_lists(counts: Sequence[Dict[int, int]], classes: Sequence[int], min_pixels: int = MIN_PIXELS) -> ClassLists:
+def build_class_lists(
+    counts: Sequence[dict[int, int]], classes: Sequence[int], min_pixels: int = MIN_PIXELS
+) -> ClassLists:
     """Apply the spec's rule: a class counts in an image only with at least ``min_pixels`` pixels; an image
     enters the data list when at least one of ``classes`` counts in it.
 
@@ -112,8 +118,8 @@ def build_class_lists(counts: Sequence[Dict[int, int]], classes: Sequence[int], 
         classes: the split's class ids.
         min_pixels: the threshold (2048 in the reference).
     """
-    wanted = set(int(c) for c in classes)
-    per_class: Dict[int, List[int]] = {int(c): [] for c in classes}
+    wanted = {int(c) for c in classes}
+    per_class: dict[int, list[int]] = {int(c): [] for c in classes}
     data, present = [], []
     for index, image_counts in enumerate(counts):
         kept = [c for c, n in image_counts.items() if c in wanted and n >= min_pixels]

@@ -1,14 +1,14 @@
 """PASCAL-5i from a ``VOCdevkit/VOC2012`` tree with ``JPEGImages/`` and ``SegmentationClassAug/`` (VOC + SBD)."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
 
 from .episodes import ImageSource
 from .splits import PASCAL_CLASSES
 
-__all__ = ["find_voc_root", "pascal5i_source", "TRAIN_LISTS", "VAL_LISTS"]
+__all__ = ["TRAIN_LISTS", "VAL_LISTS", "find_voc_root", "pascal5i_source"]
 
 #: Image lists looked for, first found wins (paths relative to ``VOC2012``).
 TRAIN_LISTS = ("ImageSets/SegmentationAug/train_aug.txt", "ImageSets/SegmentationAug/trainaug.txt")
@@ -16,7 +16,7 @@ VAL_LISTS = ("ImageSets/Segmentation/val.txt", "ImageSets/SegmentationAug/val.tx
 CACHE_DIR = "ntre_zoo_cache"
 
 
-def find_voc_root(root: Union[str, Path]) -> Path:
+def find_voc_root(root: str | Path) -> Path:
     """The ``VOC2012`` directory given it, ``VOCdevkit`` or their parent.
 
     Raises:
@@ -33,7 +33,7 @@ def find_voc_root(root: Union[str, Path]) -> Path:
     )
 
 
-def _read_list(voc: Path, path: Path) -> List[Tuple[Path, Path]]:
+def _read_list(voc: Path, path: Path) -> list[tuple[Path, Path]]:
     """Lines are image ids (``2007_000032``) or ``JPEGImages/x.jpg SegmentationClassAug/x.png`` pairs."""
     pairs = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -49,11 +49,11 @@ def _read_list(voc: Path, path: Path) -> List[Tuple[Path, Path]]:
     return pairs
 
 
-def _first_list(voc: Path, names: Tuple[str, ...]) -> Optional[Path]:
+def _first_list(voc: Path, names: tuple[str, ...]) -> Path | None:
     return next((voc / n for n in names if (voc / n).is_file()), None)
 
 
-def pascal5i_source(root: Union[str, Path], split: str) -> ImageSource:
+def pascal5i_source(root: str | Path, split: str) -> ImageSource:
     """The image/label pairs of the ``train`` or ``val`` split.
 
     The standard lists are used when present (``train_aug.txt``, ``val.txt``). Without them, ``val`` is
@@ -100,7 +100,7 @@ def pascal5i_source(root: Union[str, Path], split: str) -> ImageSource:
     )
 
 
-def _class_names(voc: Path) -> Dict[int, str]:
+def _class_names(voc: Path) -> dict[int, str]:
     """PASCAL VOC's names, or the synthetic benchmark's own when its ``synthetic.json`` is in the tree."""
     description = voc / "synthetic.json"
     if description.is_file():

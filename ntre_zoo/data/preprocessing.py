@@ -1,12 +1,13 @@
 """The reference evaluation resize (PFENet ``test.py``, spec section 8) and normalisation, on tensors.
 
 An image larger than ``size`` has its long side scaled to ``size`` keeping the aspect ratio and both sides
-floored to multiples of 8 (473 -> 472); it is pasted at the top-left of a ``size x size`` canvas: images bilinear and padded with 0 *before*
-normalisation (black, as the reference), labels nearest and padded with 255.
+floored to multiples of 8 (473 -> 472); it is pasted at the top-left of a ``size x size`` canvas: images
+bilinear and padded with 0 *before* normalisation (black, as the reference), labels nearest and padded with 255.
 """
+
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def canvas_shape(height: int, width: int, size: int) -> Tuple[int, int]:
+def canvas_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """The ``(h, w)`` an ``height x width`` image is resized to before being pasted on the canvas.
 
     As the reference ``find_new_hw``: an image that already fits is kept as is; a larger one gets its long

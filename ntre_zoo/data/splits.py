@@ -1,14 +1,33 @@
 """Fold class lists of the few-shot benchmarks (spec section 7.3), as 1-based dataset class ids."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
 
-__all__ = ["FoldSplit", "PASCAL_CLASSES", "COCO_SPLITS", "pascal5i_split", "coco20i_split", "custom_split"]
+__all__ = ["COCO_SPLITS", "PASCAL_CLASSES", "FoldSplit", "coco20i_split", "custom_split", "pascal5i_split"]
 
 PASCAL_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 #: COCO-20i fold layouts: PFENet's ``use_split_coco`` (interleaved, the default) and the contiguous one.
 COCO_SPLITS = ("interleaved", "contiguous")
@@ -25,10 +44,10 @@ class FoldSplit:
     """
 
     fold: int
-    train_classes: Tuple[int, ...]
-    test_classes: Tuple[int, ...]
+    train_classes: tuple[int, ...]
+    test_classes: tuple[int, ...]
 
-    def classes(self, split: str) -> Tuple[int, ...]:
+    def classes(self, split: str) -> tuple[int, ...]:
         """``train_classes`` for ``split='train'``, ``test_classes`` for ``'val'``."""
         if split == "train":
             return self.train_classes
@@ -67,7 +86,7 @@ def coco20i_split(fold: int, split: str = "interleaved") -> FoldSplit:
     return FoldSplit(fold, tuple(c for c in range(1, 81) if c not in test), test)
 
 
-def custom_split(class_ids: Sequence[int], novel: Optional[Sequence[int]]) -> FoldSplit:
+def custom_split(class_ids: Sequence[int], novel: Sequence[int] | None) -> FoldSplit:
     """A user dataset's split: ``novel`` classes are tested, the rest trained on (fold number 0).
 
     Raises:
@@ -76,7 +95,8 @@ def custom_split(class_ids: Sequence[int], novel: Optional[Sequence[int]]) -> Fo
     known = tuple(sorted(int(c) for c in class_ids))
     if not novel:
         raise ValueError(
-            f"Choose the novel (test) classes of the folder dataset, e.g. novel_classes=(1, 2); its classes are {list(known)}."
+            "Choose the novel (test) classes of the folder dataset, e.g. novel_classes=(1, 2); its "
+            f"classes are {list(known)}."
         )
     novel = tuple(int(c) for c in novel)
     unknown = sorted(set(novel) - set(known))

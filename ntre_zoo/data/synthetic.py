@@ -11,13 +11,14 @@ Everything is drawn from ``numpy.random.Generator`` streams derived from ``(seed
 image does not depend on how many were generated before it; JPEGs are written with a fixed quality.
 Objects are sized so that they pass the spec's 2 * 32 * 32 pixel rule at the default 200 px.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -26,12 +27,12 @@ from tqdm.auto import tqdm
 from .._atomic import atomic_write_text
 
 __all__ = [
-    "SyntheticClass",
-    "SYNTHETIC_CLASSES",
     "STUFF_TEXTURES",
+    "SYNTHETIC_CLASSES",
+    "SyntheticClass",
+    "make_synthetic_voc",
     "render_scene",
     "synthetic_episode",
-    "make_synthetic_voc",
     "voc_palette",
 ]
 
@@ -41,10 +42,26 @@ _SHAPES = ("circle", "square", "triangle", "star", "ring", "cross", "diamond", "
 _PATTERNS = ("solid", "stripes", "checker", "dots")
 #: Twenty well separated object colours (RGB), one per class.
 _COLOURS = (
-    (220, 30, 30), (30, 90, 230), (250, 200, 20), (150, 40, 200), (250, 120, 10),
-    (20, 190, 170), (240, 70, 170), (120, 200, 30), (90, 50, 20), (255, 255, 255),
-    (30, 30, 30), (255, 160, 160), (0, 120, 60), (180, 180, 255), (200, 0, 90),
-    (100, 100, 100), (255, 230, 150), (0, 200, 255), (130, 0, 0), (170, 255, 170),
+    (220, 30, 30),
+    (30, 90, 230),
+    (250, 200, 20),
+    (150, 40, 200),
+    (250, 120, 10),
+    (20, 190, 170),
+    (240, 70, 170),
+    (120, 200, 30),
+    (90, 50, 20),
+    (255, 255, 255),
+    (30, 30, 30),
+    (255, 160, 160),
+    (0, 120, 60),
+    (180, 180, 255),
+    (200, 0, 90),
+    (100, 100, 100),
+    (255, 230, 150),
+    (0, 200, 255),
+    (130, 0, 0),
+    (170, 255, 170),
 )
 #: Background stuff kinds; each image's background is 2-3 of them in horizontal bands.
 STUFF_TEXTURES = ("sky", "grass", "wall", "sand", "water", "planks")
@@ -64,7 +81,7 @@ class SyntheticClass:
 
     class_id: int
     shape: str
-    colour: Tuple[int, int, int]
+    colour: tuple[int, int, int]
     pattern: str
 
     @property
@@ -72,7 +89,7 @@ class SyntheticClass:
         return f"{self.pattern}_{self.shape}"
 
 
-def _make_classes() -> Tuple[SyntheticClass, ...]:
+def _make_classes() -> tuple[SyntheticClass, ...]:
     # Class c has shape (c-1) % 10: classes c and c+10 share a shape and differ in colour and pattern.
     return tuple(
         SyntheticClass(c, _SHAPES[(c - 1) % 10], _COLOURS[c - 1], _PATTERNS[((c - 1) // 10 + (c - 1)) % 4])
@@ -80,10 +97,10 @@ def _make_classes() -> Tuple[SyntheticClass, ...]:
     )
 
 
-SYNTHETIC_CLASSES: Tuple[SyntheticClass, ...] = _make_classes()
+SYNTHETIC_CLASSES: tuple[SyntheticClass, ...] = _make_classes()
 
 
-def voc_palette() -> List[int]:
+def voc_palette() -> list[int]:
     """The 256-entry PASCAL VOC colour map as a flat ``[r, g, b, ...]`` list (index 255 is cream)."""
     palette = []
     for index in range(256):
@@ -191,7 +208,7 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return (rho <= 1.0) & (np.hypot(u - 0.55, v) >= 0.8)
     if shape == "heart":
         x, y = 1.15 * u, -1.15 * v + 0.15
-        return (x * x + y * y - 1) ** 3 - x * x * y ** 3 <= 0
+        return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
     raise ValueError(f"Unknown shape {shape!r}; expected one of {_SHAPES}.")
 
 
@@ -203,8 +220,12 @@ def _fill_fraction(shape: str) -> float:
 
 
 def _draw_object(
-    rng: np.random.Generator, image: np.ndarray, label: np.ndarray, spec: SyntheticClass,
-    centre: Tuple[float, float], radius: float,
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    spec: SyntheticClass,
+    centre: tuple[float, float],
+    radius: float,
 ) -> None:
     """Paint one instance of ``spec`` into ``image``/``label`` in place."""
     h, w = label.shape
@@ -241,7 +262,7 @@ def render_scene(
     *,
     protect_first: bool = False,
     ignore_border: bool = True,
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene: stuff background plus one object per entry of ``class_ids``.
 
     Args:
@@ -260,8 +281,8 @@ def render_scene(
     image = _background(rng, height, width)
     label = np.zeros((height, width), dtype=np.uint8)
     side = min(height, width)
-    placed: List[Tuple[float, float, float]] = []
-    order = list(class_ids[1:]) + [class_ids[0]] if protect_first else list(class_ids)
+    placed: list[tuple[float, float, float]] = []
+    order = [*list(class_ids[1:]), class_ids[0]] if protect_first else list(class_ids)
     for n, c in enumerate(order):
         spec = SYNTHETIC_CLASSES[int(c) - 1]
         area = rng.uniform(0.07, 0.15) * height * width
@@ -300,7 +321,7 @@ def synthetic_episode(
     size: int = DEFAULT_SIZE,
     novel: bool = True,
     distractors: int = 2,
-) -> Tuple[List[np.ndarray], List[np.ndarray], np.ndarray, np.ndarray]:
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
     """Render one in-memory few-shot episode (no files), e.g. for an offline demo.
 
     The target class is drawn from fold ``fold``'s 5 test classes (``novel=True``) or its 15 training
@@ -343,7 +364,7 @@ def synthetic_episode(
     return images[:-1], masks[:-1], images[-1], masks[-1]
 
 
-def _save_pair(image: np.ndarray, label: np.ndarray, voc: Path, name: str, palette: List[int]) -> None:
+def _save_pair(image: np.ndarray, label: np.ndarray, voc: Path, name: str, palette: list[int]) -> None:
     Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=JPEG_QUALITY, subsampling=0)
     png = Image.fromarray(label, mode="P")
     png.putpalette(palette)
@@ -355,7 +376,7 @@ def _write_lines(path: Path, lines: Sequence[str]) -> None:
 
 
 def make_synthetic_voc(
-    out_dir: Union[str, Path],
+    out_dir: str | Path,
     seed: int = 0,
     *,
     train: int = 1000,
@@ -395,7 +416,7 @@ def make_synthetic_voc(
     jobs = [("train", i) for i in range(train)] + [("val", i) for i in range(val)]
     for split, index in tqdm(jobs, desc="synthetic images", disable=not progress):
         rng = _rng(seed, split, index)
-        short = int(round(size * rng.uniform(0.75, 1.0)))
+        short = round(size * rng.uniform(0.75, 1.0))
         height, width = (size, short) if rng.random() < 0.5 else (short, size)
         count = int(rng.integers(1, 4))
         class_ids = [int(c) + 1 for c in rng.choice(len(SYNTHETIC_CLASSES), size=count, replace=False)]
@@ -406,9 +427,14 @@ def make_synthetic_voc(
     _write_lines(voc / "ImageSets" / "SegmentationAug" / "train_aug.txt", names["train"])
     _write_lines(voc / "ImageSets" / "Segmentation" / "val.txt", names["val"])
     meta = {
-        "seed": seed, "train": train, "val": val, "size": size,
-        "classes": [{"id": c.class_id, "name": c.name, "shape": c.shape, "colour": list(c.colour), "pattern": c.pattern}
-                    for c in SYNTHETIC_CLASSES],
+        "seed": seed,
+        "train": train,
+        "val": val,
+        "size": size,
+        "classes": [
+            {"id": c.class_id, "name": c.name, "shape": c.shape, "colour": list(c.colour), "pattern": c.pattern}
+            for c in SYNTHETIC_CLASSES
+        ],
         "stuff": list(STUFF_TEXTURES),
     }
     tmp = voc / "synthetic.json.tmp"

@@ -1,4 +1,5 @@
 """The evaluation wing: few-shot metrics, the evaluation loop, and feature reuse across episodes."""
+
 from .feature_reuse import QueryGroups, SupportCache, score_grouped
 from .loop import evaluate, evaluate_seeds, score_episodes
 from .metrics import (

@@ -5,12 +5,14 @@ In the standard protocol a val image recurs as query and as support many times (
 few hundred images), and the backbone is most of an episode's cost. The per-episode counts, and so the
 metrics, equal those of the plain per-episode loop (tested).
 """
+
 from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -20,9 +22,9 @@ from ..data.preprocessing import logits_to_original
 from ..model.types import SupportFeatures
 from .metrics import episode_stats
 
-__all__ = ["SupportCache", "QueryGroups", "score_grouped"]
+__all__ = ["QueryGroups", "SupportCache", "score_grouped"]
 
-Key = Tuple[int, int]  # (source image index, class id)
+Key = tuple[int, int]  # (source image index, class id)
 
 
 class SupportCache:
@@ -40,9 +42,9 @@ class SupportCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: "OrderedDict[Key, Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Size]]" = OrderedDict()
+        self._entries: OrderedDict[Key, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Size]] = OrderedDict()
 
-    def get(self, key: Key) -> Optional[SupportFeatures]:
+    def get(self, key: Key) -> SupportFeatures | None:
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
@@ -74,7 +76,7 @@ class SupportCache:
 class _Episode:
     index: int
     class_id: int
-    supports: Tuple[int, ...]
+    supports: tuple[int, ...]
 
 
 class QueryGroups(Dataset):
@@ -88,7 +90,7 @@ class QueryGroups(Dataset):
 
     def __init__(self, dataset: Any, indices: Iterable[int]) -> None:
         self.dataset = dataset
-        groups: Dict[int, List[_Episode]] = defaultdict(list)
+        groups: dict[int, list[_Episode]] = defaultdict(list)
         for index in indices:
             query, class_id, supports = dataset.sample(index)
             groups[query].append(_Episode(index, class_id, tuple(supports)))
@@ -97,7 +99,7 @@ class QueryGroups(Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def __getitem__(self, g: int) -> Dict[str, Any]:
+    def __getitem__(self, g: int) -> dict[str, Any]:
         query, episodes = self.groups[g]
         image = None
         items = []
@@ -109,7 +111,7 @@ class QueryGroups(Dataset):
         return {"query_image": image, "episodes": items}
 
 
-def _one(batch: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+def _one(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch[0]
 
 
@@ -162,8 +164,15 @@ def _memory_format(model: Any) -> Iterator[torch.memory_format]:
                 model.to(memory_format=torch.contiguous_format)
 
 
-def _score_group(model: Any, group: Dict[str, Any], meter: Any, cache: SupportCache, batch_size: int,
-                 device: torch.device, layout: torch.memory_format) -> None:
+def _score_group(
+    model: Any,
+    group: dict[str, Any],
+    meter: Any,
+    cache: SupportCache,
+    batch_size: int,
+    device: torch.device,
+    layout: torch.memory_format,
+) -> None:
     """All episodes of one query image: the query encoded once, supports from the cache."""
     query = model.encode_query(group["query_image"][None].to(device).contiguous(memory_format=layout))
     episodes = group["episodes"]
@@ -178,7 +187,7 @@ def _score_group(model: Any, group: Dict[str, Any], meter: Any, cache: SupportCa
 
 
 def _encode_shots(
-    model: Any, episode: Dict[str, Any], cache: SupportCache, device: torch.device, layout: torch.memory_format
+    model: Any, episode: dict[str, Any], cache: SupportCache, device: torch.device, layout: torch.memory_format
 ) -> SupportFeatures:
     """The episode's K-shot encoding from cached (or freshly encoded) one-shot encodings."""
     shots = []

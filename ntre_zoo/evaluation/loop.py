@@ -1,8 +1,10 @@
 """The evaluation loop: ``evaluate`` a model on a fold's episodes, once or over several seeds."""
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -16,7 +18,7 @@ from .metrics import FewShotMeter, FoldResult, MultiSeedResult, episode_stats
 __all__ = ["evaluate", "evaluate_seeds", "score_episodes"]
 
 
-def _with(dataset: EpisodeDataset, episodes: Optional[int], seed: Optional[int]) -> EpisodeDataset:
+def _with(dataset: EpisodeDataset, episodes: int | None, seed: int | None) -> EpisodeDataset:
     if dataset.split != "val":
         raise ValueError(f"evaluate needs an evaluation dataset (split='val'), got split={dataset.split!r}.")
     if episodes is None and seed is None:
@@ -54,8 +56,15 @@ def score_episodes(
     device = next(model.parameters()).device
     if reuse_features and isinstance(dataset, EpisodeDataset):
         score_grouped(
-            model, dataset, indices, meter, batch_size=batch_size, workers=workers, device=device,
-            progress=progress, cache_bytes=int(cache_mb * 2**20),
+            model,
+            dataset,
+            indices,
+            meter,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            progress=progress,
+            cache_bytes=int(cache_mb * 2**20),
         )
         return
     subset = Subset(dataset, list(indices))
@@ -74,15 +83,15 @@ def evaluate(
     model: torch.nn.Module,
     dataset: EpisodeDataset,
     *,
-    episodes: Optional[int] = None,
+    episodes: int | None = None,
     batch_size: int = 1,
     workers: int = 0,
     device: Any = "cpu",
-    seed: Optional[int] = None,
+    seed: int | None = None,
     progress: bool = True,
     reuse_features: bool = True,
     cache_mb: float = 2048,
-    amp_dtype: Optional[torch.dtype] = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> FoldResult:
     """Run ``model`` on the episodes of ``dataset`` and score them (spec section 8).
 
@@ -107,7 +116,9 @@ def evaluate(
         :class:`FoldResult`.
     """
     if batch_size < 1 or workers < 0:
-        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got batch_size={batch_size!r}, workers={workers!r}.")
+        raise ValueError(
+            f"batch_size must be >= 1 and workers >= 0, got batch_size={batch_size!r}, workers={workers!r}."
+        )
     dataset = _with(dataset, episodes, seed)
     meter = FewShotMeter(dataset.classes, {c: dataset.class_name(c) for c in dataset.classes})
     was_training = model.training
@@ -117,18 +128,25 @@ def evaluate(
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             score_episodes(
-                model, dataset, range(len(dataset)), meter, batch_size=batch_size, workers=workers,
-                progress=progress, reuse_features=reuse_features, cache_mb=cache_mb,
+                model,
+                dataset,
+                range(len(dataset)),
+                meter,
+                batch_size=batch_size,
+                workers=workers,
+                progress=progress,
+                reuse_features=reuse_features,
+                cache_mb=cache_mb,
             )
     finally:
         model.train(was_training)
     return meter.result(seed=dataset.seed)
 
 
-def evaluate_seeds(model: torch.nn.Module, dataset: EpisodeDataset, seeds: Sequence[int], **kwargs: Any) -> MultiSeedResult:
+def evaluate_seeds(
+    model: torch.nn.Module, dataset: EpisodeDataset, seeds: Sequence[int], **kwargs: Any
+) -> MultiSeedResult:
     """:func:`evaluate` once per seed (same other settings); returns their mean and spread."""
     if not seeds:
         raise ValueError("Pass at least one seed.")
     return MultiSeedResult([evaluate(model, dataset, seed=int(s), **kwargs) for s in seeds])
-
-

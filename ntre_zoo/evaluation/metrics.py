@@ -13,11 +13,13 @@ label; :class:`FewShotMeter` sums those counts per class in one int64 tensor (``
 Scoring is at the original label resolution with 255 ignored, as the reference's ``ori_resize``. All
 values are fractions in [0, 1]; tables print percentages.
 """
+
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -25,15 +27,23 @@ from ..data.preprocessing import IGNORE_INDEX
 
 __all__ = [
     "STAT_FIELDS",
-    "episode_stats",
     "FewShotMeter",
     "FoldResult",
     "MultiSeedResult",
+    "episode_stats",
     "format_table",
 ]
 
 #: Columns of :attr:`FewShotMeter.counts`.
-STAT_FIELDS = ("bg_intersection", "bg_union", "fg_intersection", "fg_union", "true_positive", "false_positive", "episodes")
+STAT_FIELDS = (
+    "bg_intersection",
+    "bg_union",
+    "fg_intersection",
+    "fg_union",
+    "true_positive",
+    "false_positive",
+    "episodes",
+)
 _EPS = 1e-10  # as the reference: IoU = I / (U + 1e-10), so a class never predicted nor present scores 0
 
 
@@ -49,14 +59,24 @@ def episode_stats(prediction: torch.Tensor, target: torch.Tensor, ignore_index: 
         ValueError: the shapes differ.
     """
     if prediction.shape != target.shape:
-        raise ValueError(f"prediction has shape {tuple(prediction.shape)} but the label {tuple(target.shape)}; score at the label's size.")
+        raise ValueError(
+            f"prediction has shape {tuple(prediction.shape)} but the label {tuple(target.shape)}; "
+            "score at the label's size."
+        )
     valid = target != ignore_index
     pred_fg = (prediction == 1) & valid
     pred_bg = (prediction != 1) & valid
     gt_fg = (target == 1) & valid
     gt_bg = (target != 1) & valid
     tp = (pred_fg & gt_fg).sum()
-    counts = [(pred_bg & gt_bg).sum(), (pred_bg | gt_bg).sum(), tp, (pred_fg | gt_fg).sum(), tp, (pred_fg & gt_bg).sum()]
+    counts = [
+        (pred_bg & gt_bg).sum(),
+        (pred_bg | gt_bg).sum(),
+        tp,
+        (pred_fg | gt_fg).sum(),
+        tp,
+        (pred_fg & gt_bg).sum(),
+    ]
     return torch.stack([*counts, torch.ones_like(tp)]).long()
 
 
@@ -78,14 +98,14 @@ class FoldResult:
     miou: float
     fb_iou: float
     precision: float
-    class_iou: Dict[int, Optional[float]]
-    class_precision: Dict[int, Optional[float]]
-    class_episodes: Dict[int, int]
-    class_names: Dict[int, str] = field(default_factory=dict)
+    class_iou: dict[int, float | None]
+    class_precision: dict[int, float | None]
+    class_episodes: dict[int, int]
+    class_names: dict[int, str] = field(default_factory=dict)
     episodes: int = 0
-    seed: Optional[int] = None
+    seed: int | None = None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready (class ids become string keys)."""
         return {
             "miou": self.miou,
@@ -108,7 +128,7 @@ class FewShotMeter:
         class_names: optional display names.
     """
 
-    def __init__(self, classes: Sequence[int], class_names: Optional[Mapping[int, str]] = None) -> None:
+    def __init__(self, classes: Sequence[int], class_names: Mapping[int, str] | None = None) -> None:
         self.classes = tuple(int(c) for c in classes)
         self.class_names = dict(class_names or {})
         self._row = {c: i for i, c in enumerate(self.classes)}
@@ -126,14 +146,16 @@ class FewShotMeter:
             self.counts = self.counts.to(stats.device)
         self.counts[self._row[int(class_id)]] += stats
 
-    def merge(self, other: "FewShotMeter") -> "FewShotMeter":
+    def merge(self, other: FewShotMeter) -> FewShotMeter:
         """Add another meter's counts (same classes) in place and return self."""
         if other.classes != self.classes:
-            raise ValueError(f"Cannot merge meters over different classes: {list(self.classes)} vs {list(other.classes)}.")
+            raise ValueError(
+                f"Cannot merge meters over different classes: {list(self.classes)} vs {list(other.classes)}."
+            )
         self.counts = self.counts + other.counts.to(self.counts.device)
         return self
 
-    def result(self, seed: Optional[int] = None) -> FoldResult:
+    def result(self, seed: int | None = None) -> FoldResult:
         """Reduce the counts to :class:`FoldResult`."""
         counts = self.counts.cpu()
         c = counts.double()
@@ -143,8 +165,8 @@ class FewShotMeter:
         precision = tp / (tp + fp + _EPS)
         fb = 0.5 * (bg_i.sum() / (bg_u.sum() + _EPS) + fg_i.sum() / (fg_u.sum() + _EPS))
 
-        def per_class(values: torch.Tensor) -> Dict[int, Optional[float]]:
-            return {cls: (float(v) if s else None) for cls, v, s in zip(self.classes, values, seen)}
+        def per_class(values: torch.Tensor) -> dict[int, float | None]:
+            return {cls: (float(v) if s else None) for cls, v, s in zip(self.classes, values, seen, strict=False)}
 
         mean = lambda values: float(values[seen].mean()) if bool(seen.any()) else 0.0  # noqa: E731
         return FoldResult(
@@ -153,7 +175,7 @@ class FewShotMeter:
             precision=mean(precision),
             class_iou=per_class(iou),
             class_precision=per_class(precision),
-            class_episodes={cls: int(v) for cls, v in zip(self.classes, counts[:, -1])},
+            class_episodes={cls: int(v) for cls, v in zip(self.classes, counts[:, -1], strict=False)},
             class_names=self.class_names,
             episodes=int(counts[:, -1].sum()),
             seed=seed,
@@ -164,20 +186,22 @@ class FewShotMeter:
 class MultiSeedResult:
     """Several seeds' :class:`FoldResult` with their mean and (sample) standard deviation."""
 
-    runs: List[FoldResult]
+    runs: list[FoldResult]
 
     def _stat(self, key: str, fn) -> float:
         values = [getattr(r, key) for r in self.runs]
         return float(fn(values)) if len(values) > 1 or fn is statistics.mean else 0.0
 
-    def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for key in ("miou", "fb_iou", "precision"):
             out[key] = self._stat(key, statistics.mean)
             out[f"{key}_std"] = self._stat(key, statistics.stdev)
         classes = self.runs[0].class_iou
         out["class_iou"] = {
-            str(c): (statistics.mean(v) if (v := [r.class_iou[c] for r in self.runs if r.class_iou[c] is not None]) else None)
+            str(c): (
+                statistics.mean(v) if (v := [r.class_iou[c] for r in self.runs if r.class_iou[c] is not None]) else None
+            )
             for c in classes
         }
         out["class_names"] = {str(c): n for c, n in self.runs[0].class_names.items()}

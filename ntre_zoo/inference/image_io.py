@@ -1,10 +1,11 @@
 """Turn user images and masks (paths, PIL images, numpy arrays, tensors) into tensors, with errors that
 name the argument and index that was wrong."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ __all__ = ["as_list", "load_image", "load_mask"]
 _PATH_TYPES = (str, os.PathLike)
 
 
-def as_list(value: Any) -> List[Any]:
+def as_list(value: Any) -> list[Any]:
     """A single image (path, PIL, array, 3-D tensor) becomes ``[value]``; a list/tuple, or a 4-D
     stack (``(K, 3, H, W)`` tensor or ``(K, H, W, 3)`` array), becomes a list of items."""
     if isinstance(value, (list, tuple)):

@@ -4,11 +4,13 @@ Preprocessing is the reference evaluation protocol (spec section 8): the test re
 ``test_size`` canvas (:mod:`ntre_zoo.data.preprocessing`), ImageNet normalisation, and logits upsampled back
 to ``max(h, w)`` squared then cropped to the original ``h x w``.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from ..model.heads import resize
 from ..model.types import FewShotSegmenter, SupportFeatures
 from .image_io import as_list, load_image, load_mask
 
-__all__ = ["Prediction", "predict", "encode_support", "prepare_image"]
+__all__ = ["Prediction", "encode_support", "predict", "prepare_image"]
 
 
 @dataclass
@@ -45,14 +47,14 @@ class Prediction:
     do_map: np.ndarray
 
 
-def prepare_image(model: FewShotSegmenter, value: Any, name: str) -> Tuple[torch.Tensor, Tuple[int, int]]:
+def prepare_image(model: FewShotSegmenter, value: Any, name: str) -> tuple[torch.Tensor, tuple[int, int]]:
     """Load and place an image on the model's normalised test canvas: ``((3, S, S), (H, W))``."""
     image = load_image(value, name)
     canvas = image_to_canvas(image, model.config.test_size)
     return normalize(canvas, model.config.mean, model.config.std), tuple(image.shape[-2:])
 
 
-def _device_of(model: FewShotSegmenter, device: Optional[Union[str, torch.device]]) -> torch.device:
+def _device_of(model: FewShotSegmenter, device: str | torch.device | None) -> torch.device:
     """Move the model if asked (and to channels_last, which oneDNN and cuDNN prefer, unless the model's
     ``fast_inference`` is off); return where it runs."""
     if device is not None:
@@ -80,7 +82,7 @@ def _eval_mode(model: FewShotSegmenter) -> Iterator[None]:
         model.train(was_training)
 
 
-def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
     if amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
@@ -91,8 +93,8 @@ def encode_support(
     support_imgs: Any,
     support_masks: Any,
     *,
-    device: Optional[Union[str, torch.device]] = None,
-    amp_dtype: Optional[torch.dtype] = None,
+    device: str | torch.device | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> SupportFeatures:
     """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms).
 
@@ -104,10 +106,12 @@ def encode_support(
     if not images:
         raise ValueError("support_imgs is empty; pass at least one annotated support image.")
     if len(images) != len(masks):
-        raise ValueError(f"Got {len(images)} support image(s) but {len(masks)} support mask(s); pass one mask per image.")
+        raise ValueError(
+            f"Got {len(images)} support image(s) but {len(masks)} support mask(s); pass one mask per image."
+        )
     size = model.config.test_size
     canvases, canvas_masks = [], []
-    for i, (image_value, mask_value) in enumerate(zip(images, masks)):
+    for i, (image_value, mask_value) in enumerate(zip(images, masks, strict=False)):
         image = load_image(image_value, f"support_imgs[{i}]")
         mask = load_mask(mask_value, f"support_masks[{i}]")
         if tuple(mask.shape) != tuple(image.shape[-2:]):
@@ -132,10 +136,10 @@ def predict(
     query: Any = None,
     *,
     return_details: bool = False,
-    device: Optional[Union[str, torch.device]] = None,
-    amp_dtype: Optional[torch.dtype] = None,
+    device: str | torch.device | None = None,
+    amp_dtype: torch.dtype | None = None,
     batch_size: int = 4,
-) -> Union[np.ndarray, Prediction, List[np.ndarray], List[Prediction]]:
+) -> np.ndarray | Prediction | list[np.ndarray] | list[Prediction]:
     """Segment one or several query images given K annotated support images.
 
     Args:
@@ -178,10 +182,12 @@ def predict(
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}.")
     single = not isinstance(query, (list, tuple))
     queries = [query] if single else list(query)
-    results: List[Any] = []
+    results: list[Any] = []
     for start in range(0, len(queries), batch_size):
-        prepared = [prepare_image(model, q, f"query[{start + i}]" if not single else "query")
-                    for i, q in enumerate(queries[start:start + batch_size])]
+        prepared = [
+            prepare_image(model, q, f"query[{start + i}]" if not single else "query")
+            for i, q in enumerate(queries[start : start + batch_size])
+        ]
         batch = _to_device(torch.stack([canvas for canvas, _ in prepared]), model, device)
         with _eval_mode(model), _autocast(device, amp_dtype):
             out = model(batch, support=support)
@@ -189,7 +195,7 @@ def predict(
     return results[0] if single else results
 
 
-def _to_original(out: Any, sizes: Sequence[Tuple[int, int]], details: bool) -> List[Any]:
+def _to_original(out: Any, sizes: Sequence[tuple[int, int]], details: bool) -> list[Any]:
     canvas = tuple(out.logits.shape[-2:])
     blank = out.logits.new_zeros((out.logits.shape[0], 1, *canvas), dtype=torch.float32)
     bg = blank if out.bg_logits is None else resize(out.bg_logits.float().softmax(dim=1)[:, 1:], canvas)

@@ -9,10 +9,10 @@
 The timm module names are kept (``conv1.0``, ``layer3.2.conv2``, ``features.24``), so timm's ImageNet
 weights load directly and reference checkpoints map onto them key by key (see :mod:`ntre_zoo.zoo.convert`).
 """
+
 from __future__ import annotations
 
 import abc
-from typing import Tuple
 
 import timm
 import torch
@@ -20,10 +20,10 @@ from torch import nn
 
 from .config import BackboneConfig
 
-__all__ = ["Backbone", "ResNetBackbone", "VGGBackbone", "create_backbone", "VGG_STAGES"]
+__all__ = ["VGG_STAGES", "Backbone", "ResNetBackbone", "VGGBackbone", "create_backbone"]
 
 #: ``features`` index ranges of the reference's VGG layer0..layer4 (index 43, the last pool, is unused).
-VGG_STAGES: Tuple[range, ...] = (range(0, 7), range(7, 14), range(14, 24), range(24, 34), range(34, 43))
+VGG_STAGES: tuple[range, ...] = (range(0, 7), range(7, 14), range(14, 24), range(24, 34), range(34, 43))
 
 
 class Backbone(nn.Module, abc.ABC):
@@ -41,7 +41,7 @@ class Backbone(nn.Module, abc.ABC):
             p.requires_grad_(False)
 
     @abc.abstractmethod
-    def forward_mid(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_mid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 3, H, W)`` images -> ``(layer2, layer3)``, both at layer3's size."""
 
     @abc.abstractmethod
@@ -70,7 +70,7 @@ class ResNetBackbone(Backbone):
         self.high_channels = net.layer4[-1].conv3.out_channels
         self.freeze()
 
-    def forward_mid(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_mid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         layer2 = self.layer2(self.layer1(x))
         return layer2, self.layer3(layer2)
@@ -108,7 +108,9 @@ class VGGBackbone(Backbone):
         self.freeze()
 
     def _stage_out(self, stage: int) -> int:
-        return [m for i, m in enumerate(self.features) if i in VGG_STAGES[stage] and isinstance(m, nn.Conv2d)][-1].out_channels
+        return [m for i, m in enumerate(self.features) if i in VGG_STAGES[stage] and isinstance(m, nn.Conv2d)][
+            -1
+        ].out_channels
 
     def _run(self, x: torch.Tensor, stages: range) -> torch.Tensor:
         for s in stages:
@@ -116,7 +118,7 @@ class VGGBackbone(Backbone):
                 x = self.features[i](x)
         return x
 
-    def forward_mid(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_mid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         layer2 = self._run(x, range(0, 3))
         layer3 = self._run(layer2, range(3, 4))
         layer2 = nn.functional.interpolate(layer2, size=layer3.shape[-2:], mode="bilinear", align_corners=True)

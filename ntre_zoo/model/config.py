@@ -1,17 +1,18 @@
 """Frozen configuration dataclasses for the model (the training and data configs live beside their code)."""
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any
 
 from ..data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["BackboneConfig", "ModelConfig", "BACKBONES", "check_fields"]
+__all__ = ["BACKBONES", "BackboneConfig", "ModelConfig", "check_fields"]
 
 #: Backbones of the reference code, with the timm architecture each one is built from.
 BACKBONES = {"resnet50": "resnet50s", "resnet101": "resnet101s", "vgg16_bn": "vgg16_bn"}
-
 
 
 def check_fields(cls: type, data: Mapping[str, Any]) -> dict:
@@ -39,9 +40,9 @@ class BackboneConfig:
     """
 
     name: str = "resnet50"
-    layers: Optional[Tuple[int, ...]] = None
-    channels: Optional[Tuple[int, ...]] = None
-    stem_width: Optional[int] = None
+    layers: tuple[int, ...] | None = None
+    channels: tuple[int, ...] | None = None
+    stem_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.name not in BACKBONES:
@@ -87,15 +88,15 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     shot: int = 1
     reduce_dim: int = 256
-    pyramid_bins: Tuple[float, ...] = (60, 30, 15, 8)
+    pyramid_bins: tuple[float, ...] = (60, 30, 15, 8)
     bg_prototypes: int = 1
     reduce_dropout: float = 0.5
     classifier_dropout: float = 0.1
     bg_eliminating: bool = True
     do_eliminating: bool = True
     test_size: int = 473
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone, str):
@@ -130,7 +131,7 @@ class ModelConfig:
         return self.bg_eliminating or self.do_eliminating
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise so that a newer config is not half-read."""
         values = check_fields(cls, data)
         if isinstance(values.get("backbone"), Mapping):

@@ -1,11 +1,12 @@
 """``create_model``: build an untrained NTRENet from a backbone name and options."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
-from .ntrenet import NTRENet
 from .config import BackboneConfig, ModelConfig
+from .ntrenet import NTRENet
 
 __all__ = ["create_model"]
 
@@ -17,7 +18,7 @@ def create_model(
     shot: int = 1,
     pretrained_backbone: bool = False,
     *,
-    device: Optional[Any] = None,
+    device: Any | None = None,
     **options: Any,
 ) -> NTRENet:
     """Build an untrained NTRENet.

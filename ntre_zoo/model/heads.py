@@ -3,9 +3,8 @@
 Sequential indices match the reference (``.0`` first conv, ``.2`` second conv of a residual pair,
 ``.3`` the classifier's 1x1 conv), so reference checkpoints map onto these modules by renaming only.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +13,7 @@ from torch import nn
 __all__ = ["BackgroundMining", "PyramidBin", "bin_size", "prior_mask", "resize", "weighted_gap"]
 
 
-def resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize with ``align_corners=True``, the mode of every resize inside the reference model."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -130,16 +129,21 @@ class PyramidBin(nn.Module):
     """
 
     def __init__(
-        self, channels: int, classifier_dropout: float, first: bool, bg_eliminating: bool = True, do_eliminating: bool = True
+        self,
+        channels: int,
+        classifier_dropout: float,
+        first: bool,
+        bg_eliminating: bool = True,
+        do_eliminating: bool = True,
     ) -> None:
         super().__init__()
         c = channels
-        self.bg_eliminating: Optional[nn.Sequential] = conv_relu(2 * c, c) if bg_eliminating else None
+        self.bg_eliminating: nn.Sequential | None = conv_relu(2 * c, c) if bg_eliminating else None
         self.feature_matching = conv_relu(2 * c + 1, c)
         self.matching_refine = residual_pair(c)
         self.initial_classifier = classifier(c, classifier_dropout)
-        self.do_eliminating: Optional[nn.Sequential] = conv_relu(2 * c, c) if do_eliminating else None
-        self.inter_scale_merge: Optional[nn.Sequential] = None if first else conv_relu(2 * c, c)
+        self.do_eliminating: nn.Sequential | None = conv_relu(2 * c, c) if do_eliminating else None
+        self.inter_scale_merge: nn.Sequential | None = None if first else conv_relu(2 * c, c)
         self.refine = residual_pair(c)
         self.classifier = classifier(c, classifier_dropout)
 
@@ -147,13 +151,13 @@ class PyramidBin(nn.Module):
         self,
         query: torch.Tensor,
         prototype: torch.Tensor,
-        bg_prototype: Optional[torch.Tensor],
+        bg_prototype: torch.Tensor | None,
         prior: torch.Tensor,
-        bg_logits: Optional[torch.Tensor],
-        previous: Optional[torch.Tensor],
-        size: Tuple[int, int],
+        bg_logits: torch.Tensor | None,
+        previous: torch.Tensor | None,
+        size: tuple[int, int],
         with_classifier: bool,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Run the bin at ``size``.
 
         Args:
@@ -173,7 +177,11 @@ class PyramidBin(nn.Module):
         b = query.shape[0]
         q = F.adaptive_avg_pool2d(query, size)
         # 1. BG eliminating (Eq. 4): fuse the query with the BG prototype.
-        x = q if self.bg_eliminating is None else self.bg_eliminating(torch.cat([q, bg_prototype.expand(b, -1, *size)], dim=1))
+        x = (
+            q
+            if self.bg_eliminating is None
+            else self.bg_eliminating(torch.cat([q, bg_prototype.expand(b, -1, *size)], dim=1))
+        )
         # 2. Feature matching (Eq. 5-6) with the target prototype and the prior mask -> initial prediction.
         x = self.feature_matching(torch.cat([x, prototype.expand(-1, -1, *size), resize(prior, size)], dim=1))
         x = self.matching_refine(x) + x
@@ -195,10 +203,8 @@ class PyramidBin(nn.Module):
         return x, initial, do_mask, logits
 
 
-def bin_size(bin_value: float, feature_size: Tuple[int, int]) -> Tuple[int, int]:
+def bin_size(bin_value: float, feature_size: tuple[int, int]) -> tuple[int, int]:
     """A pyramid bin's spatial size: bins > 1 are absolute, bins <= 1 fractions of the feature size."""
     if bin_value > 1:
         return int(bin_value), int(bin_value)
     return max(1, int(feature_size[0] * bin_value)), max(1, int(feature_size[1] * bin_value))
-
-

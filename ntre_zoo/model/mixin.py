@@ -4,10 +4,12 @@ As ``transformers``/``huggingface_hub`` models do, NTRENet carries these methods
 call the inference and zoo functions. This module never imports the model class, so the model's file
 imports it and nothing imported from here leads back to the model (no import circle).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import torch
 
@@ -46,8 +48,8 @@ class ModelMixin:
         """Segment images from a few annotated supports; see :func:`ntre_zoo.inference.predict.predict`."""
         return predict(self, support_imgs, support_masks, query, **kwargs)
 
-    def save_pretrained(self, save_directory: Any, *, metadata: Optional[Mapping[str, Any]] = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`ntre_zoo.zoo.saving.save_pretrained`."""
+    def save_pretrained(self, save_directory: Any, *, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card (``zoo.saving``)."""
         return save_pretrained(self, save_directory, metadata=metadata)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> PushResult:

@@ -5,9 +5,8 @@ differs from the paper in places (per-bin BGEM/FM/DOEM, an unnormalised DO proto
 zero-initialised BG prototype); ``docs/architecture.md`` lists those choices. The authors released
 no weights; the zoo's weights are trained with this package (see ``checkpoints_manifest.json``).
 """
-from __future__ import annotations
 
-from typing import List, Optional
+from __future__ import annotations
 
 import torch
 from torch import nn
@@ -107,10 +106,10 @@ class NTRENet(ModelMixin, nn.Module):
     def forward(
         self,
         query: torch.Tensor,
-        support_images: Optional[torch.Tensor] = None,
-        support_masks: Optional[torch.Tensor] = None,
+        support_images: torch.Tensor | None = None,
+        support_masks: torch.Tensor | None = None,
         *,
-        support: Optional[SupportFeatures] = None,
+        support: SupportFeatures | None = None,
     ) -> NTRENetOutput:
         """Segment ``query`` given a support set.
 
@@ -159,9 +158,15 @@ class NTRENet(ModelMixin, nn.Module):
         # 3. Pyramid bins, fine to coarse: BGEM, FM, DOEM, FEM merge.
         pyramid, initial_logits, do_masks, bin_logits = [], [], [], []
         previous = None
-        for value, block in zip(self.config.pyramid_bins, self.bins):
+        for value, block in zip(self.config.pyramid_bins, self.bins, strict=False):
             x, initial, do_mask, logits = block(
-                q, support.prototype, self.bg_prototype, prior, bg_logits, previous, bin_size(value, size),
+                q,
+                support.prototype,
+                self.bg_prototype,
+                prior,
+                bg_logits,
+                previous,
+                bin_size(value, size),
                 with_classifier=self.training or not self.fast_inference,
             )
             previous = resize(x, size)
@@ -190,7 +195,7 @@ class NTRENet(ModelMixin, nn.Module):
         )
 
     # ------------------------------------------------------------------ helpers
-    def head_parameters(self) -> List[nn.Parameter]:
+    def head_parameters(self) -> list[nn.Parameter]:
         """Every trainable (non-backbone) parameter."""
         return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
 

@@ -4,10 +4,12 @@ interface the other wings call (:class:`FewShotSegmenter`).
 Inference, evaluation, training and the zoo type their ``model`` arguments with these; none of them
 imports the model class, so no import leads back to :mod:`ntre_zoo.model.ntrenet`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -17,7 +19,7 @@ from .config import ModelConfig
 __all__ = ["FewShotSegmenter", "NTRENetOutput", "QueryFeatures", "SupportFeatures"]
 
 
-def _map(fields: Sequence[Optional[torch.Tensor]], fn) -> List[Optional[torch.Tensor]]:
+def _map(fields: Sequence[torch.Tensor | None], fn) -> list[torch.Tensor | None]:
     return [None if t is None else fn(t) for t in fields]
 
 
@@ -33,12 +35,12 @@ class SupportFeatures:
         masked_high: masked layer4 features ``(B, K, C4, h4, w4)`` for the prior mask.
     """
 
-    features: Optional[torch.Tensor]
-    masks: Optional[torch.Tensor]
+    features: torch.Tensor | None
+    masks: torch.Tensor | None
     prototype: torch.Tensor
     masked_high: torch.Tensor
 
-    def _fields(self) -> List[Optional[torch.Tensor]]:
+    def _fields(self) -> list[torch.Tensor | None]:
         return [self.features, self.masks, self.prototype, self.masked_high]
 
     @property
@@ -49,27 +51,29 @@ class SupportFeatures:
     def shot(self) -> int:
         return self.masked_high.shape[1]
 
-    def to(self, *args: Any, **kwargs: Any) -> "SupportFeatures":
+    def to(self, *args: Any, **kwargs: Any) -> SupportFeatures:
         return SupportFeatures(*_map(self._fields(), lambda t: t.to(*args, **kwargs)))
 
-    def expand(self, batch_size: int) -> "SupportFeatures":
+    def expand(self, batch_size: int) -> SupportFeatures:
         """Repeat a single-episode support set (B=1) for ``batch_size`` queries."""
         if self.batch_size == batch_size:
             return self
         if self.batch_size != 1:
-            raise ValueError(f"Cannot expand a support set of batch {self.batch_size} to {batch_size}; it must hold 1 episode.")
+            raise ValueError(
+                f"Cannot expand a support set of batch {self.batch_size} to {batch_size}; it must hold 1 episode."
+            )
         return SupportFeatures(*_map(self._fields(), lambda t: t.expand(batch_size, *t.shape[1:])))
 
     @staticmethod
-    def cat(items: Sequence["SupportFeatures"]) -> "SupportFeatures":
+    def cat(items: Sequence[SupportFeatures]) -> SupportFeatures:
         """Stack several episodes' support sets (same K and sizes) along the batch."""
-        columns = list(zip(*(item._fields() for item in items)))
+        columns = list(zip(*(item._fields() for item in items), strict=False))
         return SupportFeatures(*(None if None in col else torch.cat(col) for col in columns))
 
     @staticmethod
-    def combine_shots(shots: Sequence["SupportFeatures"]) -> "SupportFeatures":
+    def combine_shots(shots: Sequence[SupportFeatures]) -> SupportFeatures:
         """K one-shot encodings of the same episode -> its K-shot encoding (prototype averaged over shots)."""
-        columns = list(zip(*(item._fields() for item in shots)))
+        columns = list(zip(*(item._fields() for item in shots), strict=False))
         features, masks, _, high = (None if None in col else torch.cat(col, dim=1) for col in columns)
         prototype = torch.stack([item.prototype for item in shots]).mean(dim=0)
         return SupportFeatures(features, masks, prototype, high)
@@ -85,9 +89,9 @@ class QueryFeatures:
 
     features: torch.Tensor
     high: torch.Tensor
-    input_size: Tuple[int, int]
+    input_size: tuple[int, int]
 
-    def expand(self, batch_size: int) -> "QueryFeatures":
+    def expand(self, batch_size: int) -> QueryFeatures:
         """Repeat a single query (B=1) for ``batch_size`` support sets."""
         if self.features.shape[0] == batch_size:
             return self
@@ -118,14 +122,14 @@ class NTRENetOutput:
 
     logits: torch.Tensor
     head_logits: torch.Tensor
-    bg_logits: Optional[torch.Tensor]
+    bg_logits: torch.Tensor | None
     prior: torch.Tensor
-    do_masks: List[torch.Tensor]
-    initial_logits: List[torch.Tensor]
-    bin_logits: List[torch.Tensor] = field(default_factory=list)
-    query_features: Optional[torch.Tensor] = None
-    support: Optional[SupportFeatures] = None
-    support_bg_logits: Optional[torch.Tensor] = None
+    do_masks: list[torch.Tensor]
+    initial_logits: list[torch.Tensor]
+    bin_logits: list[torch.Tensor] = field(default_factory=list)
+    query_features: torch.Tensor | None = None
+    support: SupportFeatures | None = None
+    support_bg_logits: torch.Tensor | None = None
 
 
 class FewShotSegmenter(Protocol):

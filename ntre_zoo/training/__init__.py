@@ -1,4 +1,5 @@
 """Episodic training of NTRENet: config and presets, optimizer and schedule, the trainer, checkpoints."""
+
 from .config import PRESETS, TrainConfig
 from .distributed import DistributedContext, EpisodeBatchSampler
 from .optim import build_optimizer, parameter_groups, poly_lr
@@ -7,15 +8,15 @@ from .trainer import Trainer, TrainResult
 
 __all__ = [
     "PRESETS",
-    "TrainConfig",
-    "Trainer",
-    "TrainResult",
     "DistributedContext",
     "EpisodeBatchSampler",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "atomic_save",
     "build_optimizer",
+    "load_checkpoint",
     "parameter_groups",
     "poly_lr",
-    "atomic_save",
-    "load_checkpoint",
     "seed_everything",
 ]

@@ -1,14 +1,16 @@
 """``TrainConfig``: every training hyper-parameter in one dataclass, and the two named presets."""
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 from ..model.config import check_fields
 from .losses import LossConfig
 
-__all__ = ["TrainConfig", "PRESETS", "RESUMABLE_OVERRIDES"]
+__all__ = ["PRESETS", "RESUMABLE_OVERRIDES", "TrainConfig"]
 
 #: Fields a resumed run may change: they do not alter the trajectory of the weights.
 RESUMABLE_OVERRIDES = frozenset({"max_steps", "progress", "num_workers", "log_every", "checkpoint_every"})
@@ -16,7 +18,7 @@ RESUMABLE_OVERRIDES = frozenset({"max_steps", "progress", "num_workers", "log_ev
 #: Named presets (spec 7.1 and 10.6). The paper and the code disagree; see docs/training.md.
 #: ``reference``: the authors' repo config (base_lr 0.0025 x 10 = 0.025 effective, batch 4, 150 epochs).
 #: ``paper``: the paper's text (lr 0.03 effective, batch 32, 200 epochs on PASCAL-5i, 50 on COCO-20i).
-PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "reference": {"*": {"base_lr": 0.0025, "batch_size": 4, "epochs": 150}},
     "paper": {
         "*": {"base_lr": 0.003, "batch_size": 32, "epochs": 200},
@@ -68,7 +70,7 @@ class TrainConfig:
     power: float = 0.9
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     backbone_bn: str = "train"
     amp: bool = True
     amp_dtype: str = "float16"
@@ -76,12 +78,12 @@ class TrainConfig:
     deterministic: bool = True
     shuffle: bool = True
     num_workers: int = 0
-    val_every: Optional[int] = None
+    val_every: int | None = None
     val_episodes: int = 1000
     val_seed: int = 321
     select_metric: str = "miou"
-    checkpoint_every: Optional[int] = None
-    max_steps: Optional[int] = None
+    checkpoint_every: int | None = None
+    max_steps: int | None = None
     log_every: int = 10
     progress: bool = True
     loss: LossConfig = field(default_factory=LossConfig)
@@ -110,7 +112,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ presets and I/O
     @classmethod
-    def from_preset(cls, name: str = "reference", benchmark: str = "pascal5i", **overrides: Any) -> "TrainConfig":
+    def from_preset(cls, name: str = "reference", benchmark: str = "pascal5i", **overrides: Any) -> TrainConfig:
         """A preset, optionally with some fields replaced.
 
         Args:
@@ -123,26 +125,26 @@ class TrainConfig:
         """
         if name not in PRESETS:
             raise ValueError(f"Unknown training preset {name!r}. Expected one of: {', '.join(PRESETS)}.")
-        values: Dict[str, Any] = {"preset": name, **PRESETS[name]["*"], **PRESETS[name].get(benchmark, {})}
+        values: dict[str, Any] = {"preset": name, **PRESETS[name]["*"], **PRESETS[name].get(benchmark, {})}
         return cls.from_dict({**values, **overrides})
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (the loss config nested)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise."""
         values = check_fields(cls, data)
         if isinstance(values.get("loss"), Mapping):
             values["loss"] = LossConfig(**check_fields(LossConfig, values["loss"]))
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed."""
         return self.from_dict({**self.to_dict(), **changes})
 
-    def trajectory_differences(self, other: "TrainConfig") -> Dict[str, Any]:
+    def trajectory_differences(self, other: TrainConfig) -> dict[str, Any]:
         """Fields (other than :data:`RESUMABLE_OVERRIDES`) whose values differ: ``{name: (self, other)}``."""
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (mine[k], theirs[k]) for k in mine if k not in RESUMABLE_OVERRIDES and mine[k] != theirs[k]}

@@ -4,11 +4,13 @@ Launch several processes with ``torchrun --nproc_per_node=N -m ntre_zoo train ..
 initialised default process group (gloo on CPU, nccl on CUDA) and shards episodes, gathers the DO
 prototypes and reduces validation statistics through it.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,12 +20,12 @@ from torch.utils.data import Dataset
 from .state import isolated_rng
 
 __all__ = [
+    "EPISODE_KEYS",
     "DistributedContext",
     "EpisodeBatchSampler",
     "SeededEpisodes",
-    "collate_episodes",
     "all_gather_cat",
-    "EPISODE_KEYS",
+    "collate_episodes",
 ]
 
 #: Keys of a training episode (the data contract); other keys are dropped when batching.
@@ -47,7 +49,7 @@ class DistributedContext:
         return self.world_size > 1
 
     @classmethod
-    def current(cls) -> "DistributedContext":
+    def current(cls) -> DistributedContext:
         """The default process group's rank and size, or a single process when none is initialised."""
         if dist.is_available() and dist.is_initialized():
             local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
@@ -55,7 +57,7 @@ class DistributedContext:
         return cls()
 
     @classmethod
-    def initialize_from_launcher(cls) -> "DistributedContext":
+    def initialize_from_launcher(cls) -> DistributedContext:
         """Join the process group that ``torchrun`` describes in ``WORLD_SIZE``/``RANK``/``MASTER_ADDR``
         (nccl when CUDA is available, gloo otherwise); a single process when ``WORLD_SIZE`` is unset or 1."""
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -97,7 +99,9 @@ class EpisodeBatchSampler:
         self, dataset_size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True
     ) -> None:
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"Invalid sampler setup: batch_size={batch_size!r}, rank={rank!r}, world_size={world_size!r}.")
+            raise ValueError(
+                f"Invalid sampler setup: batch_size={batch_size!r}, rank={rank!r}, world_size={world_size!r}."
+            )
         self.dataset_size, self.batch_size, self.seed = int(dataset_size), int(batch_size), int(seed)
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.epoch, self.start_batch = 0, 0
@@ -115,14 +119,16 @@ class EpisodeBatchSampler:
         """Batches per epoch on every rank (the same on all)."""
         return (self.dataset_size // self.world_size) // self.batch_size
 
-    def epoch_plan(self, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The epoch's item order and per-position episode seeds (identical on every rank)."""
         generator = torch.Generator().manual_seed(_mix(self.seed, epoch))
-        order = torch.randperm(self.dataset_size, generator=generator) if self.shuffle else torch.arange(self.dataset_size)
+        order = (
+            torch.randperm(self.dataset_size, generator=generator) if self.shuffle else torch.arange(self.dataset_size)
+        )
         seeds = torch.randint(0, 2**62, (self.dataset_size,), generator=generator)
         return order, seeds
 
-    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order, seeds = self.epoch_plan(self.epoch)
         positions = torch.arange(self.rank, len(self) * self.batch_size * self.world_size, self.world_size)
         for b in range(self.start_batch, len(self)):
@@ -141,19 +147,19 @@ class SeededEpisodes(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: Tuple[int, int]) -> Any:
+    def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
         with isolated_rng(seed):
             return self.dataset[index]
 
 
-def collate_episodes(items: Sequence[Mapping[str, Any]]) -> Dict[str, torch.Tensor]:
+def collate_episodes(items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack the training keys of a list of episodes (see :data:`EPISODE_KEYS`).
 
     Raises:
         KeyError: an episode lacks a key, naming it and the data contract.
     """
-    batch: Dict[str, torch.Tensor] = {}
+    batch: dict[str, torch.Tensor] = {}
     for key in EPISODE_KEYS:
         try:
             values = [torch.as_tensor(item[key]) for item in items]

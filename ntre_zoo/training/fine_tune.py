@@ -1,8 +1,10 @@
 """``fine_tune``: train or fine-tune any NTRENet (a model, a zoo name or a saved directory) on episodes."""
+
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,20 +15,20 @@ from .config import TrainConfig
 from .trainer import EvaluateFn, Trainer, TrainResult
 from .validation import make_evaluate_fn
 
-__all__ = ["fine_tune", "TrainConfig", "Trainer", "TrainResult"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "fine_tune"]
 
 
 def fine_tune(
-    model: Union[nn.Module, str, os.PathLike],
+    model: nn.Module | str | os.PathLike,
     dataset: Dataset,
     *,
-    val_dataset: Optional[Dataset] = None,
-    config: Optional[TrainConfig] = None,
-    output_dir: Optional[Union[str, os.PathLike]] = None,
+    val_dataset: Dataset | None = None,
+    config: TrainConfig | None = None,
+    output_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    evaluate_fn: Optional[EvaluateFn] = None,
-    device: Optional[Union[str, torch.device]] = None,
-    metadata: Optional[Mapping[str, Any]] = None,
+    evaluate_fn: EvaluateFn | None = None,
+    device: str | torch.device | None = None,
+    metadata: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` with the NTRENet recipe, starting from its current weights.
@@ -53,5 +55,7 @@ def fine_tune(
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     if evaluate_fn is None and val_dataset is not None:
         evaluate_fn = make_evaluate_fn(val_dataset, config)
-    trainer = Trainer(model, dataset, config, output_dir=output_dir, evaluate_fn=evaluate_fn, device=device, metadata=metadata)
+    trainer = Trainer(
+        model, dataset, config, output_dir=output_dir, evaluate_fn=evaluate_fn, device=device, metadata=metadata
+    )
     return trainer.fit(resume=resume)

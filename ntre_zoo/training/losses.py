@@ -11,10 +11,12 @@ github.com/LIUYUANWEI98/NERTNet) with its defects fixed (spec sections 4, 6.3 an
 The total is ``L = L_main + L_BG + 0.4 L_final_bins + 0.6 L_initial_bins + 0.01 L_PCL``; every weight and
 constant is a :class:`LossConfig` field.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,15 +25,15 @@ from torch import nn
 from ..model.heads import resize, weighted_gap
 
 __all__ = [
+    "DOPrototypeBank",
     "LossConfig",
     "LossOutput",
-    "DOPrototypeBank",
     "NTRENetLoss",
-    "segmentation_loss",
-    "bin_loss",
     "bg_mining_loss",
+    "bin_loss",
     "distracting_mask",
     "prototype_contrast_loss",
+    "segmentation_loss",
 ]
 
 
@@ -75,7 +77,8 @@ class LossConfig:
             raise ValueError(f"LossConfig.pcl_temperature must be > 0, got {self.pcl_temperature!r}.")
         if self.bank_size < 1 or self.pcl_negatives < 1:
             raise ValueError(
-                f"LossConfig.bank_size and pcl_negatives must be >= 1, got {self.bank_size!r} and {self.pcl_negatives!r}."
+                f"LossConfig.bank_size and pcl_negatives must be >= 1, got {self.bank_size!r} and "
+                f"{self.pcl_negatives!r}."
             )
 
 
@@ -84,7 +87,7 @@ class LossOutput:
     """The total loss and its terms (unweighted, detached) for logging."""
 
     total: torch.Tensor
-    terms: Dict[str, torch.Tensor] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- functions
@@ -133,7 +136,7 @@ def bg_mining_loss(bg_logits: torch.Tensor, mask: torch.Tensor, alpha: float = 0
     return weighted.mean() + alpha * (-log_p[:, 1]).mean()
 
 
-def _labels_at(mask: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def _labels_at(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(N, H, W)`` labels -> ``(N, 1, h, w)`` float, nearest down-sampling, 255 -> 0 (as the reference's PCL)."""
     labels = F.interpolate(mask.unsqueeze(1).float(), size=size, mode="nearest")
     return labels.masked_fill(labels == 255, 0.0)
@@ -169,9 +172,11 @@ def prototype_contrast_loss(
     if len(negatives) != anchors.shape[0]:
         raise ValueError(f"Got {len(negatives)} negative sets for {anchors.shape[0]} anchors; pass one per item.")
     losses = []
-    for anchor, positive, negative in zip(anchors, positives, negatives):
+    for anchor, positive, negative in zip(anchors, positives, negatives, strict=False):
         pos = torch.exp(F.cosine_similarity(anchor, positive, dim=0, eps=1e-8) / temperature)
-        neg = torch.exp(F.cosine_similarity(anchor.unsqueeze(0), negative.to(anchor.dtype), dim=1, eps=1e-8) / temperature)
+        neg = torch.exp(
+            F.cosine_similarity(anchor.unsqueeze(0), negative.to(anchor.dtype), dim=1, eps=1e-8) / temperature
+        )
         losses.append(-torch.log(pos / neg.sum() + eps))
     return torch.stack(losses).mean()
 
@@ -191,7 +196,7 @@ class DOPrototypeBank:
         if capacity < 1:
             raise ValueError(f"DOPrototypeBank capacity must be >= 1, got {capacity!r}.")
         self.capacity = int(capacity)
-        self._entries: Dict[int, torch.Tensor] = {}
+        self._entries: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -199,7 +204,7 @@ class DOPrototypeBank:
     def __contains__(self, class_index: int) -> bool:
         return int(class_index) in self._entries
 
-    def classes(self) -> List[int]:
+    def classes(self) -> list[int]:
         """Class indices that hold prototypes, sorted."""
         return sorted(self._entries)
 
@@ -220,7 +225,8 @@ class DOPrototypeBank:
         """
         if prototypes.dim() != 2 or classes.shape != prototypes.shape[:1]:
             raise ValueError(
-                f"update expects prototypes (N, C) and classes (N,), got {tuple(prototypes.shape)} and {tuple(classes.shape)}."
+                f"update expects prototypes (N, C) and classes (N,), got {tuple(prototypes.shape)} and "
+                f"{tuple(classes.shape)}."
             )
         prototypes = prototypes.detach().float()
         for c in torch.unique(classes).tolist():  # sorted, as the reference's torch.unique
@@ -238,12 +244,12 @@ class DOPrototypeBank:
         index = torch.randperm(rows.shape[0])[:count]
         return rows[index.to(rows.device)]
 
-    def to(self, device: Any) -> "DOPrototypeBank":
+    def to(self, device: Any) -> DOPrototypeBank:
         """Move every queue to ``device`` (in place) and return the bank."""
         self._entries = {c: t.to(device) for c, t in self._entries.items()}
         return self
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """``{"capacity": int, "entries": {class_index: (n, C) tensor}}``, for training checkpoints."""
         return {"capacity": self.capacity, "entries": {c: t.clone() for c, t in self._entries.items()}}
 
@@ -270,7 +276,7 @@ class NTRENetLoss(nn.Module):
     Call it with the model's train-mode :class:`~ntre_zoo.model.NTRENetOutput` and the episode's labels.
     """
 
-    def __init__(self, config: Optional[LossConfig] = None, bank: Optional[DOPrototypeBank] = None) -> None:
+    def __init__(self, config: LossConfig | None = None, bank: DOPrototypeBank | None = None) -> None:
         super().__init__()
         self.config = config or LossConfig()
         self.bank = bank if bank is not None else DOPrototypeBank(self.config.bank_size)
@@ -281,7 +287,7 @@ class NTRENetLoss(nn.Module):
         query_mask: torch.Tensor,
         support_masks: torch.Tensor,
         class_index: torch.Tensor,
-        all_gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> LossOutput:
         """Compute the weighted total and update the DO bank.
 
@@ -315,8 +321,10 @@ class NTRENetLoss(nn.Module):
                 f"support_masks {tuple(support_masks.shape)}, class_index {tuple(class_index.shape)}."
             )
         ignore = cfg.ignore_index
-        terms: Dict[str, torch.Tensor] = {}
-        main_logits = output.logits if tuple(output.logits.shape[-2:]) == tuple(query_mask.shape[-2:]) else output.head_logits
+        terms: dict[str, torch.Tensor] = {}
+        main_logits = (
+            output.logits if tuple(output.logits.shape[-2:]) == tuple(query_mask.shape[-2:]) else output.head_logits
+        )
         terms["main"] = segmentation_loss(main_logits, query_mask, ignore)
         terms["final_bins"] = bin_loss(output.bin_logits, query_mask, ignore)
         terms["initial_bins"] = bin_loss(output.initial_logits, query_mask, ignore)
@@ -329,7 +337,9 @@ class NTRENetLoss(nn.Module):
             # BG mining: the query and every shot on its own features, averaged over the K + 1 images.
             bg = bg_mining_loss(output.bg_logits, query_mask, cfg.bg_alpha, cfg.bg_eps)
             for shot in range(k):
-                bg = bg + bg_mining_loss(output.support_bg_logits[:, shot], support_masks[:, shot], cfg.bg_alpha, cfg.bg_eps)
+                bg = bg + bg_mining_loss(
+                    output.support_bg_logits[:, shot], support_masks[:, shot], cfg.bg_alpha, cfg.bg_eps
+                )
             terms["bg"] = bg / (k + 1)
             total = total + cfg.bg_weight * terms["bg"]
         if cfg.pcl_weight > 0:
@@ -343,7 +353,7 @@ class NTRENetLoss(nn.Module):
         query_mask: torch.Tensor,
         support_masks: torch.Tensor,
         classes: torch.Tensor,
-        all_gather: Optional[Callable[[torch.Tensor], torch.Tensor]],
+        all_gather: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> torch.Tensor:
         """PCL (spec 4.1): update the bank with this batch's DO prototypes, then contrast."""
         cfg = self.config
@@ -355,7 +365,9 @@ class NTRENetLoss(nn.Module):
         support_labels = _labels_at(support_masks.flatten(0, 1), tuple(s.shape[-2:]))
         # 1. DO prototypes: the query's DO mask uses its ground truth, as the reference does.
         query_do = weighted_gap(q, distracting_mask(output.bg_logits, query_labels)).flatten(1)
-        support_do = weighted_gap(s, distracting_mask(output.support_bg_logits.flatten(0, 1), support_labels)).flatten(1)
+        support_do = weighted_gap(s, distracting_mask(output.support_bg_logits.flatten(0, 1), support_labels)).flatten(
+            1
+        )
         # 2. Anchor: predicted query target; positive: mean of the per-shot ground-truth prototypes.
         predicted = output.head_logits.argmax(dim=1, keepdim=True).to(q.dtype)
         anchors = weighted_gap(q, predicted).flatten(1)

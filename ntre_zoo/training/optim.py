@@ -1,18 +1,18 @@
 """SGD with the reference's 17 parameter groups and the 10x poly learning-rate schedule (spec 7.1)."""
+
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
 
-__all__ = ["PARAMETER_GROUPS", "parameter_groups", "build_optimizer", "poly_lr", "set_lr"]
+__all__ = ["PARAMETER_GROUPS", "build_optimizer", "parameter_groups", "poly_lr", "set_lr"]
 
 #: The reference's ``_optimizer`` groups in its order, as (reference name, pattern over our parameter names).
-PARAMETER_GROUPS: Tuple[Tuple[str, str], ...] = (
+PARAMETER_GROUPS: tuple[tuple[str, str], ...] = (
     ("bg_prototype", r"bg_prototype"),
     ("down_bg", r"bg_mining\.reduce\..*"),
     ("bg_res1", r"bg_mining\.refine\..*"),
@@ -33,7 +33,7 @@ PARAMETER_GROUPS: Tuple[Tuple[str, str], ...] = (
 )
 
 
-def parameter_groups(model: nn.Module) -> List[Dict[str, object]]:
+def parameter_groups(model: nn.Module) -> list[dict[str, object]]:
     """The head's trainable parameters split into the reference's 17 groups, in its order.
 
     Each group is ``{"name": reference name, "params": [...]}``; parameters keep the model's order
@@ -43,7 +43,7 @@ def parameter_groups(model: nn.Module) -> List[Dict[str, object]]:
         ValueError: a trainable parameter matches no group (a model this table does not know).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-    groups: List[Dict[str, object]] = []
+    groups: list[dict[str, object]] = []
     taken = set()
     for ref_name, pattern in PARAMETER_GROUPS:
         regex = re.compile(pattern)
@@ -52,7 +52,9 @@ def parameter_groups(model: nn.Module) -> List[Dict[str, object]]:
         groups.append({"name": ref_name, "params": params})
     left = [n for n, _ in named if n not in taken]
     if left:
-        raise ValueError(f"Trainable parameters {left} belong to no optimizer group; expected only NTRENet head parameters.")
+        raise ValueError(
+            f"Trainable parameters {left} belong to no optimizer group; expected only NTRENet head parameters."
+        )
     return [g for g in groups if g["params"]]
 
 

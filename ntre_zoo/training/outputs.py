@@ -1,14 +1,16 @@
 """Files a training run writes besides checkpoints: JSON records, model-card metadata, TensorBoard."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any
 
 from .._atomic import atomic_write_json
 from .config import TrainConfig
 
-__all__ = ["write_json", "append_jsonl", "card_metadata", "tensorboard_writer"]
+__all__ = ["append_jsonl", "card_metadata", "tensorboard_writer", "write_json"]
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -24,7 +26,7 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
 
 def card_metadata(
     metadata: Mapping[str, Any], metrics: Mapping[str, Any], config: TrainConfig, epoch: int, step: int, world_size: int
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """The ``save_pretrained`` metadata of exported weights: the run's metadata, the validation metrics with
     the ``episodes``/``seed``/``command`` that ``push_to_hub`` needs to record them as measured, and the recipe."""
     measured = dict(metrics)

@@ -1,20 +1,22 @@
 """Seeding, RNG state capture and atomic checkpoint files."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, Union
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._atomic import atomic_write
 
-__all__ = ["seed_everything", "rng_state", "set_rng_state", "isolated_rng", "atomic_save", "load_checkpoint"]
+__all__ = ["atomic_save", "isolated_rng", "load_checkpoint", "rng_state", "seed_everything", "set_rng_state"]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -30,10 +32,10 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """Every RNG's state, in types ``torch.load(weights_only=True)`` accepts."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state: Dict[str, Any] = {
+    state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
@@ -43,7 +45,7 @@ def rng_state() -> Dict[str, Any]:
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     """Restore :func:`rng_state`; CUDA states are restored where this machine has as many devices."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -80,7 +82,7 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), fsync=True)
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a training checkpoint written by the trainer (``weights_only`` loading: no code runs).
 
     Raises:

@@ -11,15 +11,17 @@ Output directory layout (rank 0 writes it):
 * ``metrics.jsonl``: one line per epoch (mean training loss, lr, validation metrics); ``tensorboard/`` when
   the ``tensorboard`` package is installed.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,7 +48,7 @@ from .state import (
     set_rng_state,
 )
 
-__all__ = ["Trainer", "TrainResult", "EvaluateFn"]
+__all__ = ["EvaluateFn", "TrainResult", "Trainer"]
 
 #: ``evaluate_fn(model) -> {"miou": ..., ...}``; it is called on every rank (see :mod:`.validation`).
 EvaluateFn = Callable[[nn.Module], Mapping[str, float]]
@@ -69,9 +71,9 @@ class TrainResult:
     model: nn.Module
     step: int
     epoch: int
-    best_metric: Optional[float] = None
-    history: List[Dict[str, Any]] = field(default_factory=list)
-    output_dir: Optional[Path] = None
+    best_metric: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    output_dir: Path | None = None
 
 
 class Trainer:
@@ -93,13 +95,13 @@ class Trainer:
         self,
         model: nn.Module,
         train_dataset: Dataset,
-        config: Optional[TrainConfig] = None,
+        config: TrainConfig | None = None,
         *,
-        output_dir: Optional[Union[str, os.PathLike]] = None,
-        evaluate_fn: Optional[EvaluateFn] = None,
-        device: Optional[Union[str, torch.device]] = None,
-        metadata: Optional[Mapping[str, Any]] = None,
-        distributed: Optional[DistributedContext] = None,
+        output_dir: str | os.PathLike | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+        device: str | torch.device | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        distributed: DistributedContext | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.dist = distributed or DistributedContext.current()
@@ -135,9 +137,9 @@ class Trainer:
             self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         # Position: the epoch in progress, batches of it already done, optimizer steps done.
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
-        self.best_metric: Optional[float] = None
-        self.history: List[Dict[str, Any]] = []
-        self.epoch_sums: Dict[str, float] = {}  # running loss sums of the epoch in progress
+        self.best_metric: float | None = None
+        self.history: list[dict[str, Any]] = []
+        self.epoch_sums: dict[str, float] = {}  # running loss sums of the epoch in progress
         self._writer = None
 
     # ------------------------------------------------------------------ public
@@ -189,7 +191,11 @@ class Trainer:
                 break
             done = self.epoch
             self.epoch, self.batch_in_epoch, self.epoch_sums = self.epoch + 1, 0, {}
-            record: Dict[str, Any] = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
+            record: dict[str, Any] = {
+                "epoch": self.epoch,
+                "step": self.step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
             count = max(sums.pop("_batches", 0.0), 1.0)
             record.update({f"train_{k}": v / count for k, v in sums.items()})
             interval = cfg.validation_interval()
@@ -199,7 +205,9 @@ class Trainer:
                 record.update({f"val_{k}": v for k, v in metrics.items()})
                 value = metrics.get(cfg.select_metric)
                 if value is None:
-                    raise KeyError(f"Validation returned {sorted(metrics)}; select_metric={cfg.select_metric!r} is not among them.")
+                    raise KeyError(
+                        f"Validation returned {sorted(metrics)}; select_metric={cfg.select_metric!r} is not among them."
+                    )
                 improved = self.best_metric is None or value > self.best_metric
                 if improved:
                     self.best_metric = float(value)
@@ -212,7 +220,7 @@ class Trainer:
         if self.epoch >= cfg.epochs or self._reached_max_steps():
             self._export("last", self._last_metrics())
 
-    def _train_epoch(self, sums: Dict[str, float]) -> None:
+    def _train_epoch(self, sums: dict[str, float]) -> None:
         cfg = self.config
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
@@ -248,7 +256,7 @@ class Trainer:
                 if self._reached_max_steps():
                     break
 
-    def train_step(self, batch: Mapping[str, torch.Tensor]) -> Dict[str, float]:
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """One optimizer step on a collated batch; returns the loss terms (floats, this rank's)."""
         cfg = self.config
         self.step += 1
@@ -262,7 +270,8 @@ class Trainer:
         loss = self.criterion(output, batch["query_mask"], batch["support_masks"], batch["class_index"], gather)
         if not torch.isfinite(loss.total):
             raise RuntimeError(
-                f"The training loss is {loss.total.item()} at step {self.step} (lr {lr:.3g}); lower base_lr or set grad_clip."
+                f"The training loss is {loss.total.item()} at step {self.step} (lr {lr:.3g}); lower "
+                "base_lr or set grad_clip."
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss.total).backward()
@@ -281,7 +290,7 @@ class Trainer:
     def _set_train_mode(self) -> None:
         self.network.train()
         if self.config.backbone_bn == "eval":
-            getattr(self.model, "backbone").eval()
+            self.model.backbone.eval()
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
@@ -292,7 +301,7 @@ class Trainer:
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
 
-    def _validate(self) -> Dict[str, float]:
+    def _validate(self) -> dict[str, float]:
         """Run the validation callback without touching the training's random streams (a DataLoader draws
         its base seed from the global generator), so a run with validation trains exactly as one without."""
         self._sync_buffers()
@@ -311,7 +320,7 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """The full training state of this rank (RNG states of every rank are gathered by :meth:`save_checkpoint`)."""
         return {
             "format": CHECKPOINT_FORMAT,
@@ -333,20 +342,27 @@ class Trainer:
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (as written by :meth:`save_checkpoint`) into this trainer."""
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"Not an ntre-zoo training checkpoint (format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}).")
+            raise ValueError(
+                f"Not an ntre-zoo training checkpoint (format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r})."
+            )
         saved = TrainConfig.from_dict(json.loads(state["config"]))
         changed = saved.trajectory_differences(self.config)
         if changed:
             raise ValueError(
                 f"The checkpoint was trained with different settings {changed} (saved, now); resume with the "
-                "saved configuration (only max_steps, progress, num_workers, log_every and checkpoint_every may change)."
+                "saved configuration (only max_steps, progress, num_workers, log_every and checkpoint_every may "
+                "change)."
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.criterion.bank.load_state_dict(state["bank"])
         self.criterion.bank.to(self.device)
-        self.epoch, self.batch_in_epoch, self.step = int(state["epoch"]), int(state["batch_in_epoch"]), int(state["step"])
+        self.epoch, self.batch_in_epoch, self.step = (
+            int(state["epoch"]),
+            int(state["batch_in_epoch"]),
+            int(state["step"]),
+        )
         self.best_metric = state["best_metric"]
         self.history = json.loads(state["history"])
         self.epoch_sums = json.loads(state["epoch_sums"])
@@ -356,12 +372,12 @@ class Trainer:
         else:  # another process count: exact continuation is impossible; reseed deterministically
             seed_everything(self.config.seed + 7919 * self.step + self.dist.rank, self.config.deterministic)
 
-    def save_checkpoint(self, name: str) -> Optional[Path]:
+    def save_checkpoint(self, name: str) -> Path | None:
         """Write ``checkpoints/<name>.pt`` atomically on rank 0 (every rank must call it: RNG states are gathered)."""
         self._sync_buffers()
         state = self.state_dict()
         if self.dist.enabled:
-            rngs: List[Any] = [None] * self.dist.world_size
+            rngs: list[Any] = [None] * self.dist.world_size
             dist.all_gather_object(rngs, state["rng"][0])
             state["rng"] = rngs
         if self.output_dir is None or not self.dist.is_main:
@@ -388,7 +404,7 @@ class Trainer:
                 if k.startswith("train_") and isinstance(v, float) and math.isfinite(v):
                     self._writer.add_scalar(f"epoch/{k}", v, self.epoch)
 
-    def _last_metrics(self) -> Dict[str, float]:
+    def _last_metrics(self) -> dict[str, float]:
         for record in reversed(self.history):
             metrics = {k[4:]: v for k, v in record.items() if k.startswith("val_")}
             if metrics:

@@ -3,10 +3,11 @@
 Rank r scores episodes r, r + W, r + 2W, ...; the per-class counts of :class:`~ntre_zoo.evaluation.FewShotMeter`
 are integers, so their ``all_reduce`` gives exactly the numbers one process would compute.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -17,13 +18,13 @@ from ..evaluation import FewShotMeter, score_episodes
 from .config import TrainConfig
 from .distributed import DistributedContext
 
-__all__ = ["make_evaluate_fn", "evaluate_sharded"]
+__all__ = ["evaluate_sharded", "make_evaluate_fn"]
 
 
-def _protocol_dataset(dataset: Dataset, episodes: Optional[int], seed: Optional[int]) -> Dataset:
+def _protocol_dataset(dataset: Dataset, episodes: int | None, seed: int | None) -> Dataset:
     """A shallow copy of an evaluation ``EpisodeDataset`` with the requested episode count and seed."""
     if getattr(dataset, "split", "val") != "val":
-        raise ValueError(f"Validation needs an evaluation dataset (split='val'), got split={getattr(dataset, 'split')!r}.")
+        raise ValueError(f"Validation needs an evaluation dataset (split='val'), got split={dataset.split!r}.")
     out = copy.copy(dataset)
     if episodes is not None and hasattr(out, "episodes"):
         out.episodes = int(episodes)
@@ -36,12 +37,12 @@ def evaluate_sharded(
     model: nn.Module,
     dataset: Dataset,
     *,
-    episodes: Optional[int] = None,
-    seed: Optional[int] = None,
+    episodes: int | None = None,
+    seed: int | None = None,
     workers: int = 0,
     progress: bool = False,
-    distributed: Optional[DistributedContext] = None,
-) -> Dict[str, float]:
+    distributed: DistributedContext | None = None,
+) -> dict[str, float]:
     """Evaluate ``model`` as :func:`ntre_zoo.evaluation.evaluate` does, each rank on its share of episodes.
 
     Args:
@@ -58,14 +59,18 @@ def evaluate_sharded(
     """
     ctx = distributed or DistributedContext.current()
     dataset = _protocol_dataset(dataset, episodes, seed)
-    meter = FewShotMeter(getattr(dataset, "classes"))
+    meter = FewShotMeter(dataset.classes)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             score_episodes(
-                model, dataset, range(ctx.rank, len(dataset), ctx.world_size), meter,  # type: ignore[arg-type]
-                workers=workers, progress=progress and ctx.is_main,
+                model,
+                dataset,
+                range(ctx.rank, len(dataset), ctx.world_size),
+                meter,  # type: ignore[arg-type]
+                workers=workers,
+                progress=progress and ctx.is_main,
             )
     finally:
         model.train(was_training)
@@ -74,15 +79,27 @@ def evaluate_sharded(
         dist.all_reduce(counts)
         meter.counts = counts.cpu()
     result = meter.result()
-    return {"miou": result.miou, "fb_iou": result.fb_iou, "precision": result.precision, "episodes": int(result.episodes)}
+    return {
+        "miou": result.miou,
+        "fb_iou": result.fb_iou,
+        "precision": result.precision,
+        "episodes": int(result.episodes),
+    }
 
 
-def make_evaluate_fn(dataset: Dataset, config: TrainConfig, workers: int = 0) -> Callable[[nn.Module], Dict[str, float]]:
+def make_evaluate_fn(
+    dataset: Dataset, config: TrainConfig, workers: int = 0
+) -> Callable[[nn.Module], dict[str, float]]:
     """The trainer's validation callback: ``config.val_episodes`` episodes under ``config.val_seed``."""
 
-    def evaluate_fn(model: nn.Module) -> Dict[str, float]:
+    def evaluate_fn(model: nn.Module) -> dict[str, float]:
         return evaluate_sharded(
-            model, dataset, episodes=config.val_episodes, seed=config.val_seed, workers=workers, progress=config.progress
+            model,
+            dataset,
+            episodes=config.val_episodes,
+            seed=config.val_seed,
+            workers=workers,
+            progress=config.progress,
         )
 
     return evaluate_fn

@@ -5,6 +5,7 @@ This ``__init__`` exports only the modules that do not build a model: the model'
 and ``push_to_hub`` methods import them while the model class is being defined. ``from_pretrained`` and the
 converters are imported from their modules (or from ``ntre_zoo``).
 """
+
 from .download import cached_path, default_cache_dir, hub_download, sha256_file, verify_sha256
 from .manifest import Manifest, ManifestEntry, list_models, load_manifest, model_name
 from .publish import PushResult, push_to_hub
@@ -12,10 +13,10 @@ from .saving import CONFIG_NAME, WEIGHTS_NAME, build_config, save_pretrained
 
 __all__ = [
     "CONFIG_NAME",
+    "WEIGHTS_NAME",
     "Manifest",
     "ManifestEntry",
     "PushResult",
-    "WEIGHTS_NAME",
     "build_config",
     "cached_path",
     "default_cache_dir",

@@ -11,10 +11,12 @@ Two kinds of file come from the reference code (github.com/LIUYUANWEI98/NERTNet,
 
 Everything is read with ``torch.load(weights_only=True)``: no pickled code runs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any
 
 import torch
 
@@ -35,8 +37,8 @@ __all__ = [
     "to_reference_state_dict",
 ]
 
-PathLike = Union[str, Path]
-StateDict = Dict[str, torch.Tensor]
+PathLike = str | Path
+StateDict = dict[str, torch.Tensor]
 
 #: Reference module -> ntre_zoo module, for modules that are not lists.
 _HEAD = {
@@ -65,7 +67,12 @@ _BINS = {
 _STEM = {"0": "conv1.0", "1": "conv1.1", "3": "conv1.3", "4": "conv1.4", "6": "conv1.6", "7": "bn1"}
 #: PSPNet ImageNet ResNet stem -> timm deep stem.
 _IMAGENET_STEM = {
-    "conv1": "conv1.0", "bn1": "conv1.1", "conv2": "conv1.3", "bn2": "conv1.4", "conv3": "conv1.6", "bn3": "bn1"
+    "conv1": "conv1.0",
+    "bn1": "conv1.1",
+    "conv2": "conv1.3",
+    "bn2": "conv1.4",
+    "conv3": "conv1.6",
+    "bn3": "bn1",
 }
 #: torchvision VGG classifier -> timm VGG head, with the shape timm's convolutional MLP expects.
 _VGG_CLASSIFIER = {
@@ -81,7 +88,7 @@ def _check_backbone(backbone: str) -> bool:
     return backbone == "vgg16_bn"
 
 
-def from_reference_key(key: str, is_vgg: bool) -> Optional[str]:
+def from_reference_key(key: str, is_vgg: bool) -> str | None:
     """The ntre_zoo key of a reference NTRENet key (without ``module.``), or None if it has no counterpart."""
     parts = key.split(".")
     head = parts[0]
@@ -102,7 +109,7 @@ def from_reference_key(key: str, is_vgg: bool) -> Optional[str]:
     return None
 
 
-def to_reference_key(key: str, is_vgg: bool) -> Optional[str]:
+def to_reference_key(key: str, is_vgg: bool) -> str | None:
     """Inverse of :func:`from_reference_key`: the reference key of an ntre_zoo key, or None."""
     parts = key.split(".")
     if parts[0] == "bins" and len(parts) > 3:
@@ -158,8 +165,8 @@ def reference_to_ntre_zoo(state_dict: Mapping[str, torch.Tensor], backbone: str)
 
 
 def to_reference_state_dict(
-    model_or_state_dict: Union[NTRENet, Mapping[str, torch.Tensor]],
-    is_vgg: Optional[bool] = None,
+    model_or_state_dict: NTRENet | Mapping[str, torch.Tensor],
+    is_vgg: bool | None = None,
     prefix: str = "module.",
 ) -> StateDict:
     """Write ntre_zoo weights in the reference layout (as its ``train.py`` saves them, with ``module.``).
@@ -229,7 +236,7 @@ def load_reference_state_dict(
 
 
 def from_official_checkpoint(
-    path: PathLike, backbone: str, shot: int = 1, *, device: Optional[Any] = None, **options: Any
+    path: PathLike, backbone: str, shot: int = 1, *, device: Any | None = None, **options: Any
 ) -> NTRENet:
     """Build an ntre_zoo NTRENet from a checkpoint of the authors' training code.
 
@@ -257,7 +264,7 @@ def from_official_checkpoint(
 
 
 def convert_imagenet_backbone(
-    path_or_state_dict: Union[PathLike, Mapping[str, torch.Tensor]], backbone: str, *, include_classifier: bool = False
+    path_or_state_dict: PathLike | Mapping[str, torch.Tensor], backbone: str, *, include_classifier: bool = False
 ) -> StateDict:
     """Rename a reference ImageNet backbone file to timm keys.
 

@@ -1,10 +1,10 @@
 """Hub downloads through ``huggingface_hub`` (its cache, pinned revisions, mirrors, offline mode) and sha256 checks."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -20,11 +20,11 @@ from ..errors import ChecksumMismatchError, WeightsUnavailableError
 
 __all__ = ["cached_path", "default_cache_dir", "hub_download", "resolve_endpoint", "sha256_file", "verify_sha256"]
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
-def resolve_endpoint(endpoint: Optional[str] = None) -> Optional[str]:
+def resolve_endpoint(endpoint: str | None = None) -> str | None:
     """``endpoint``, else ``HF_ENDPOINT`` read now (huggingface_hub reads it only at import), else None."""
     value = endpoint or os.environ.get("HF_ENDPOINT") or None
     return value.rstrip("/") if value else None
@@ -52,7 +52,7 @@ def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_sha256(path: PathLike, expected: Optional[str], what: str) -> None:
+def verify_sha256(path: PathLike, expected: str | None, what: str) -> None:
     """Raise unless ``path`` hashes to ``expected`` (no-op when nothing is expected).
 
     Raises:
@@ -73,11 +73,11 @@ def hub_download(
     repo_id: str,
     filename: str,
     *,
-    revision: Optional[str] = None,
-    cache_dir: Optional[PathLike] = None,
+    revision: str | None = None,
+    cache_dir: PathLike | None = None,
     local_files_only: bool = False,
-    endpoint: Optional[str] = None,
-    token: Optional[Union[str, bool]] = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
 ) -> Path:
     """Fetch one file with ``hf_hub_download`` (progress bar, cache, ``HF_HUB_OFFLINE``), or its cached copy.
 
@@ -122,8 +122,8 @@ def hub_download(
 
 
 def cached_path(
-    repo_id: str, filename: str, revision: Optional[str] = None, cache_dir: Optional[PathLike] = None
-) -> Optional[Path]:
+    repo_id: str, filename: str, revision: str | None = None, cache_dir: PathLike | None = None
+) -> Path | None:
     """Where a Hub file sits in the cache, or None if it has not been downloaded."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     found = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=revision)

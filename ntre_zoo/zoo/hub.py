@@ -4,13 +4,15 @@ Weights are read with safetensors only (no pickle), checked against the manifest
 knows them, and loaded strictly. ``from_pretrained`` accepts a zoo name from the manifest,
 ``hf-hub:<repo_id>[@<revision>]``, a local directory, or ``backbone=/dataset=/fold=``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any
 
 import safetensors.torch
 
@@ -27,13 +29,20 @@ __all__ = ["LOAD_OVERRIDES", "fetch_entry", "from_pretrained", "load_pretrained_
 #: ModelConfig fields that may differ at load time; the others change the architecture.
 LOAD_OVERRIDES = ("test_size", "mean", "std", "reduce_dropout", "classifier_dropout")
 _ARCHITECTURE_FIELDS = (
-    "backbone", "reduce_dim", "pyramid_bins", "bg_prototypes", "bg_eliminating", "do_eliminating", "layers", "channels",
+    "backbone",
+    "reduce_dim",
+    "pyramid_bins",
+    "bg_prototypes",
+    "bg_eliminating",
+    "do_eliminating",
+    "layers",
+    "channels",
     "stem_width",
 )
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
-def _read_config(path: Path) -> Dict[str, Any]:
+def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}."
@@ -62,7 +71,7 @@ def _apply_overrides(config: ModelConfig, overrides: Mapping[str, Any]) -> Model
 
 
 def _load_files(
-    config_path: Path, weights_path: Path, source: str, device: Optional[Any], overrides: Mapping[str, Any]
+    config_path: Path, weights_path: Path, source: str, device: Any | None, overrides: Mapping[str, Any]
 ) -> NTRENet:
     config = _read_config(config_path)
     model_config = _apply_overrides(ModelConfig.from_dict(config["model_config"]), overrides)
@@ -79,7 +88,7 @@ def _load_files(
     return model if device is None else model.to(device)
 
 
-def load_pretrained_dir(directory: PathLike, *, device: Optional[Any] = None, **overrides: Any) -> NTRENet:
+def load_pretrained_dir(directory: PathLike, *, device: Any | None = None, **overrides: Any) -> NTRENet:
     """Load a directory written by :func:`save_pretrained` (``config.json`` + ``model.safetensors``)."""
     directory = Path(directory)
     return _load_files(directory / CONFIG_NAME, directory / WEIGHTS_NAME, repr(str(directory)), device, overrides)
@@ -99,11 +108,11 @@ def _unpublished_error(entry: ManifestEntry) -> WeightsUnavailableError:
 def fetch_entry(
     entry: ManifestEntry,
     *,
-    cache_dir: Optional[PathLike] = None,
+    cache_dir: PathLike | None = None,
     local_files_only: bool = False,
-    endpoint: Optional[str] = None,
-    token: Optional[str] = None,
-) -> Tuple[Path, Path]:
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> tuple[Path, Path]:
     """``(config, weights)`` paths of a manifest entry, downloaded if needed and sha256-checked.
 
     Raises:
@@ -119,20 +128,20 @@ def fetch_entry(
             if not path.is_file():
                 raise FileNotFoundError(f"{entry.name}: packaged file {str(path)!r} is missing; reinstall ntre-zoo.")
     else:
-        options = dict(
-            revision=entry.hub.revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            endpoint=endpoint,
-            token=token,
-        )
+        options = {
+            "revision": entry.hub.revision,
+            "cache_dir": cache_dir,
+            "local_files_only": local_files_only,
+            "endpoint": endpoint,
+            "token": token,
+        }
         weights = hub_download(entry.hub.repo_id, entry.hub.filename, **options)
         config = hub_download(entry.hub.repo_id, CONFIG_NAME, **options)
     verify_sha256(weights, entry.expected_sha256, entry.name)
     return config, weights
 
 
-def _parse_hf_hub(spec: str, revision: Optional[str]) -> Tuple[str, Optional[str]]:
+def _parse_hf_hub(spec: str, revision: str | None) -> tuple[str, str | None]:
     repo_id, _, at = spec[len("hf-hub:") :].partition("@")
     if not repo_id or repo_id.count("/") != 1:
         raise ValueError(f"{spec!r} is not 'hf-hub:<owner>/<name>[@<revision>]'.")
@@ -142,19 +151,19 @@ def _parse_hf_hub(spec: str, revision: Optional[str]) -> Tuple[str, Optional[str
 
 
 def from_pretrained(
-    name_or_path: Optional[PathLike] = None,
+    name_or_path: PathLike | None = None,
     *,
-    backbone: Optional[str] = None,
-    dataset: Optional[str] = None,
-    fold: Optional[int] = None,
-    shot: Optional[int] = None,
-    revision: Optional[str] = None,
-    device: Optional[Any] = None,
-    cache_dir: Optional[PathLike] = None,
+    backbone: str | None = None,
+    dataset: str | None = None,
+    fold: int | None = None,
+    shot: int | None = None,
+    revision: str | None = None,
+    device: Any | None = None,
+    cache_dir: PathLike | None = None,
     local_files_only: bool = False,
-    manifest: Optional[PathLike] = None,
-    endpoint: Optional[str] = None,
-    token: Optional[str] = None,
+    manifest: PathLike | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
     **overrides: Any,
 ) -> NTRENet:
     """Load pretrained NTRENet weights, in eval mode.
@@ -184,7 +193,7 @@ def from_pretrained(
         StateDictMismatchError: weights that do not fit the config, naming the keys.
         ValueError: conflicting or architecture-changing arguments.
     """
-    download = dict(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token)
+    download = {"cache_dir": cache_dir, "local_files_only": local_files_only, "endpoint": endpoint, "token": token}
     if name_or_path is None:
         if backbone is None or dataset is None or fold is None:
             raise ValueError("Pass a name, an 'hf-hub:' id or a directory, or all of backbone=, dataset= and fold=.")

@@ -1,7 +1,8 @@
 """Strict state-dict loading whose error names every missing, unexpected or mis-shaped key."""
+
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Optional
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ def load_state_dict_strict(
     state_dict: Mapping[str, torch.Tensor],
     *,
     source: str,
-    describe: Optional[Callable[[str], str]] = None,
+    describe: Callable[[str], str] | None = None,
     hint: str = "",
 ) -> None:
     """Load ``state_dict`` into ``model`` only if keys and shapes match exactly.

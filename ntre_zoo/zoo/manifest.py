@@ -4,6 +4,7 @@
 ``{"schema_version": 1, "models": {name: entry}}``. Names follow ``ntrenet_{backbone}.{dataset}_fold{k}``,
 with ``_{K}shot`` appended for a separately trained K-shot checkpoint. ``docs/zoo.md`` documents the schema.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,17 +12,18 @@ import difflib
 import fnmatch
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any
 
 from ..errors import ManifestError, UnknownModelError
 
 __all__ = [
+    "SCHEMA_VERSION",
     "HubLocation",
     "Manifest",
     "ManifestEntry",
-    "SCHEMA_VERSION",
     "default_manifest_path",
     "list_models",
     "load_manifest",
@@ -34,7 +36,7 @@ _SOURCES = ("hub", "package")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MEASURED_REQUIRED = ("episodes", "seed", "command")
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 def default_manifest_path() -> Path:
@@ -59,10 +61,10 @@ class HubLocation:
         sha256: hex digest of that file, checked after every download.
     """
 
-    repo_id: Optional[str] = None
-    revision: Optional[str] = None
-    filename: Optional[str] = None
-    sha256: Optional[str] = None
+    repo_id: str | None = None
+    revision: str | None = None
+    filename: str | None = None
+    sha256: str | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -95,31 +97,31 @@ class ManifestEntry:
     status: str
     source: str = "hub"
     hub: HubLocation = field(default_factory=HubLocation)
-    file: Optional[str] = None
-    config_file: Optional[str] = None
-    sha256: Optional[str] = None
-    metrics: Dict[str, Dict[str, Any]] = field(default_factory=lambda: {"reference": {}, "measured": {}})
-    base_dir: Optional[Path] = None
+    file: str | None = None
+    config_file: str | None = None
+    sha256: str | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=lambda: {"reference": {}, "measured": {}})
+    base_dir: Path | None = None
 
     @property
     def published(self) -> bool:
         return self.status == "published"
 
     @property
-    def expected_sha256(self) -> Optional[str]:
+    def expected_sha256(self) -> str | None:
         """The digest the weights file must have."""
         return self.sha256 if self.source == "package" else self.hub.sha256
 
-    def package_paths(self) -> "tuple[Path, Path]":
+    def package_paths(self) -> tuple[Path, Path]:
         """``(weights, config)`` absolute paths of a ``package`` entry."""
         base = self.base_dir or default_manifest_path().parent
         weights = base / str(self.file)
         config = base / self.config_file if self.config_file else weights.with_suffix(".json")
         return weights, config
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form written in the manifest (without the name, which is the key)."""
-        data: Dict[str, Any] = {
+        data: dict[str, Any] = {
             "backbone": self.backbone,
             "dataset": self.dataset,
             "fold": self.fold,
@@ -138,7 +140,7 @@ class ManifestEntry:
         return data
 
     @classmethod
-    def from_dict(cls, name: str, data: Mapping[str, Any], base_dir: Optional[Path] = None) -> "ManifestEntry":
+    def from_dict(cls, name: str, data: Mapping[str, Any], base_dir: Path | None = None) -> ManifestEntry:
         """Parse and validate one entry.
 
         Raises:
@@ -204,7 +206,7 @@ class ManifestEntry:
             raise ManifestError(f"{where} is published but its hub location is invalid: {'; '.join(problems)}.")
 
 
-def _only(data: Mapping[str, Any], cls: type, where: str) -> Dict[str, Any]:
+def _only(data: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -212,7 +214,7 @@ def _only(data: Mapping[str, Any], cls: type, where: str) -> Dict[str, Any]:
     return dict(data)
 
 
-def _metrics(data: Any, where: str) -> Dict[str, Dict[str, Any]]:
+def _metrics(data: Any, where: str) -> dict[str, dict[str, Any]]:
     if not isinstance(data, Mapping) or set(data) - {"reference", "measured"}:
         raise ManifestError(f"{where}: metrics must be an object with 'reference' and 'measured', got {data!r}.")
     measured = dict(data.get("measured") or {})
@@ -235,10 +237,10 @@ class Manifest:
     """
 
     path: Path
-    entries: Dict[str, ManifestEntry]
+    entries: dict[str, ManifestEntry]
     schema_version: int = SCHEMA_VERSION
 
-    def names(self, pattern: str = "*", published_only: bool = False) -> List[str]:
+    def names(self, pattern: str = "*", published_only: bool = False) -> list[str]:
         """Sorted names matching an ``fnmatch`` pattern."""
         return sorted(
             n
@@ -261,7 +263,7 @@ class Manifest:
             f"{len(self.entries)} names in {self.path}."
         )
 
-    def find(self, backbone: str, dataset: str, fold: int, shot: Optional[int] = None) -> ManifestEntry:
+    def find(self, backbone: str, dataset: str, fold: int, shot: int | None = None) -> ManifestEntry:
         """The entry trained as ``backbone``/``dataset``/``fold`` with ``shot`` supports (default 1).
 
         Raises:
@@ -273,11 +275,11 @@ class Manifest:
                 return entry
         return self.get(model_name(backbone, dataset, fold, train_shot))
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "models": {n: e.to_dict() for n, e in self.entries.items()}}
 
 
-def load_manifest(path: Optional[PathLike] = None) -> Manifest:
+def load_manifest(path: PathLike | None = None) -> Manifest:
     """Read and validate a manifest (default: the one shipped in the package).
 
     Relative ``file`` paths of package entries resolve against the manifest's real directory.
@@ -307,7 +309,7 @@ def load_manifest(path: Optional[PathLike] = None) -> Manifest:
     return Manifest(path=file, entries=entries, schema_version=SCHEMA_VERSION)
 
 
-def list_models(pattern: str = "*", published_only: bool = False, manifest: Optional[PathLike] = None) -> List[str]:
+def list_models(pattern: str = "*", published_only: bool = False, manifest: PathLike | None = None) -> list[str]:
     """Names of the zoo's checkpoints.
 
     Args:

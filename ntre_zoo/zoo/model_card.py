@@ -1,8 +1,10 @@
 """The ``README.md`` model card written next to saved weights (the Hub shows it as the repository page)."""
+
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["render_model_card"]
 
@@ -16,7 +18,7 @@ _CITATION = """@inproceedings{liu2022ntrenet,
 _DATASETS = {"pascal5i": "PASCAL-5i", "coco20i": "COCO-20i", "fss1000": "FSS-1000"}
 
 
-def _metrics_table(metrics: Mapping[str, Any]) -> List[str]:
+def _metrics_table(metrics: Mapping[str, Any]) -> list[str]:
     groups = {k: metrics[k] for k in ("reference", "measured") if isinstance(metrics.get(k), Mapping)}
     flat = {k: v for k, v in metrics.items() if k not in groups}
     rows = [
@@ -36,22 +38,38 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
         config: the ``config.json`` dict (``model_config``, ``preprocessing``, ``metadata``).
         repo_id: the Hub repository, for the loading snippet (a local directory is shown without it).
     """
-    model_config: Dict[str, Any] = dict(config["model_config"])
-    meta: Dict[str, Any] = dict(config.get("metadata") or {})
-    pre: Dict[str, Any] = dict(config["preprocessing"])
+    model_config: dict[str, Any] = dict(config["model_config"])
+    meta: dict[str, Any] = dict(config.get("metadata") or {})
+    pre: dict[str, Any] = dict(config["preprocessing"])
     backbone = model_config["backbone"]["name"]
     dataset = meta.get("dataset")
     fold = meta.get("fold")
     name = meta.get("name") or "ntrenet_" + backbone + (f".{dataset}_fold{fold}" if dataset is not None else "")
-    front = ["---", "library_name: ntre-zoo", "license: apache-2.0", "pipeline_tag: image-segmentation", "tags:",
-             "- few-shot-segmentation", "- ntrenet", f"- {backbone}"]
+    front = [
+        "---",
+        "library_name: ntre-zoo",
+        "license: apache-2.0",
+        "pipeline_tag: image-segmentation",
+        "tags:",
+        "- few-shot-segmentation",
+        "- ntrenet",
+        f"- {backbone}",
+    ]
     if dataset:
         front.append(f"- {dataset}")
     front.append("---")
-    lines = [*front, "", f"# {name}", "",
-             "NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022, \"Learning Non-target Knowledge for "
-             "Few-shot Semantic Segmentation\"), reimplemented in ntre-zoo on a frozen "
-             f"timm `{backbone}` backbone.", "", "## Training", ""]
+    lines = [
+        *front,
+        "",
+        f"# {name}",
+        "",
+        'NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022, "Learning Non-target Knowledge for '
+        'Few-shot Semantic Segmentation"), reimplemented in ntre-zoo on a frozen '
+        f"timm `{backbone}` backbone.",
+        "",
+        "## Training",
+        "",
+    ]
     lines.append(f"- Benchmark: {_DATASETS.get(dataset, dataset) or 'not recorded'}")
     lines.append(f"- Fold: {fold if fold is not None else 'not recorded'}")
     lines.append(f"- Shots at training: {model_config.get('shot')}")
@@ -63,12 +81,29 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
     if extra:
         lines += ["", "Other metadata:", "", "```json", json.dumps(extra, indent=2, default=str), "```"]
     lines += ["", "## Metrics", "", *_metrics_table(meta.get("metrics") or {}), ""]
-    lines += ["## Preprocessing", "",
-              f"RGB images scaled to [0, 1], normalised with mean {list(pre['mean'])} and std {list(pre['std'])}; "
-              f"evaluation resizes onto a {pre['test_size']}x{pre['test_size']} canvas (spec section 8).", ""]
+    lines += [
+        "## Preprocessing",
+        "",
+        f"RGB images scaled to [0, 1], normalised with mean {list(pre['mean'])} and std {list(pre['std'])}; "
+        f"evaluation resizes onto a {pre['test_size']}x{pre['test_size']} canvas (spec section 8).",
+        "",
+    ]
     source = repr(f"hf-hub:{repo_id}") if repo_id else "'path/to/this/directory'"
-    lines += ["## How to load", "", "```python", "import ntre_zoo", "",
-              f"model = ntre_zoo.from_pretrained({source})",
-              "masks = model.predict(support_imgs, support_masks, query)", "```", "",
-              "## Citation", "", "```bibtex", _CITATION, "```", ""]
+    lines += [
+        "## How to load",
+        "",
+        "```python",
+        "import ntre_zoo",
+        "",
+        f"model = ntre_zoo.from_pretrained({source})",
+        "masks = model.predict(support_imgs, support_masks, query)",
+        "```",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        _CITATION,
+        "```",
+        "",
+    ]
     return "\n".join(lines)

@@ -1,11 +1,13 @@
 """``push_to_hub``: upload a model to a Hub repository and print its manifest entry."""
+
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 from torch import nn
 
@@ -40,13 +42,13 @@ def push_to_hub(
     model: nn.Module,
     repo_id: str,
     *,
-    metadata: Optional[Mapping[str, Any]] = None,
-    private: Optional[bool] = None,
-    token: Optional[str] = None,
-    endpoint: Optional[str] = None,
-    branch: Optional[str] = None,
-    commit_message: Optional[str] = None,
-    name: Optional[str] = None,
+    metadata: Mapping[str, Any] | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    branch: str | None = None,
+    commit_message: str | None = None,
+    name: str | None = None,
 ) -> PushResult:
     """Save ``model`` and upload it to a Hub model repository, then print its manifest entry.
 
@@ -112,8 +114,6 @@ def push_to_hub(
     return result
 
 
-def _reference_metrics(name: str) -> Dict[str, Any]:
+def _reference_metrics(name: str) -> dict[str, Any]:
     entry = load_manifest().entries.get(name)
     return dict(entry.metrics["reference"]) if entry else {}
-
-

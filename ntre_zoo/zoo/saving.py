@@ -3,11 +3,13 @@
 ``config.json`` holds the architecture (:class:`~ntre_zoo.model.config.ModelConfig`), the preprocessing,
 the package version and free metadata; the weights are safetensors (no pickle).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any
 
 import safetensors.torch
 from torch import nn
@@ -23,10 +25,10 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 ARCHITECTURE = "ntrenet"
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
-def _full_metadata(metadata: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     meta = dict(metadata or {})
     dataset, fold = meta.get("dataset"), meta.get("fold")
     if dataset in BENCHMARK_CLASSES and fold in (0, 1, 2, 3):
@@ -43,21 +45,24 @@ def _full_metadata(metadata: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return meta
 
 
-def build_config(model: nn.Module, metadata: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def build_config(model: nn.Module, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` dict of ``model``."""
     cfg = model.config
     return {
         "architecture": ARCHITECTURE,
         "model_config": cfg.to_dict(),
         "preprocessing": {
-            "test_size": cfg.test_size, "mean": list(cfg.mean), "std": list(cfg.std), "input": "RGB in [0, 1]"
+            "test_size": cfg.test_size,
+            "mean": list(cfg.mean),
+            "std": list(cfg.std),
+            "input": "RGB in [0, 1]",
         },
         "ntre_zoo_version": __version__,
         "metadata": _full_metadata(metadata),
     }
 
 
-def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Optional[Mapping[str, Any]] = None) -> Path:
+def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card to ``save_directory``.
 
     Each file is written to a temporary file in the same directory and moved into place, so an interrupted
@@ -84,7 +89,7 @@ def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Opt
         lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt", "ntre_zoo_version": __version__}),
     )
     atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
-    atomic_write_text(directory / MODEL_CARD_NAME, render_model_card(config, repo_id=config["metadata"].get("repo_id", "")))
+    atomic_write_text(
+        directory / MODEL_CARD_NAME, render_model_card(config, repo_id=config["metadata"].get("repo_id", ""))
+    )
     return directory
-
-
