@@ -23,7 +23,9 @@ from ..data.preprocessing import (
 )
 from ..model.heads import resize
 from ..model.types import FewShotSegmenter, SupportFeatures
-from .image_io import as_list, load_image, load_mask
+from .annotations import support_mask
+from .image_io import as_list, load_image
+from .precision import autocast_dtype
 
 __all__ = ["Prediction", "encode_support", "predict", "prepare_image"]
 
@@ -94,9 +96,10 @@ def encode_support(
     support_masks: Any,
     *,
     device: str | torch.device | None = None,
+    precision: str = "auto",
     amp_dtype: torch.dtype | None = None,
 ) -> SupportFeatures:
-    """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms).
+    """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms and ``precision``).
 
     Raises:
         ValueError: K images vs a different number of masks, a mask whose size differs from its image,
@@ -113,7 +116,7 @@ def encode_support(
     canvases, canvas_masks = [], []
     for i, (image_value, mask_value) in enumerate(zip(images, masks, strict=False)):
         image = load_image(image_value, f"support_imgs[{i}]")
-        mask = load_mask(mask_value, f"support_masks[{i}]")
+        mask = support_mask(mask_value, tuple(image.shape[-2:]), f"support_masks[{i}]")
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"support_masks[{i}] is {mask.shape[0]}x{mask.shape[1]} but support_imgs[{i}] is "
@@ -124,6 +127,7 @@ def encode_support(
         canvases.append(normalize(image_to_canvas(image, size), model.config.mean, model.config.std))
         canvas_masks.append(mask_to_canvas(mask, size))
     device = _device_of(model, device)
+    amp_dtype = autocast_dtype(precision, device, amp_dtype)
     with _eval_mode(model), _autocast(device, amp_dtype):
         images = _to_device(torch.stack(canvases), model, device)
         return model.encode_support(images[None], torch.stack(canvas_masks)[None].to(device))
@@ -137,6 +141,7 @@ def predict(
     *,
     return_details: bool = False,
     device: str | torch.device | None = None,
+    precision: str = "auto",
     amp_dtype: torch.dtype | None = None,
     batch_size: int = 4,
 ) -> np.ndarray | Prediction | list[np.ndarray] | list[Prediction]:
@@ -148,12 +153,15 @@ def predict(
             uint8 numpy array or a ``3xHxW`` tensor (uint8 or float in [0, 1]); grayscale, RGBA and
             16-bit inputs are converted. Or a :class:`SupportFeatures` from ``model.encode_support``,
             in which case the next positional argument is the query.
-        support_masks: one mask per support image, same size: path, PIL (L/P/1), numpy or tensor;
-            bool, {0, 1} or {0, 255}.
+        support_masks: one annotation per support image: a mask of its size (path, PIL (L/P/1), numpy or
+            tensor; bool, {0, 1} or {0, 255}), or a :class:`~ntre_zoo.Box`, :class:`~ntre_zoo.Points` or
+            :class:`~ntre_zoo.Scribble` (rules in :mod:`ntre_zoo.inference.annotations`).
         query: one image or a list of images (supports are encoded once and reused for every query).
         return_details: return :class:`Prediction` objects instead of masks.
         device: run there (the model is moved); default: where the model is.
-        amp_dtype: e.g. ``torch.bfloat16`` to run under autocast; default fp32.
+        precision: ``fp32``, ``bf16``, ``fp16`` (autocast) or ``auto``: bf16 where the device computes it
+            natively, fp32 elsewhere (:mod:`ntre_zoo.inference.precision`).
+        amp_dtype: the older spelling of ``precision`` (``torch.bfloat16`` = ``"bf16"``).
         batch_size: queries per forward pass.
 
     Returns:
@@ -174,8 +182,11 @@ def predict(
     else:
         if support_masks is None:
             raise ValueError("support_masks is required: pass one mask per support image.")
-        support = encode_support(model, support_imgs, support_masks, device=device, amp_dtype=amp_dtype)
+        support = encode_support(
+            model, support_imgs, support_masks, device=device, precision=precision, amp_dtype=amp_dtype
+        )
         device = support.prototype.device
+    amp_dtype = autocast_dtype(precision, device, amp_dtype)
     if query is None:
         raise ValueError("query is required: pass an image or a list of images to segment.")
     if batch_size < 1:
