@@ -118,4 +118,5 @@ def coco20i_source(root: str | Path, split: str, *, progress: bool = True) -> Im
         labels=tuple(p[1] for p in pairs),
         class_names=names,
         cache_dir=root / CACHE_DIR,
+        benchmark="coco20i",
     )

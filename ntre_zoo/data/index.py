@@ -108,7 +108,10 @@ class ClassLists:
 
 
 def build_class_lists(
-    counts: Sequence[dict[int, int]], classes: Sequence[int], min_pixels: int = MIN_PIXELS
+    counts: Sequence[dict[int, int]],
+    classes: Sequence[int],
+    min_pixels: int = MIN_PIXELS,
+    exclude: Sequence[int] = (),
 ) -> ClassLists:
     """Apply the spec's rule: a class counts in an image only with at least ``min_pixels`` pixels; an image
     enters the data list when at least one of ``classes`` counts in it.
@@ -117,12 +120,18 @@ def build_class_lists(
         counts: output of :func:`label_class_counts`.
         classes: the split's class ids.
         min_pixels: the threshold (2048 in the reference).
+        exclude: an image showing any of these classes (any pixel count) enters no list (BAM's
+            ``filter_intersection`` drops training images with a test class).
     """
-    wanted = {int(c) for c in classes}
+    wanted, excluded = {int(c) for c in classes}, {int(c) for c in exclude}
     per_class: dict[int, list[int]] = {int(c): [] for c in classes}
     data, present = [], []
     for index, image_counts in enumerate(counts):
-        kept = [c for c, n in image_counts.items() if c in wanted and n >= min_pixels]
+        kept = (
+            []
+            if excluded & set(image_counts)
+            else [c for c, n in image_counts.items() if c in wanted and n >= min_pixels]
+        )
         present.append(tuple(sorted(c for c, n in image_counts.items() if c in wanted and n > 0)))
         if kept:
             data.append(index)
