@@ -13,11 +13,9 @@ from .pascal5i import pascal5i_source
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, check_resize
 from .splits import COCO_SPLITS, FoldSplit, coco20i_split, custom_split, pascal5i_split
 
-__all__ = ["DATASETS", "DEFAULT_EPISODES", "DataConfig", "build_dataset", "fold_split"]
+__all__ = ["DATASETS", "DataConfig", "build_dataset", "fold_split"]
 
 DATASETS = ("pascal5i", "coco20i", "folder")
-#: Evaluation episodes of the paper (following MLC): 1000 on PASCAL-5i, 4000 on COCO-20i.
-DEFAULT_EPISODES = {"pascal5i": 1000, "coco20i": 4000, "folder": 1000}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data.builder import DataConfig, build_dataset
 from ..data.episodes import EpisodeDataset, collate_episodes
 from ..data.preprocessing import logits_to_original
+from ..model.types import FewShotSegmenter
 from .feature_reuse import score_grouped
 from .metrics import FewShotMeter, FoldResult, MultiSeedResult, episode_stats
 from .protocols import Protocol, get_protocol
@@ -36,7 +37,7 @@ def _with(dataset: EpisodeDataset, episodes: int | None, seed: int | None) -> Ep
     return out
 
 
-def for_model(dataset: EpisodeDataset, model: torch.nn.Module) -> EpisodeDataset:
+def for_model(dataset: EpisodeDataset, model: FewShotSegmenter) -> EpisodeDataset:
     """``dataset`` as ``model`` must be evaluated on it: a dataset without ``test_size`` takes the model's
     ``config.test_size``; a different canvas or normalisation is refused, never used silently.
 
@@ -65,7 +66,7 @@ def for_model(dataset: EpisodeDataset, model: torch.nn.Module) -> EpisodeDataset
 
 
 def _resolve(
-    model: torch.nn.Module, dataset: EpisodeDataset | DataConfig, protocol: Protocol | None, progress: bool
+    model: FewShotSegmenter, dataset: EpisodeDataset | DataConfig, protocol: Protocol | None, progress: bool
 ) -> EpisodeDataset:
     """The evaluation dataset: built from a ``DataConfig`` (under ``protocol`` when given), or checked against
     ``protocol``; then matched to the model's canvas."""
@@ -78,7 +79,7 @@ def _resolve(
 
 
 def score_episodes(
-    model: torch.nn.Module,
+    model: torch.nn.Module | FewShotSegmenter,
     dataset: EpisodeDataset,
     indices: Iterable[int],
     meter: FewShotMeter,
@@ -124,7 +125,7 @@ def score_episodes(
 
 
 def evaluate(
-    model: torch.nn.Module,
+    model: FewShotSegmenter,
     dataset: EpisodeDataset | DataConfig,
     *,
     protocol: str | Protocol | None = None,
@@ -204,7 +205,7 @@ def evaluate(
 
 
 def evaluate_seeds(
-    model: torch.nn.Module,
+    model: FewShotSegmenter,
     dataset: EpisodeDataset | DataConfig,
     seeds: Sequence[int] | None = None,
     *,
