@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write, atomic_write_text
 
-__all__ = ["MIN_PIXELS", "ClassLists", "build_class_lists", "label_class_counts", "read_label"]
+__all__ = ["MIN_PIXELS", "ClassLists", "build_class_lists", "label_class_counts", "read_label", "write_label"]
 
 #: A class counts in an image only with at least 2 * 32 * 32 pixels (PFENet ``make_dataset``).
 MIN_PIXELS = 2 * 32 * 32
@@ -41,6 +41,11 @@ def read_label(path: Path) -> np.ndarray:
                 "values are class ids (palette or greyscale), not colour images."
             )
         return np.asarray(image).astype(np.int64).clip(0, 255).astype(np.uint8)
+
+
+def write_label(path: Path, label: np.ndarray) -> None:
+    """Write an ``(H, W)`` uint8 class-id map as a single-channel PNG, atomically (what :func:`read_label` reads)."""
+    atomic_write(path, lambda tmp: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
 
 
 def _list_key(root: Path, labels: Sequence[Path]) -> str:
