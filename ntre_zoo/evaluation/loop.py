@@ -39,11 +39,14 @@ def _with(dataset: EpisodeDataset, episodes: int | None, seed: int | None) -> Ep
 
 def for_model(dataset: EpisodeDataset, model: FewShotSegmenter) -> EpisodeDataset:
     """``dataset`` as ``model`` must be evaluated on it: a dataset without ``test_size`` takes the model's
-    ``config.test_size``; a different canvas or normalisation is refused, never used silently.
+    ``config.test_size``; a different canvas or normalisation is refused, never used silently. Another
+    dataset class following the episode contract makes its own tensors and is returned as it is.
 
     Raises:
         ValueError: the dataset's ``test_size``, ``mean`` or ``std`` differ from ``model.config``'s.
     """
+    if not isinstance(dataset, EpisodeDataset):
+        return dataset
     config = model.config
     if dataset.test_size is None:
         dataset = copy.copy(dataset)
@@ -74,6 +77,10 @@ def _resolve(
         config = protocol.data_config(dataset) if protocol is not None else dataset
         dataset = build_dataset(config, "val", progress=progress)
     elif protocol is not None:
+        if not isinstance(dataset, EpisodeDataset):
+            raise TypeError(
+                f"protocol={protocol.name!r} needs an EpisodeDataset or a DataConfig, got {type(dataset).__name__}."
+            )
         protocol.check_dataset(dataset)
     return for_model(dataset, model)
 
@@ -112,6 +119,7 @@ def score_episodes(
             cache_bytes=int(cache_mb * 2**20),
         )
         return
+    resize = getattr(dataset, "resize", "long_side")  # any dataset following the episode contract may come here
     subset = Subset(dataset, list(indices))
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_episodes)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, unit="batch"):
@@ -120,7 +128,7 @@ def score_episodes(
         ).logits.float()
         for b, label in enumerate(batch["query_label"]):
             h, w = label.shape
-            prediction = logits_to_original(logits[b : b + 1], h, w, dataset.resize).argmax(dim=1)[0]
+            prediction = logits_to_original(logits[b : b + 1], h, w, resize).argmax(dim=1)[0]
             meter.update(int(batch["class_id"][b]), episode_stats(prediction, label.to(device, non_blocking=True)))
 
 
