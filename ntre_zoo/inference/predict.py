@@ -124,7 +124,8 @@ def encode_support(
         raise ValueError("support_imgs is empty; pass at least one annotated support image.")
     if len(images) != len(masks):
         raise ValueError(
-            f"Got {len(images)} support image(s) but {len(masks)} support mask(s); pass one mask per image."
+            f"support_imgs and support_masks differ in length: got {len(images)} support image(s) but "
+            f"{len(masks)} support mask(s); pass one mask per image."
         )
     size = model.config.test_size
     canvases, canvas_masks, sizes = [], [], []
@@ -163,9 +164,10 @@ def _check_targets_survive(support: SupportFeatures, sizes: Sequence[tuple[int, 
             feature = "x".join(str(n) for n in support.masks.shape[-2:])
             raise ValueError(
                 f"support_masks[{i}]: the target ({pixels} pixel(s) of a {h}x{w} image) is too small at this test "
-                f"size: resized onto the model's {test_size}x{test_size} canvas and its {feature} feature map, "
-                "nothing of it is left. Crop the support image around the object (so that the object covers more "
-                "of it), or load the model with a larger test_size (from_pretrained(..., test_size=...))."
+                f"size: placed on the model's {test_size}x{test_size} canvas and resized to its {feature} feature "
+                "map, nothing of it is left, so the answer would be all background. Give the object more pixels: "
+                "crop the support image around it (an image smaller than the canvas is not enlarged: upscale it), "
+                "or load the model with a larger test_size (from_pretrained(..., test_size=...))."
             )
 
 
