@@ -61,6 +61,18 @@ def _address_space_limit(extra_bytes: int):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    server = HubServer()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield server
+    server.stop()
+
+
 # ------------------------------------------------------------------------------ 1. memory of thin images
 @pytest.mark.parametrize("canvas", [65, 473])
 def test_upsampling_equals_the_square_then_crop_on_ordinary_images(canvas):
@@ -79,6 +91,7 @@ def test_upsampling_equals_the_square_then_crop_on_ordinary_images(canvas):
     torch.testing.assert_close(thin, _square_then_crop(logits, 5, 600), rtol=0, atol=1e-5)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures the address space in /proc")
 def test_a_thin_image_needs_memory_of_its_own_size(tiny_model):
     """A 100000 x 4 map used to ask for a 100000^2 square (80 GB); now it fits in the image's own size."""
     image, mask = _scene()
@@ -319,6 +332,17 @@ def test_an_unreadable_file_says_permission_denied(tiny_model, unreadable):
     assert unreadable in outcome and "No such file" not in outcome
 
 
+def test_a_hub_cache_this_user_cannot_write_says_permission_denied(hub, tiny_model):
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        saved = save_pretrained(tiny_model, Path(tmp) / "upload")
+        hub.add_commit("me/tiny", {p.name: p.read_bytes() for p in saved.iterdir()})
+        cache = Path(tmp) / "cache"
+        cache.mkdir(mode=0o555 if os.geteuid() != 0 else 0o755)
+        outcome = _as_another_user(lambda: ntre_zoo.from_pretrained("hf-hub:me/tiny", cache_dir=cache, token="x"))
+    assert outcome.startswith("PermissionError: Permission denied on") and "cache_dir=" in outcome, outcome
+
+
 # ------------------------------------------------------------------------------ 8. the user's README.md
 def test_a_readme_the_user_wrote_or_edited_is_kept(tiny_model, tmp_path):
     (tmp_path / "README.md").write_text("# My model\n\nNotes I wrote.\n")
@@ -470,18 +494,6 @@ def test_a_training_output_directory_points_at_best_and_last(tiny_model, tmp_pat
         save_pretrained(tiny_model, tmp_path / "runs" / "x" / sub)
     with pytest.raises(FileNotFoundError, match=r"training run's output directory.*x/best.*x/last"):
         ntre_zoo.from_pretrained(str(tmp_path / "runs" / "x"))
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    server = HubServer()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield server
-    server.stop()
 
 
 def test_the_offline_hint_names_a_download_command_that_accepts_hf_hub_ids(hub, tiny_model, tmp_path, capsys):

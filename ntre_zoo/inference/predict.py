@@ -67,8 +67,10 @@ def _device_of(model: FewShotSegmenter, device: str | torch.device | None) -> to
     device = resolve_device(device)
     if device is not None:
         model.to(device)
-    if model.fast_inference:
-        model.to(memory_format=torch.channels_last)
+    if model.fast_inference and not all(
+        p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4
+    ):
+        model.to(memory_format=torch.channels_last)  # once: later calls find it done and write nothing
     return next(model.parameters()).device
 
 

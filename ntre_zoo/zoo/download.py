@@ -127,8 +127,9 @@ def hub_download(
         raise WeightsUnavailableError(f"File {filename!r} is not in {where}.") from error
     except PermissionError as error:
         raise PermissionError(
-            f"Permission denied using the Hub cache {str(cache)!r} for {filename!r} of {where} ({error}). Pass a "
-            "cache this user can write (cache_dir=, --cache-dir, or HF_HUB_CACHE), or ask its owner for access."
+            f"Permission denied on {error.filename or str(cache)!r} while fetching {filename!r} of {where} into the "
+            f"cache {str(cache)!r}. A cache must be writable by this user: pass another one (cache_dir=, "
+            "--cache-dir, or HF_HUB_CACHE), or ask its owner for access."
         ) from error
     return Path(path)
 
