@@ -15,7 +15,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "atomic_write",
@@ -26,8 +26,8 @@ __all__ = [
     "remove_stale_temporaries",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
-Writer = Callable[[Path], None]
+PathLike = str | os.PathLike[str]
+Writer = Callable[[Path], object]
 _UMASK_LOCK = threading.Lock()
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:-[0-9a-f]+)?\.tmp$")
 

@@ -76,13 +76,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
+    from ..zoo.download import DownloadOptions
     from ..zoo.hub import download_hf_hub, fetch_entry
     from ..zoo.manifest import load_manifest
 
     if args.name.startswith("hf-hub:"):
-        _, weights = download_hf_hub(
-            args.name, manifest=args.manifest, cache_dir=args.cache_dir, endpoint=args.endpoint
-        )
+        options = DownloadOptions(cache_dir=args.cache_dir, local_files_only=False, endpoint=args.endpoint, token=None)
+        _, weights = download_hf_hub(args.name, options, manifest=args.manifest)
         print(f"{args.name}: config.json and weights cached at {weights.parent}")
         return 0
     entry = load_manifest(args.manifest).get(args.name)
@@ -107,7 +107,8 @@ def _info(args: argparse.Namespace) -> int:
             "(`ntre-zoo convert`)."
         )
     else:
-        cached = cached_path(entry.hub.repo_id, entry.hub.filename, entry.hub.revision, args.cache_dir)
+        repo_id, filename, revision = entry.hub.pinned()
+        cached = cached_path(repo_id, filename, revision, args.cache_dir)
         cache = args.cache_dir or default_cache_dir()
         missing = f"location: not cached in {cache}; `ntre-zoo download {entry.name}`"
         print(f"location: cached at {cached}" if cached else missing)

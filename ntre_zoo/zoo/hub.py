@@ -21,7 +21,7 @@ import torch
 from ..errors import WeightsUnavailableError
 from ..model.config import ModelConfig, resolve_device
 from ..model.ntrenet import NTRENet
-from .download import hub_download, verify_sha256
+from .download import DownloadOptions, hub_download, verify_sha256
 from .loading import load_state_dict_strict
 from .manifest import Manifest, ManifestEntry, load_manifest
 from .saving import ARCHITECTURE, CONFIG_NAME, HEADER_CONFIG_KEY, WEIGHTS_NAME
@@ -41,7 +41,7 @@ _ARCHITECTURE_FIELDS = (
     "channels",
     "stem_width",
 )
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 def _permission_denied(path: Path) -> PermissionError:
@@ -218,32 +218,26 @@ def fetch_entry(
             if not path.is_file():
                 raise FileNotFoundError(f"{entry.name}: packaged file {str(path)!r} is missing; reinstall ntre-zoo.")
     else:
-        options = {
-            "revision": entry.hub.revision,
-            "cache_dir": cache_dir,
-            "local_files_only": local_files_only,
-            "endpoint": endpoint,
-            "token": token,
-            "download_command": f"ntre-zoo download {entry.name}",
-        }
-        weights = hub_download(entry.hub.repo_id, entry.hub.filename, **options)
-        config = hub_download(entry.hub.repo_id, CONFIG_NAME, **options)
+        options = DownloadOptions(
+            cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token
+        )
+        repo_id, filename, revision = entry.hub.pinned()
+        command = f"ntre-zoo download {entry.name}"
+        weights = hub_download(repo_id, filename, revision=revision, download_command=command, **options)
+        config = hub_download(repo_id, CONFIG_NAME, revision=revision, download_command=command, **options)
     verify_sha256(weights, entry.expected_sha256, entry.name)
     return config, weights
 
 
 def download_hf_hub(
-    spec: str, *, revision: str | None = None, manifest: PathLike | None = None, **download: Any
+    spec: str, options: DownloadOptions, *, revision: str | None = None, manifest: PathLike | None = None
 ) -> tuple[Path, Path]:
     """``(config, weights)`` paths of an ``hf-hub:<repo_id>[@<revision>]`` id, downloaded into the cache if
-    needed and sha256-checked when the manifest lists that commit.
-
-    Args:
-        download: ``cache_dir``, ``local_files_only``, ``endpoint``, ``token`` (see :func:`hub_download`).
-    """
+    needed (``options``: cache, offline mode, endpoint, token) and sha256-checked when the manifest lists
+    that commit."""
     repo_id, rev = _parse_hf_hub(spec, revision)
-    weights = hub_download(repo_id, WEIGHTS_NAME, revision=rev, **download)
-    config = hub_download(repo_id, CONFIG_NAME, revision=rev, **download)
+    weights = hub_download(repo_id, WEIGHTS_NAME, revision=rev, **options)
+    config = hub_download(repo_id, CONFIG_NAME, revision=rev, **options)
     _verify_known_commit(load_manifest(manifest), repo_id, weights)
     return config, weights
 
@@ -300,7 +294,7 @@ def from_pretrained(
         StateDictMismatchError: weights that do not fit the config, naming the keys.
         ValueError: conflicting or architecture-changing arguments.
     """
-    download = {"cache_dir": cache_dir, "local_files_only": local_files_only, "endpoint": endpoint, "token": token}
+    download = DownloadOptions(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token)
     if name_or_path is None:
         if backbone is None or dataset is None or fold is None:
             raise ValueError("Pass a name, an 'hf-hub:' id or a directory, or all of backbone=, dataset= and fold=.")
@@ -313,7 +307,7 @@ def from_pretrained(
         )
     spec = str(name_or_path)
     if spec.startswith("hf-hub:"):
-        config, weights = download_hf_hub(spec, revision=revision, manifest=manifest, **download)
+        config, weights = download_hf_hub(spec, download, revision=revision, manifest=manifest)
         return _load_files(config, weights, spec, device, overrides)
     path = Path(spec).expanduser()
     if path.is_dir():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -22,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import safetensors.torch
-from torch import nn
 
 from .._atomic import atomic_write_many, remove_stale_temporaries
 from .._version import __version__
 from ..data.classnames import BENCHMARK_CLASSES, fold_classes
+from ..model.types import FewShotSegmenter
 from .model_card import render_model_card
 
 __all__ = [
@@ -48,7 +49,7 @@ ARCHITECTURE = "ntrenet"
 #: The safetensors header entry that holds the ``config.json`` the weights were saved with.
 HEADER_CONFIG_KEY = "ntre_zoo_config"
 _CARD_STAMP = re.compile(r"\n<!-- ntre-zoo model card, sha256 of the text above: (?P<digest>[0-9a-f]{64}) -->\n\Z")
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return meta
 
 
-def build_config(model: nn.Module, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_config(model: FewShotSegmenter, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` dict of ``model``."""
     cfg = model.config
     return {
@@ -119,7 +120,9 @@ def card_is_ours(path: Path, config_path: Path | None = None) -> bool:
         return False
 
 
-def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
+def save_pretrained(
+    model: FewShotSegmenter, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card to ``save_directory``.
 
     The save is atomic as a whole (see the module docstring): a reader sees the previous model or the new
