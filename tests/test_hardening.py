@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -251,7 +252,8 @@ def test_a_save_killed_at_any_moment_leaves_the_old_model_or_the_new_one(tmp_pat
     load that gives the old model or the new one, and the next save removes what the killed one left."""
     old = make_tiny_model(seed=1)
     new = make_tiny_model(seed=2, reduce_dim=8, test_size=97)  # another architecture and preprocessing
-    save_pretrained(old, tmp_path / "dry")
+    save_pretrained(old, tmp_path / "old")
+    shutil.copytree(tmp_path / "old", tmp_path / "dry")
     seen = [0]
     sys.setprofile(_file_call_profiler(None, seen))
     try:
@@ -260,8 +262,7 @@ def test_a_save_killed_at_any_moment_leaves_the_old_model_or_the_new_one(tmp_pat
         sys.setprofile(None)
     outcomes = dict.fromkeys(["old", "new", "new weights, old config.json", "temporary files removed"], 0)
     for moment in range(1, seen[0] + 1):
-        directory = tmp_path / f"kill{moment}"
-        save_pretrained(old, directory)
+        directory = shutil.copytree(tmp_path / "old", tmp_path / f"kill{moment}")
         assert _save_killed_at(new, directory, moment), moment
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
