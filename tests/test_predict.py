@@ -129,7 +129,7 @@ def test_cuda_matches_cpu(tiny_model):
         ("IMG", np.full((50, 70), 7, np.uint8), "IMG", ValueError, r"support_masks\[0\]: mask values .* found \[7\]"),
         (
             "IMG",
-            np.zeros((50, 70, 3), np.uint8),
+            np.zeros((50, 70, 2), np.uint8),
             "IMG",
             ValueError,
             r"support_masks\[0\]: a mask must have shape \(H, W\)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     protocol = get_protocol(args.protocol)
     seeds = _seeds(args, protocol)
+    if args.output:
+        _check_output(Path(args.output))
     model = _load_model(args.model, args.device)
     config = protocol.data_config(
         DataConfig(
@@ -149,6 +152,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(Path(args.output), summary)
         print(f"wrote {args.output}")
     return 0
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an ``--output`` that could not be written, before the evaluation rather than after it."""
+    if path.is_dir():
+        raise ValueError(
+            f"--output {str(path)!r} is a directory; pass a file path, e.g. {str(path / 'results.json')!r}."
+        )
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"--output {str(path)!r}: {str(parent)!r} is a file, not a directory.")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {str(path)!r}: permission denied writing in {str(parent)!r}.")
 
 
 def _sha256(path: Path | None) -> str | None:

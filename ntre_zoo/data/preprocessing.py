@@ -19,6 +19,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "RESIZE_MODES",
+    "SQUARE_BUDGET",
     "canvas_shape",
     "check_resize",
     "image_to_canvas",
@@ -91,15 +92,49 @@ def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     return (image - m) / s
 
 
+#: ``logits_to_original`` upsamples the whole ``L x L`` square (the reference's computation, bit for bit) while
+#: it holds at most this many times the pixels kept; thinner images take the rectangle-only path.
+SQUARE_BUDGET = 4
+
+
 def logits_to_original(logits: torch.Tensor, height: int, width: int, resize: str = "long_side") -> torch.Tensor:
     """Canvas maps ``(B, C, S, S)`` -> ``(B, C, height, width)`` as the reference scores them.
 
     ``long_side``: upsample (bilinear, ``align_corners=True``) to ``L x L`` with ``L = max(height, width)`` and
     keep the top-left (PFENet ``ori_resize``). ``square``: resize to ``height x width`` directly (HSNet's
     ``use_original_imgsize``). A target of the canvas's own size gets the logits unchanged.
+
+    Memory stays within a few times ``B x C x height x width`` (plus the canvas): while ``L x L`` is at most
+    :data:`SQUARE_BUDGET` times ``height x width`` (any image up to a 1:4 aspect ratio) the square is computed
+    as the reference does, so the numbers are the reference's exactly; a thinner image (say 100000 x 4, whose
+    square would take 80 GB) gets only the kept rectangle, computed from the same sample positions and
+    weights (equal to the square's crop up to float rounding, ``tests/test_hardening.py``).
     """
     if check_resize(resize) == "square":
         return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
     side = max(height, width)
-    out = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=True)
-    return out[..., :height, :width]
+    if side * side <= SQUARE_BUDGET * height * width:
+        out = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=True)
+        return out[..., :height, :width]
+    return _upsample_rectangle(logits, side, height, width)
+
+
+def _linear_taps(size: int, side: int, count: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The first ``count`` outputs of an ``align_corners=True`` resize ``size -> side`` along one axis:
+    ``(index0, index1, weight0, weight1)`` with PyTorch's sample positions ``i * (size - 1) / (side - 1)``."""
+    scale = torch.tensor((size - 1) / (side - 1) if side > 1 else 0.0, dtype=torch.float32)
+    position = torch.arange(count, dtype=torch.float32) * scale
+    index0 = position.floor().long().clamp(max=size - 1)
+    weight1 = (position - index0).clamp(0, 1)
+    index1 = torch.where(index0 < size - 1, index0 + 1, index0)
+    return index0.to(device), index1.to(device), (1 - weight1).to(device), weight1.to(device)
+
+
+def _upsample_rectangle(logits: torch.Tensor, side: int, height: int, width: int) -> torch.Tensor:
+    """The top-left ``height x width`` of the ``side x side`` bilinear upsampling, without the square."""
+    rows0, rows1, row_w0, row_w1 = _linear_taps(logits.shape[-2], side, height, logits.device)
+    cols0, cols1, col_w0, col_w1 = _linear_taps(logits.shape[-1], side, width, logits.device)
+    source = logits[..., : int(rows1.max()) + 1, :].float()  # only the canvas rows that are sampled
+    across = source[..., cols0] * col_w0 + source[..., cols1] * col_w1  # (B, C, rows, width)
+    out = across[..., rows0, :] * row_w0[:, None] + across[..., rows1, :] * row_w1[:, None]
+    return out.to(logits.dtype)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data.builder import DataConfig, build_dataset
 from ..data.episodes import EpisodeDataset, collate_episodes
 from ..data.preprocessing import logits_to_original
+from ..model.config import check_amp_dtype, check_int, resolve_device
 from ..model.types import FewShotSegmenter
 from .feature_reuse import score_grouped
 from .metrics import FewShotMeter, FoldResult, MultiSeedResult, episode_stats
@@ -179,10 +180,9 @@ def evaluate(
         ValueError: bad settings, a dataset for another canvas or normalisation, or one not built for
             ``protocol``.
     """
-    if batch_size < 1 or workers < 0:
-        raise ValueError(
-            f"batch_size must be >= 1 and workers >= 0, got batch_size={batch_size!r}, workers={workers!r}."
-        )
+    batch_size, workers = check_int(batch_size, "batch_size", 1), check_int(workers, "workers", 0)
+    amp_dtype = check_amp_dtype(amp_dtype)
+    device = resolve_device(device) or torch.device("cpu")
     named = get_protocol(protocol) if protocol is not None else None
     dataset = _resolve(model, dataset, named, progress)
     if named is not None:
@@ -192,7 +192,6 @@ def evaluate(
     meter = FewShotMeter(dataset.classes, {c: dataset.class_name(c) for c in dataset.classes})
     was_training = model.training
     model.eval()
-    device = torch.device(device)
     model.to(device)
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
