@@ -19,7 +19,7 @@ def _scene(h=50, w=70, seed=0):
 def test_canvas_shape_follows_the_reference_test_resize():
     assert canvas_shape(375, 500, 473) == (352, 472)  # long side 473, both floored to multiples of 8
     assert canvas_shape(500, 500, 473) == (472, 472)
-    assert canvas_shape(300, 200, 473) == (300, 200)  # an image that fits is not resized
+    assert canvas_shape(300, 200, 473) == (472, 312)  # a smaller image is enlarged (PFENet Resize, resized_val)
 
 
 def test_single_query_gives_uint8_mask_at_original_size(tiny_model):
