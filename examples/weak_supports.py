@@ -11,7 +11,9 @@ so an image is annotated the same way in every episode it serves, and rasterised
 ``Scribble`` and ``Points``. The four kinds of one episode go through one ``model.segment`` call, where each
 is its own episode and the query is encoded once; a kind's prediction is its probability > 0.5, which is
 ``predict``'s mask, and is scored like ``evaluate`` (class mIoU, FB-IoU at the original size, 255 ignored).
-The mask row therefore reproduces the manifest's numbers (46.49 / 47.38 mIoU).
+The mask row therefore reproduces the manifest's numbers (46.49 / 47.38 mIoU). A support set that
+``encode_support`` refuses (a target too small to survive the model's canvas, which a thin scribble or small
+click discs can be) gets no answer: the episode is scored as all background and counted as refused.
 """
 
 import argparse
@@ -60,18 +62,22 @@ def measure(model, voc: Path, shot: int, episodes: int, seed: int) -> dict:
     meters = {kind: FewShotMeter(dataset.classes, names) for kind in KINDS}
     cache: dict = {}
     support_iou = {kind: [] for kind in KINDS}
+    refused = dict.fromkeys(KINDS, 0)
     for i in tqdm(range(len(dataset)), desc=f"{shot}-shot", unit="episode"):
         query, class_id, supports = dataset.sample(i)
         annotated = [annotate(dataset, cache, s, class_id, seed) for s in supports]
         images = [dataset.source.images[s] for s in supports]
-        result = model.segment(
-            dataset.source.images[query],
-            {kind: (images, [found[kind] for found, _ in annotated]) for kind in KINDS},
-            precision="fp32",
-        )
+        encoded = {}
+        for kind in KINDS:
+            try:
+                encoded[kind] = model.encode_support(images, [found[kind] for found, _ in annotated], precision="fp32")
+            except ValueError:  # a support target that vanishes at the model's canvas: predict refuses it
+                refused[kind] += 1
+        result = model.segment(dataset.source.images[query], encoded, precision="fp32")
         label = binary_label(read_label(dataset.source.labels[query]), class_id)
-        for k, kind in enumerate(KINDS):
-            prediction = torch.from_numpy((result.probabilities[k] > 0.5).astype(np.int64))
+        for kind in KINDS:
+            probability = result.probabilities[result.classes.index(kind)] if kind in encoded else 0 * label
+            prediction = torch.from_numpy((np.asarray(probability) > 0.5).astype(np.int64))  # refused: no answer
             meters[kind].update(class_id, episode_stats(prediction, label))
             support_iou[kind] += [ious[kind] for _, ious in annotated]
     out = {}
@@ -81,6 +87,7 @@ def measure(model, voc: Path, shot: int, episodes: int, seed: int) -> dict:
             "miou": result.miou,
             "fb_iou": result.fb_iou,
             "support_iou": float(np.mean(support_iou[kind])),
+            "refused_episodes": refused[kind],
         }
     return out
 
@@ -106,15 +113,17 @@ def main() -> None:
     elapsed = time.perf_counter() - start
 
     header = " | ".join(f"{s}-shot mIoU | {s}-shot FB-IoU" for s in args.shots)
-    print(f"\n| support | {header} | support mask IoU with the ground truth |")
-    print("|---" * (2 + 2 * len(args.shots)) + "|")
+    print(f"\n| support | {header} | support mask IoU with the ground truth | refused episodes |")
+    print("|---" * (3 + 2 * len(args.shots)) + "|")
     for kind in KINDS:
         cells = []
         for shot in args.shots:
             r, base = results[shot][kind], results[shot]["mask"]
             delta = "" if kind == "mask" else f" ({100 * (r['miou'] - base['miou']):+.2f})"
             cells += [f"{100 * r['miou']:.2f}{delta}", f"{100 * r['fb_iou']:.2f}"]
-        print(f"| {kind} | {' | '.join(cells)} | {100 * results[args.shots[0]][kind]['support_iou']:.1f} |")
+        refusals = " / ".join(str(results[s][kind]["refused_episodes"]) for s in args.shots)
+        iou = 100 * results[args.shots[0]][kind]["support_iou"]
+        print(f"| {kind} | {' | '.join(cells)} | {iou:.1f} | {refusals} |")
     print(
         f"\n{args.episodes} episodes per shot, seed {args.seed}, {elapsed:.0f} s, {torch.get_num_threads()} thread(s)"
     )

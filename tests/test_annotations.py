@@ -85,7 +85,11 @@ def test_support_mask_reads_plain_masks_unchanged():
 # ------------------------------------------------------------------ every input form, through predict
 @pytest.mark.parametrize(
     "annotation",
-    [Box(20, 10, 44, 30), Points([(30, 20), (40, 25)]), Scribble(np.pad(np.ones((2, 20), bool), ((19, 27), (22, 22))))],
+    [
+        Box(20, 10, 44, 30),
+        Points([(30, 20), (40, 25)]),
+        Scribble(np.pad(np.ones((2, 20), bool), ((19, 27), (22, 22))), radius=5),
+    ],
     ids=["box", "points", "scribble"],
 )
 def test_each_kind_on_every_image_form_predicts_like_its_rasterised_mask(tiny_model, tmp_path, annotation):

@@ -105,7 +105,18 @@ def test_segment_errors_name_the_class(tiny_model):
         segment(tiny_model, image, {"": (image, mask)})
     with pytest.raises(ValueError, match=r"supports\['b'\]: support_masks\[0\] has no target pixel"):
         segment(tiny_model, image, {"a": (image, mask), "b": (image, mask * 0)})
-    with pytest.raises(ValueError, match="mask_threshold"):
-        segment(tiny_model, image, {"a": (image, mask)}, mask_threshold=1.5)
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\)"):
+        segment(tiny_model, image, {"a": (image, mask)}, threshold=1.5)
     with pytest.raises(ValueError, match="empty list"):
         segment(tiny_model, [], {"a": (image, mask)})
+
+
+def test_soft_support_masks_with_mask_threshold(tiny_model):
+    image, mask = _scene()
+    soft = (mask * 200 + 30).astype(np.uint8)  # an anti-aliased-looking mask: 30 outside, 230 inside
+    with pytest.raises(ValueError, match=r"supports\['a'\]"):
+        segment(tiny_model, image, {"a": (image, soft)})
+    expected = segment(tiny_model, image, {"a": (image, mask)})
+    np.testing.assert_array_equal(
+        segment(tiny_model, image, {"a": (image, soft)}, mask_threshold=127).label_map, expected.label_map
+    )

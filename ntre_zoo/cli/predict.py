@@ -47,7 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="auto", help="(default: auto)")
-    parser.add_argument("--mask-threshold", type=float, default=0.5, help="target probability (default: 0.5)")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="probability a class needs to claim a pixel (default: 0.5)"
+    )
+    parser.add_argument(
+        "--mask-threshold", type=float, default=None, help="binarise soft support masks: target above it (e.g. 127)"
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="queries per forward pass (default: 4)")
     parser.add_argument("--details", action="store_true", help="also NAME_details.npz and NAME_panel.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -133,59 +138,68 @@ def _supports(groups: list[tuple[str | None, list[str]]]) -> dict[str, tuple[lis
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
     from tqdm.auto import tqdm
 
-    from .._atomic import atomic_write, atomic_write_json
-    from ..inference import visualize
+    from .._atomic import atomic_write_json
     from ..inference.segment import encode_supports, segment
+    from ..model.config import check_int
     from ..zoo.hub import from_pretrained
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size!r}.")
+    batch_size = check_int(args.batch_size, "--batch-size", 1)
     supports = _supports(args.groups)
     queries = expand_queries(args.queries)
     named = args.groups[0][0] is not None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = from_pretrained(args.model)
-    encoded = encode_supports(model, supports, device=args.device, precision=args.precision)
+    encoded = encode_supports(
+        model, supports, device=args.device, precision=args.precision, mask_threshold=args.mask_threshold
+    )
     atomic_write_json(out / "labels.json", {"0": "background", **{str(i + 1): n for i, n in enumerate(supports)}})
     bar = tqdm(total=len(queries), desc="predict", unit="image", disable=args.no_progress)
-    for start in range(0, len(queries), args.batch_size):
-        chunk = queries[start : start + args.batch_size]
+    for start in range(0, len(queries), batch_size):
+        chunk = queries[start : start + batch_size]
         results = segment(
             model,
             [str(q) for q in chunk],
             encoded,
-            mask_threshold=args.mask_threshold,
+            threshold=args.threshold,
             device=args.device,
             precision=args.precision,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
         )
-        for query, result in zip(chunk, results, strict=True):
-            mask = visualize.label_image(result.label_map)
-            atomic_write(out / f"{query.stem}_mask.png", lambda tmp, m=mask: m.save(tmp, format="PNG"))
-            picture = visualize.overlay(query, result, legend=named)
-            atomic_write(out / f"{query.stem}_overlay.png", lambda tmp, p=picture: p.save(tmp, format="PNG"))
-            if args.details:
-                arrays = {
-                    "classes": np.array(result.classes),
-                    "label_map": result.label_map,
-                    "probabilities": result.probabilities,
-                    "bg_map": result.bg_map,
-                    "do_maps": result.do_maps,
-                }
-                atomic_write(out / f"{query.stem}_details.npz", lambda tmp, a=arrays: _save_npz(tmp, a))
-                visualize.save_panel(out / f"{query.stem}_panel.png", query, result, supports, title=query.name)
+        for query, result in zip(chunk, results if isinstance(results, list) else [results], strict=True):
+            _write(out, query, result, named, supports if args.details else None)
         bar.update(len(chunk))
     bar.close()
     print(f"wrote {len(queries)} mask(s) and overlay(s) for {len(supports)} class(es) to {out}")
     return 0
 
 
-def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
+def _write(out: Path, query: Path, result: Any, named: bool, supports: dict[str, Any] | None) -> None:
+    """A query's mask and overlay PNGs, and with ``supports`` (``--details``) its arrays and panel."""
     import numpy as np
 
-    with open(path, "wb") as handle:  # a file object: np.savez would append .npz to the temporary name
-        np.savez_compressed(handle, **arrays)
+    from .._atomic import atomic_write
+    from ..inference import visualize
+
+    mask = visualize.label_image(result.label_map)
+    atomic_write(out / f"{query.stem}_mask.png", lambda tmp: mask.save(tmp, format="PNG"))
+    picture = visualize.overlay(query, result, legend=named)
+    atomic_write(out / f"{query.stem}_overlay.png", lambda tmp: picture.save(tmp, format="PNG"))
+    if supports is None:
+        return
+    arrays = {
+        "classes": np.array(result.classes),
+        "label_map": result.label_map,
+        "probabilities": result.probabilities,
+        "bg_map": result.bg_map,
+        "do_maps": result.do_maps,
+    }
+
+    def save_npz(path: Path) -> None:
+        with open(path, "wb") as handle:  # a file object: np.savez would append .npz to the temporary name
+            np.savez_compressed(handle, **arrays)
+
+    atomic_write(out / f"{query.stem}_details.npz", save_npz)
+    visualize.save_panel(out / f"{query.stem}_panel.png", query, result, supports, title=query.name)

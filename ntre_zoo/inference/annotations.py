@@ -171,9 +171,10 @@ class Scribble:
     def __post_init__(self) -> None:
         object.__setattr__(self, "radius", _radius(self.radius, "Scribble.radius"))
 
-    def to_mask(self, size: Sequence[int], name: str = "scribble") -> np.ndarray:
-        """The dilated strokes as a ``uint8 (H, W)`` mask in {0, 1} for an image of ``size = (H, W)``."""
-        strokes = load_mask(self.strokes, f"{name} (scribble strokes)").numpy() == 1
+    def to_mask(self, size: Sequence[int], name: str = "scribble", mask_threshold: float | None = None) -> np.ndarray:
+        """The dilated strokes as a ``uint8 (H, W)`` mask in {0, 1} for an image of ``size = (H, W)``
+        (``mask_threshold`` binarises anti-aliased strokes, as for masks)."""
+        strokes = load_mask(self.strokes, f"{name} (scribble strokes)", mask_threshold).numpy() == 1
         if strokes.shape != tuple(size):
             raise ValueError(
                 f"{name}: the scribble is {strokes.shape[0]}x{strokes.shape[1]} but its image is "
@@ -185,13 +186,15 @@ class Scribble:
         return dilate_disc(strokes, radius).astype(np.uint8)
 
 
-def support_mask(value: Any, size: Sequence[int], name: str) -> torch.Tensor:
+def support_mask(value: Any, size: Sequence[int], name: str, mask_threshold: float | None = None) -> torch.Tensor:
     """A support annotation of an image of ``size = (H, W)`` as an int64 ``(H, W)`` mask in {0, 1, 255}:
     a :class:`Box`, :class:`Points` or :class:`Scribble` by its rule, anything else read as a mask
-    (:func:`~ntre_zoo.inference.image_io.load_mask`)."""
-    if isinstance(value, (Box, Points, Scribble)):
+    (:func:`~ntre_zoo.inference.image_io.load_mask`, which ``mask_threshold`` binarises; so are scribble strokes)."""
+    if isinstance(value, Scribble):
+        return torch.from_numpy(value.to_mask(size, name, mask_threshold)).long()
+    if isinstance(value, (Box, Points)):
         return torch.from_numpy(value.to_mask(size, name)).long()
-    return load_mask(value, name)
+    return load_mask(value, name, mask_threshold)
 
 
 # ------------------------------------------------------------------ binary morphology on numpy masks

@@ -9,8 +9,8 @@
 * any other device: fp32.
 
 ``amp_dtype`` is the older spelling of the same choice and stays accepted: ``amp_dtype=torch.bfloat16`` is
-``precision="bf16"``, ``torch.float16`` is ``"fp16"`` and ``torch.float32`` is ``"fp32"``; passing it together
-with a ``precision`` other than the function's default is an error.
+``precision="bf16"`` and ``torch.float16`` is ``"fp16"`` (None: not given); passing it together with a
+``precision`` other than the function's default is an error unless the two agree.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from ..model.config import check_amp_dtype
 
 __all__ = [
     "PRECISIONS",
@@ -30,7 +32,7 @@ __all__ = [
 #: Accepted values of ``precision``.
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 _CPU_FLAGS = ("avx2", "avx512", "avx512_bf16", "amx_tile", "amx_fp16", "vnni")
 
 
@@ -81,16 +83,17 @@ def autocast_dtype(
     Args:
         precision: one of :data:`PRECISIONS`.
         device: where the model runs.
-        amp_dtype: the older spelling; when not None it stands for its precision name.
+        amp_dtype: the older spelling (``torch.bfloat16``, ``torch.float16`` or None); when given it stands for
+            its precision name.
         default: the calling function's default ``precision`` (only a non-default one conflicts with ``amp_dtype``).
 
     Raises:
-        ValueError: an unknown precision or dtype, or ``amp_dtype`` with a different non-default ``precision``.
+        ValueError: an unknown precision, or ``amp_dtype`` with a different non-default ``precision``.
+        TypeError: an ``amp_dtype`` that is not one of autocast's dtypes.
     """
     precision = _check(precision)
+    amp_dtype = check_amp_dtype(amp_dtype)
     if amp_dtype is not None:
-        if amp_dtype not in _NAMES:
-            raise ValueError(f"amp_dtype must be torch.float32, torch.bfloat16 or torch.float16, got {amp_dtype!r}.")
         if precision not in (default, _NAMES[amp_dtype]):
             raise ValueError(
                 f"amp_dtype={amp_dtype} and precision={precision!r} disagree; pass only precision= "

@@ -16,9 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model.config import check_int
 from ..model.types import FewShotSegmenter, SupportFeatures
 from .precision import autocast_dtype
-from .predict import _autocast, _device_of, _eval_mode, _to_device, _to_original, encode_support, prepare_image
+from .predict import (
+    _check_support_fits,
+    _device_of,
+    _eval_view,
+    _inference,
+    _to_device,
+    _to_original,
+    encode_support,
+    prepare_image,
+)
 
 __all__ = ["Segmentation", "encode_supports", "resolve_overlaps", "segment"]
 
@@ -79,11 +89,13 @@ def encode_supports(
     *,
     device: str | torch.device | None = None,
     precision: str = "auto",
+    mask_threshold: float | None = None,
 ) -> dict[str, SupportFeatures]:
     """Encode every class's supports once: ``{name: (images, annotations)}`` -> ``{name: SupportFeatures}``.
 
     A value may already be a :class:`SupportFeatures` (kept as is). Images and annotations take every form
-    :func:`~ntre_zoo.inference.predict.predict` accepts (masks, boxes, points, scribbles).
+    :func:`~ntre_zoo.inference.predict.predict` accepts (masks, boxes, points, scribbles); ``mask_threshold``
+    binarises soft masks as there.
 
     Raises:
         TypeError, ValueError: not a mapping, no class, a name that is not a non-empty string, too many
@@ -101,6 +113,7 @@ def encode_supports(
         if not isinstance(name, str) or not name:
             raise TypeError(f"Class names must be non-empty strings, got {name!r}.")
         if isinstance(value, SupportFeatures):
+            _check_support_fits(model, value)
             encoded[name] = value
             continue
         if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -109,7 +122,9 @@ def encode_supports(
                 f"got {type(value).__name__}."
             )
         try:
-            encoded[name] = encode_support(model, value[0], value[1], device=device, precision=precision)
+            encoded[name] = encode_support(
+                model, value[0], value[1], device=device, precision=precision, mask_threshold=mask_threshold
+            )
         except (ValueError, TypeError, FileNotFoundError) as error:
             raise type(error)(f"supports[{name!r}]: {error}") from None
     return encoded
@@ -120,10 +135,11 @@ def segment(
     query: Any,
     supports: Mapping[str, Any],
     *,
-    mask_threshold: float = 0.5,
+    threshold: float = 0.5,
     device: str | torch.device | None = None,
     precision: str = "auto",
     batch_size: int = 4,
+    mask_threshold: float | None = None,
 ) -> Segmentation | list[Segmentation]:
     """Segment several classes in one or several queries.
 
@@ -132,19 +148,19 @@ def segment(
         query: one image or a list of images (any form ``predict`` takes).
         supports: ``{name: (images, annotations)}``, one entry per class, K supports each (any K, any
             annotation kind), or ``{name: SupportFeatures}`` from ``model.encode_support`` / :func:`encode_supports`.
-        mask_threshold: a class needs a probability above this to claim a pixel (:func:`resolve_overlaps`).
+        threshold: a class needs a probability above this to claim a pixel (:func:`resolve_overlaps`).
         device: run there (the model is moved); default: where the model is.
         precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (see :mod:`ntre_zoo.inference.precision`).
         batch_size: queries per forward pass.
+        mask_threshold: binarise soft support masks, as in ``predict`` (default: masks must be binary).
 
     Returns:
         A :class:`Segmentation` for one query, a list of them for a list.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}.")
-    if not 0.0 <= mask_threshold < 1.0:
-        raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}.")
-    encoded = encode_supports(model, supports, device=device, precision=precision)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
+    encoded = encode_supports(model, supports, device=device, precision=precision, mask_threshold=mask_threshold)
     device = _device_of(model, device)
     dtype = autocast_dtype(precision, device)
     names = tuple(encoded)
@@ -152,6 +168,7 @@ def segment(
     queries = [query] if single else list(query)
     if not queries:
         raise ValueError("query is an empty list; pass an image or a list of images to segment.")
+    view = _eval_view(model)
     results = []
     for start in range(0, len(queries), batch_size):
         prepared = [
@@ -160,9 +177,9 @@ def segment(
         ]
         sizes = [hw for _, hw in prepared]
         batch = _to_device(torch.stack([canvas for canvas, _ in prepared]), model, device)
-        with _eval_mode(model), _autocast(device, dtype):
-            features = model.encode_query(batch)
-            outputs = [model.decode(features, encoded[name].to(device)) for name in names]
+        with _inference(device, dtype):
+            features = view.encode_query(batch)
+            outputs = [view.decode(features, encoded[name].to(device)) for name in names]
         per_class = [_to_original(out, sizes, True) for out in outputs]
         for i in range(len(prepared)):
             predictions = [column[i] for column in per_class]
@@ -170,7 +187,7 @@ def segment(
             results.append(
                 Segmentation(
                     classes=names,
-                    label_map=resolve_overlaps(probabilities, mask_threshold),
+                    label_map=resolve_overlaps(probabilities, threshold),
                     probabilities=probabilities,
                     bg_map=predictions[0].bg_map,
                     do_maps=np.stack([p.do_map for p in predictions]),
