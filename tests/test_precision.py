@@ -101,10 +101,10 @@ def test_precision_on_evaluate(tmp_path):
     from ntre_zoo.data import DataConfig, build_dataset, make_synthetic_voc
     from ntre_zoo.evaluation import evaluate
 
-    voc = make_synthetic_voc(tmp_path, seed=0, train=0, val=24, progress=False)
+    voc = make_synthetic_voc(tmp_path, seed=0, train=0, val=16, progress=False)
     model = ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0")
     config = DataConfig(root=str(voc), fold=0, test_size=model.config.test_size)
-    dataset = build_dataset(config, "val", episodes=8, progress=False)
+    dataset = build_dataset(config, "val", episodes=4, progress=False)
     default = evaluate(model, dataset, progress=False)
     assert evaluate(model, dataset, precision="fp32", progress=False).to_dict() == default.to_dict()
     bf16 = evaluate(model, dataset, precision="bf16", progress=False)
