@@ -37,7 +37,7 @@ from ntre_zoo.inference.annotations import ANNOTATION_KINDS, annotation_from_mas
 KINDS = ("mask", *ANNOTATION_KINDS)
 
 
-def annotate(dataset, cache: dict, index: int, class_id: int, seed: int) -> dict:
+def annotate(dataset, cache: dict, index: int, class_id: int, seed: int, canvas: int) -> dict:
     """Every kind of annotation of source image ``index`` for ``class_id``, and each one's IoU with the mask."""
     key = (index, class_id)
     if key not in cache:
@@ -45,11 +45,11 @@ def annotate(dataset, cache: dict, index: int, class_id: int, seed: int) -> dict
         points_seed = int(np.random.SeedSequence([seed, index, class_id]).generate_state(1)[0])
         found = {"mask": mask}
         for kind in ANNOTATION_KINDS:
-            found[kind] = annotation_from_mask(mask, kind, seed=points_seed)
+            found[kind] = annotation_from_mask(mask, kind, seed=points_seed, canvas=canvas)
         target = mask == 1
         ious = {}
         for kind, annotation in found.items():
-            drawn = target if kind == "mask" else annotation.to_mask(mask.shape) == 1
+            drawn = target if kind == "mask" else annotation.to_mask(mask.shape, canvas=canvas) == 1
             ious[kind] = float((drawn & target).sum() / (drawn | target).sum())
         cache[key] = (found, ious)
     return cache[key]
@@ -65,7 +65,7 @@ def measure(model, voc: Path, shot: int, episodes: int, seed: int) -> dict:
     refused = dict.fromkeys(KINDS, 0)
     for i in tqdm(range(len(dataset)), desc=f"{shot}-shot", unit="episode"):
         query, class_id, supports = dataset.sample(i)
-        annotated = [annotate(dataset, cache, s, class_id, seed) for s in supports]
+        annotated = [annotate(dataset, cache, s, class_id, seed, model.config.test_size) for s in supports]
         images = [dataset.source.images[s] for s in supports]
         encoded = {}
         for kind in KINDS:

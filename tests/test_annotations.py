@@ -66,6 +66,26 @@ def test_scribble_is_dilated_by_a_disc():
     )  # the bar and, past each end, 5 + 5 + 1 pixels of the disc
 
 
+def test_default_radii_keep_a_feature_cell_on_the_models_canvas():
+    assert default_radius(POINT_RADIUS, (200, 200)) == 6
+    assert default_radius(POINT_RADIUS, (200, 200), canvas=129) == 10  # ceil(6 * 200 / 129): 6 canvas pixels
+    assert default_radius(POINT_RADIUS, (500, 400), canvas=473) == 15  # the image-relative rule is larger
+    assert default_radius(SCRIBBLE_RADIUS, (500, 400), canvas=473) == 8  # ceil(6 * 500 / 473) > round(7.5)
+    np.testing.assert_array_equal(Points([(50, 50)]).to_mask((100, 100), canvas=50), _disc(100, 100, 50, 50, 12))
+    np.testing.assert_array_equal(
+        Points([(50, 50)], radius=2).to_mask((100, 100), canvas=50), _disc(100, 100, 50, 50, 2)
+    )
+
+
+def test_a_thin_scribble_survives_a_small_canvas(tiny_model):
+    image, _ = _scene()
+    strokes = np.zeros(image.shape[:2], bool)
+    strokes[20, 20:44] = True  # one pixel thin: without the canvas floor its mask vanishes at 65 px
+    with pytest.raises(ValueError, match="too small"):
+        tiny_model.predict(image, Scribble(strokes, radius=1), image)
+    assert tiny_model.predict(image, Scribble(strokes), image).shape == image.shape[:2]
+
+
 def test_dilate_disc_equals_the_union_of_discs():
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -88,19 +108,20 @@ def test_support_mask_reads_plain_masks_unchanged():
     [
         Box(20, 10, 44, 30),
         Points([(30, 20), (40, 25)]),
-        Scribble(np.pad(np.ones((2, 20), bool), ((19, 27), (22, 22))), radius=5),
+        Scribble(np.pad(np.ones((2, 20), bool), ((19, 27), (22, 22)))),
     ],
     ids=["box", "points", "scribble"],
 )
 def test_each_kind_on_every_image_form_predicts_like_its_rasterised_mask(tiny_model, tmp_path, annotation):
     image, _ = _scene()
     query, _ = _scene(seed=1)
-    expected = tiny_model.predict(image, annotation.to_mask(image.shape[:2]), query, return_details=True)
+    rasterised = annotation.to_mask(image.shape[:2], canvas=tiny_model.config.test_size)  # the radii predict uses
+    expected = tiny_model.predict(image, rasterised, query, return_details=True)
     Image.fromarray(image).save(tmp_path / "s.png")
     for form in (str(tmp_path / "s.png"), Image.fromarray(image), image, torch.from_numpy(image).permute(2, 0, 1)):
         got = tiny_model.predict(form, annotation, query, return_details=True)
         np.testing.assert_array_equal(got.probability, expected.probability)
-    support = tiny_model.encode_support([image, image[:, ::-1]], [annotation, annotation.to_mask(image.shape[:2])])
+    support = tiny_model.encode_support([image, image[:, ::-1]], [annotation, rasterised])
     assert support.shot == 2
 
 

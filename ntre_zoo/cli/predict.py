@@ -169,14 +169,14 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=batch_size,
         )
         for query, result in zip(chunk, results if isinstance(results, list) else [results], strict=True):
-            _write(out, query, result, named, supports if args.details else None)
+            _write(out, query, result, named, supports if args.details else None, model.config.test_size)
         bar.update(len(chunk))
     bar.close()
     print(f"wrote {len(queries)} mask(s) and overlay(s) for {len(supports)} class(es) to {out}")
     return 0
 
 
-def _write(out: Path, query: Path, result: Any, named: bool, supports: dict[str, Any] | None) -> None:
+def _write(out: Path, query: Path, result: Any, named: bool, supports: dict[str, Any] | None, canvas: int) -> None:
     """A query's mask and overlay PNGs, and with ``supports`` (``--details``) its arrays and panel."""
     import numpy as np
 
@@ -202,4 +202,4 @@ def _write(out: Path, query: Path, result: Any, named: bool, supports: dict[str,
             np.savez_compressed(handle, **arrays)
 
     atomic_write(out / f"{query.stem}_details.npz", save_npz)
-    visualize.save_panel(out / f"{query.stem}_panel.png", query, result, supports, title=query.name)
+    visualize.save_panel(out / f"{query.stem}_panel.png", query, result, supports, title=query.name, canvas=canvas)

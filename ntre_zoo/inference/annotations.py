@@ -11,6 +11,11 @@ that image, x to the right, y down, floats allowed):
 * :class:`Scribble`: the strokes (a mask) dilated by a disc of ``radius`` pixels, by default
   ``round(0.015 * max(H, W))``, so that a thin stroke survives the canvas resize and the stride-8 features.
 
+When the model's canvas is known (``predict``, ``encode_support`` and ``segment`` pass ``canvas=test_size``),
+a default radius is also at least :data:`MIN_CANVAS_RADIUS` canvas pixels: the support mask reaches the
+features by sampling the canvas every 8 pixels, and a disc of radius 6 (a band of half-width 6) holds such
+a sample wherever it lies, so a click or stroke is never lost on a small canvas (129 px for the shipped model).
+
 Negative clicks are not offered: NTRENet reads only the target pixels of a support (everything else,
 ignore included, counts as "not target"), so a negative click could change nothing.
 
@@ -33,6 +38,7 @@ from .image_io import load_mask
 
 __all__ = [
     "ANNOTATION_KINDS",
+    "MIN_CANVAS_RADIUS",
     "POINT_RADIUS",
     "SCRIBBLE_RADIUS",
     "Box",
@@ -48,13 +54,17 @@ __all__ = [
 POINT_RADIUS = 0.03
 #: Default dilation radius of a scribble, as a fraction of the image's long side.
 SCRIBBLE_RADIUS = 0.015
+#: Least default radius in pixels of the model's canvas (more than 8 / sqrt(2), half a stride-8 cell's diagonal).
+MIN_CANVAS_RADIUS = 6
 #: The weak kinds :func:`annotation_from_mask` derives.
 ANNOTATION_KINDS = ("box", "scribble", "points")
 
 
-def default_radius(fraction: float, size: Sequence[int]) -> int:
-    """``round(fraction * max(H, W))``, at least 1 pixel."""
-    return max(1, round(fraction * max(size)))
+def default_radius(fraction: float, size: Sequence[int], canvas: int | None = None) -> int:
+    """``round(fraction * max(H, W))``, at least 1 pixel, and with the model's ``canvas`` side at least
+    :data:`MIN_CANVAS_RADIUS` canvas pixels (``ceil(6 * max(H, W) / canvas)`` image pixels)."""
+    radius = max(1, round(fraction * max(size)))
+    return radius if canvas is None else max(radius, math.ceil(MIN_CANVAS_RADIUS * max(size) / canvas))
 
 
 def _number(value: Any, what: str) -> float:
@@ -94,7 +104,7 @@ class Box:
                 "exclusive, as in PIL's crop box)."
             )
 
-    def to_mask(self, size: Sequence[int], name: str = "box") -> np.ndarray:
+    def to_mask(self, size: Sequence[int], name: str = "box", canvas: int | None = None) -> np.ndarray:
         """The filled rectangle as a ``uint8 (H, W)`` mask in {0, 1} for an image of ``size = (H, W)``.
 
         Raises:
@@ -136,8 +146,9 @@ class Points:
         object.__setattr__(self, "points", tuple(pairs))
         object.__setattr__(self, "radius", _radius(self.radius, "Points.radius"))
 
-    def to_mask(self, size: Sequence[int], name: str = "points") -> np.ndarray:
-        """The clicks' discs as a ``uint8 (H, W)`` mask in {0, 1} for an image of ``size = (H, W)``.
+    def to_mask(self, size: Sequence[int], name: str = "points", canvas: int | None = None) -> np.ndarray:
+        """The clicks' discs as a ``uint8 (H, W)`` mask in {0, 1} for an image of ``size = (H, W)`` (``canvas``:
+        the model's test size, which bounds the default radius from below).
 
         Raises:
             ValueError: a click outside the image.
@@ -151,7 +162,7 @@ class Points:
                     f"clicks need 0 <= x < {w} and 0 <= y < {h}."
                 )
             centres[int(y), int(x)] = True
-        radius = self.radius if self.radius is not None else default_radius(POINT_RADIUS, size)
+        radius = self.radius if self.radius is not None else default_radius(POINT_RADIUS, size, canvas)
         return dilate_disc(centres, radius).astype(np.uint8)
 
 
@@ -171,9 +182,16 @@ class Scribble:
     def __post_init__(self) -> None:
         object.__setattr__(self, "radius", _radius(self.radius, "Scribble.radius"))
 
-    def to_mask(self, size: Sequence[int], name: str = "scribble", mask_threshold: float | None = None) -> np.ndarray:
-        """The dilated strokes as a ``uint8 (H, W)`` mask in {0, 1} for an image of ``size = (H, W)``
-        (``mask_threshold`` binarises anti-aliased strokes, as for masks)."""
+    def to_mask(
+        self,
+        size: Sequence[int],
+        name: str = "scribble",
+        canvas: int | None = None,
+        mask_threshold: float | None = None,
+    ) -> np.ndarray:
+        """The dilated strokes as a ``uint8 (H, W)`` mask in {0, 1} for an image of ``size = (H, W)`` (``canvas``:
+        the model's test size, which bounds the default radius from below; ``mask_threshold`` binarises
+        anti-aliased strokes, as for masks)."""
         strokes = load_mask(self.strokes, f"{name} (scribble strokes)", mask_threshold).numpy() == 1
         if strokes.shape != tuple(size):
             raise ValueError(
@@ -182,18 +200,21 @@ class Scribble:
             )
         if not strokes.any():
             raise ValueError(f"{name}: the scribble has no stroke; draw at least one on the target.")
-        radius = self.radius if self.radius is not None else default_radius(SCRIBBLE_RADIUS, size)
+        radius = self.radius if self.radius is not None else default_radius(SCRIBBLE_RADIUS, size, canvas)
         return dilate_disc(strokes, radius).astype(np.uint8)
 
 
-def support_mask(value: Any, size: Sequence[int], name: str, mask_threshold: float | None = None) -> torch.Tensor:
+def support_mask(
+    value: Any, size: Sequence[int], name: str, mask_threshold: float | None = None, canvas: int | None = None
+) -> torch.Tensor:
     """A support annotation of an image of ``size = (H, W)`` as an int64 ``(H, W)`` mask in {0, 1, 255}:
-    a :class:`Box`, :class:`Points` or :class:`Scribble` by its rule, anything else read as a mask
-    (:func:`~ntre_zoo.inference.image_io.load_mask`, which ``mask_threshold`` binarises; so are scribble strokes)."""
+    a :class:`Box`, :class:`Points` or :class:`Scribble` by its rule (``canvas``: the model's test size, for
+    the default radii), anything else read as a mask (:func:`~ntre_zoo.inference.image_io.load_mask`, which
+    ``mask_threshold`` binarises; so are scribble strokes)."""
     if isinstance(value, Scribble):
-        return torch.from_numpy(value.to_mask(size, name, mask_threshold)).long()
+        return torch.from_numpy(value.to_mask(size, name, canvas, mask_threshold)).long()
     if isinstance(value, (Box, Points)):
-        return torch.from_numpy(value.to_mask(size, name)).long()
+        return torch.from_numpy(value.to_mask(size, name, canvas)).long()
     return load_mask(value, name, mask_threshold)
 
 
@@ -300,7 +321,9 @@ def _skeleton(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def annotation_from_mask(mask: Any, kind: str, *, seed: int = 0, clicks: int = 3) -> Box | Points | Scribble:
+def annotation_from_mask(
+    mask: Any, kind: str, *, seed: int = 0, clicks: int = 3, canvas: int | None = None
+) -> Box | Points | Scribble:
     """Derive a weak annotation from a ground-truth mask, by the rule the cost table uses.
 
     All three work on the largest 8-connected component of the target (``mask == 1``):
@@ -308,14 +331,15 @@ def annotation_from_mask(mask: Any, kind: str, *, seed: int = 0, clicks: int = 3
     * ``box``: its bounding box.
     * ``scribble``: its skeleton (Zhang-Suen thinning); the component itself if thinning leaves nothing.
     * ``points``: ``clicks`` pixels drawn uniformly without replacement (``numpy.random.default_rng(seed)``)
-      among those whose default click disc lies inside the component (the component eroded by the click
-      radius), or among all its pixels where fewer than ``clicks`` remain.
+      among those whose default click disc (for ``canvas``) lies inside the component (the component eroded
+      by the click radius), or among all its pixels where fewer than ``clicks`` remain.
 
     Args:
         mask: any form a support mask takes.
         kind: ``box``, ``scribble`` or ``points``.
         seed: the points' seed.
         clicks: how many points.
+        canvas: the model's test size, which the default click radius depends on (see :func:`default_radius`).
 
     Raises:
         ValueError: an unknown kind, ``clicks < 1``, or a mask without target pixel.
@@ -334,7 +358,7 @@ def annotation_from_mask(mask: Any, kind: str, *, seed: int = 0, clicks: int = 3
     if kind == "scribble":
         skeleton = _skeleton(component)
         return Scribble(skeleton if skeleton.any() else component)
-    inner = component & ~dilate_disc(~component, default_radius(POINT_RADIUS, component.shape))
+    inner = component & ~dilate_disc(~component, default_radius(POINT_RADIUS, component.shape, canvas))
     ys, xs = np.nonzero(inner if inner.sum() >= clicks else component)
     chosen = np.random.default_rng(seed).choice(len(ys), size=min(clicks, len(ys)), replace=False)
     return Points([(int(xs[i]), int(ys[i])) for i in chosen])

@@ -136,7 +136,7 @@ def encode_support(
     canvases, canvas_masks, sizes = [], [], []
     for i, (image_value, mask_value) in enumerate(zip(images, masks, strict=False)):
         image = load_image(image_value, f"support_imgs[{i}]")
-        mask = support_mask(mask_value, tuple(image.shape[-2:]), f"support_masks[{i}]", mask_threshold)
+        mask = support_mask(mask_value, tuple(image.shape[-2:]), f"support_masks[{i}]", mask_threshold, size)
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"support_masks[{i}] is {mask.shape[0]}x{mask.shape[1]} but support_imgs[{i}] is "

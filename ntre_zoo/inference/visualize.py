@@ -178,11 +178,11 @@ def label_image(labels: Any) -> Image.Image:
     return picture
 
 
-def _draw_support(image: Any, annotation: Any, label: int, name: str) -> Image.Image:
+def _draw_support(image: Any, annotation: Any, label: int, name: str, canvas: int | None) -> Image.Image:
     """A support image with its annotation: the support mask the rule derives, filled and outlined, and
     for clicks and scribbles what was drawn (click centres, raw strokes) on top."""
     rgb = _rgb(image, name)
-    mask = support_mask(annotation, rgb.shape[:2], name).numpy() == 1
+    mask = support_mask(annotation, rgb.shape[:2], name, canvas=canvas).numpy() == 1
     picture = overlay(rgb, mask.astype(np.uint8) * label, alpha=0.45, legend=False)
     if isinstance(annotation, Points):
         draw = ImageDraw.Draw(picture)
@@ -197,7 +197,7 @@ def _draw_support(image: Any, annotation: Any, label: int, name: str) -> Image.I
     return picture
 
 
-def _support_tiles(supports: Any, classes: Sequence[str]) -> list[tuple[str, Image.Image]]:
+def _support_tiles(supports: Any, classes: Sequence[str], canvas: int | None) -> list[tuple[str, Image.Image]]:
     """``(images, annotations)`` for one class, or ``{name: (images, annotations)}``: captioned tiles."""
     groups = supports.items() if isinstance(supports, Mapping) else [(None, supports)]
     tiles = []
@@ -209,7 +209,7 @@ def _support_tiles(supports: Any, classes: Sequence[str]) -> list[tuple[str, Ima
         label = classes.index(name) + 1 if name in classes else index + 1
         for k, (image, annotation) in enumerate(zip(as_list(value[0]), as_list(value[1]), strict=True)):
             caption = f"support {k + 1}" + ("" if name is None else f": {name}")
-            tiles.append((caption, _draw_support(image, annotation, label, f"support {k + 1}")))
+            tiles.append((caption, _draw_support(image, annotation, label, f"support {k + 1}", canvas)))
     return tiles
 
 
@@ -221,6 +221,7 @@ def panel(
     title: str | None = None,
     tile: int = 256,
     max_width: int = 1600,
+    canvas: int | None = None,
 ) -> Image.Image:
     """Supports with their annotations, the query, the prediction, the BG map and the DO map(s) in one picture.
 
@@ -232,6 +233,7 @@ def panel(
         title: a line under the tiles.
         tile: height of every tile in pixels (the width follows the query's aspect, within 0.5x-2x).
         max_width: tiles wrap into further rows beyond this width.
+        canvas: the model's test size, so that clicks and scribbles are drawn with the radii ``predict`` used.
 
     Returns:
         An RGB ``PIL.Image``.
@@ -239,7 +241,7 @@ def panel(
     if tile < 16 or max_width < tile:
         raise ValueError(f"tile must be >= 16 and max_width >= tile, got tile={tile!r}, max_width={max_width!r}.")
     classes = result.classes if isinstance(result, Segmentation) else ()
-    tiles = [] if supports is None else _support_tiles(supports, classes)
+    tiles = [] if supports is None else _support_tiles(supports, classes, canvas)
     query_picture = Image.fromarray(_rgb(query, "query"))
     tiles += [("query", query_picture), ("prediction", overlay(query_picture, result))]
     if isinstance(result, Segmentation):
