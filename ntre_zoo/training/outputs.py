@@ -10,7 +10,7 @@ from typing import Any
 from .._atomic import atomic_write_json
 from .config import TrainConfig
 
-__all__ = ["append_jsonl", "card_metadata", "tensorboard_writer", "write_json"]
+__all__ = ["append_jsonl", "card_metadata", "epoch_line", "tensorboard_writer", "write_json"]
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -22,6 +22,20 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     """Append one JSON line."""
     with open(path, "a") as handle:
         handle.write(json.dumps(dict(record)) + "\n")
+
+
+def epoch_line(record: Mapping[str, Any], epochs: int, best: bool = False) -> str:
+    """The line printed after each epoch: mean loss, lr and the validation metrics in percent (as ``evaluate``
+    prints them), e.g. ``epoch 3/30  step 330  loss 0.2710  lr 2.31e-02  val mIoU 41.20  FB-IoU 63.05 (best)``."""
+    words = [f"epoch {record['epoch']}/{epochs}", f"step {record['step']}"]
+    if "train_total" in record:
+        words.append(f"loss {record['train_total']:.4f}")
+    words.append(f"lr {record['lr']:.3g}")
+    if "val_miou" in record:
+        words.append(f"val mIoU {100 * record['val_miou']:.2f}")
+    if "val_fb_iou" in record:
+        words.append(f"FB-IoU {100 * record['val_fb_iou']:.2f}" + (" (best)" if best else ""))
+    return "  ".join(words)
 
 
 def card_metadata(
