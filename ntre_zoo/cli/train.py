@@ -289,7 +289,7 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
     Returns:
         The options to run with, and the saved ``train_config.json``.
     """
-    from ..training.state import check_checkpoint_file
+    from ..training.state import load_checkpoint
 
     out = Path(args.resume)
     if out.is_file():
@@ -298,7 +298,7 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
         raise ValueError(f"--resume takes a run's output directory, not the file {str(out)!r}.{hint}")
     saved = _read_run_file(out / "command.json", "the run's options (command.json)")
     train_config = _read_run_file(out / "train_config.json", "the run's configuration (train_config.json)")
-    check_checkpoint_file(out / "checkpoints" / "last.pt")
+    load_checkpoint(out / "checkpoints" / "last.pt")  # read once now, so a damaged file stops the run at once
     saved_args = saved.get("args")
     if not isinstance(saved_args, dict) or "command" not in saved:
         raise ValueError(f"{str(out / 'command.json')!r} lacks 'args' or 'command'; it was not written by ntre-zoo.")
@@ -307,6 +307,8 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
         if key in _RESUME_OPTIONS or key == "resume":
             continue
         before = saved_args.get(key, _DEFAULTS.get(key))
+        if before is None:  # the preset's value, as the run's TrainConfig recorded it
+            before = (train_config.get("train") or {}).get(key)
         same = Path(value).resolve() == out.resolve() if key == "output" else before == value
         if not same:
             changed.append(f"{_flag(key)} {value!r} (the run has {before!r})")

@@ -144,6 +144,6 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]
     except Exception as error:  # torch raises RuntimeError, UnpicklingError or EOFError depending on the damage
         raise _not_a_checkpoint(path, f"torch.load failed ({type(error).__name__}: {error})") from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise _not_a_checkpoint(path, f"it holds {found!r}, not an ntre-zoo training state")
+        found = f"a dict with format {state.get('format')!r}" if isinstance(state, dict) else type(state).__name__
+        raise _not_a_checkpoint(path, f"it holds {found}, not an ntre-zoo training state")
     return state

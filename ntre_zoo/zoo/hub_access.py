@@ -25,19 +25,20 @@ HUB_TIMEOUT_S = 5.0
 _WRITE_ROLES = ("admin", "write", "contributor")
 
 
-def check_hub_reachable(purpose: str, fix: str, *, endpoint: str | None = None, timeout: float = HUB_TIMEOUT_S) -> str:
+def check_hub_reachable(purpose: str, fix: str, *, endpoint: str | None = None, timeout: float | None = None) -> str:
     """Return the endpoint URL once one request (any HTTP answer) shows the Hub can be reached.
 
     Args:
         purpose: what needs the Hub, for the message (e.g. ``"--backbone-weights timm"``).
         fix: what to do instead, appended to the message.
         endpoint: the Hub or a mirror (default ``HF_ENDPOINT``, else huggingface.co).
-        timeout: seconds before the endpoint counts as unreachable.
+        timeout: seconds before the endpoint counts as unreachable (default :data:`HUB_TIMEOUT_S`).
 
     Raises:
         HubAccessError: downloads are off (``HF_HUB_OFFLINE=1``), or no answer within ``timeout``.
     """
     url = resolve_endpoint(endpoint) or hf_constants.ENDPOINT.rstrip("/")
+    timeout = HUB_TIMEOUT_S if timeout is None else timeout
     if _offline():
         raise HubAccessError(f"{purpose} needs the Hugging Face Hub, but HF_HUB_OFFLINE=1 turns it off. {fix}")
     try:
