@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -68,7 +69,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the ledger keeps it, so a resumed sweep can refuse changed settings)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def train_command(self, data_root: str, output: str | Path) -> list[str]:
         """``ntre-zoo train`` arguments for a fresh run."""

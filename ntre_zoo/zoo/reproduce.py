@@ -213,6 +213,14 @@ def _check_gpus(recipes: Sequence[Recipe], gpus: Sequence[int] | None, per_run: 
                 f"{recipe.name} trains with batch {batch}, which {per_run} GPUs per run cannot split; use "
                 f"--gpus-per-run {' or '.join(map(str, fits))}."
             )
+    import torch
+
+    missing = [g for g in gpus if not 0 <= g < torch.cuda.device_count()]
+    if missing:
+        raise ValueError(
+            f"There is no CUDA device {', '.join(map(str, missing))} here ({torch.cuda.device_count()} visible); "
+            "check --gpus and CUDA_VISIBLE_DEVICES, or leave --gpus out to run on the CPU."
+        )
     return [list(gpus[i : i + per_run]) for i in range(0, len(gpus), per_run)]
 
 

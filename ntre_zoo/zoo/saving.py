@@ -7,6 +7,7 @@ the package version and free metadata; the weights are safetensors (no pickle).
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ from .._version import __version__
 from ..data.classnames import BENCHMARK_CLASSES, fold_classes
 from .model_card import render_model_card
 
-__all__ = ["ARCHITECTURE", "CONFIG_NAME", "MODEL_CARD_NAME", "WEIGHTS_NAME", "build_config", "save_pretrained"]
+__all__ = [
+    "ARCHITECTURE",
+    "CONFIG_NAME",
+    "MODEL_CARD_NAME",
+    "WEIGHTS_NAME",
+    "build_config",
+    "save_pretrained",
+    "write_safetensors",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -62,6 +71,26 @@ def build_config(model: nn.Module, metadata: Mapping[str, Any] | None = None) ->
     }
 
 
+def write_safetensors(state: Mapping[str, Any], path: PathLike) -> None:
+    """``safetensors.torch.save_file``, then its header rewritten with the metadata keys in one fixed order.
+
+    safetensors writes the metadata mapping in an order that changes from process to process (a Rust
+    ``HashMap``), so two saves of the same weights gave one of two files, and the sha256 the manifest pins was a
+    coin toss. The order fixed here is the shipped weights' (``ntre_zoo_version``, ``format``); the header keeps
+    its length, and the tensors are untouched.
+    """
+    metadata = {"ntre_zoo_version": __version__, "format": "pt"}
+    safetensors.torch.save_file(dict(state), str(path), metadata=metadata)
+    with open(path, "r+b") as handle:
+        size = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(size))
+        written = header.pop("__metadata__")
+        ordered = {"__metadata__": {k: written[k] for k in metadata}, **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        handle.seek(8)
+        handle.write(text.ljust(size))  # the same keys and values, so the same length; safetensors pads with spaces
+
+
 def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card to ``save_directory``.
 
@@ -84,10 +113,7 @@ def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Map
     config = build_config(model, metadata)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(
-        directory / WEIGHTS_NAME,
-        lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt", "ntre_zoo_version": __version__}),
-    )
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: write_safetensors(state, tmp))
     atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     atomic_write_text(
         directory / MODEL_CARD_NAME, render_model_card(config, repo_id=config["metadata"].get("repo_id", ""))
