@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import ntre_zoo
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import UnknownModelError
 from ntre_zoo.training.trainer import Trainer
 from ntre_zoo.zoo.download import sha256_file
-from ntre_zoo.zoo.manifest import default_manifest_path, load_manifest
+from ntre_zoo.zoo.manifest import load_manifest
 from ntre_zoo.zoo.recipes import recipe_for, select_variants
 from ntre_zoo.zoo.reproduce import LEDGER_NAME, reproduce
 
@@ -102,7 +103,7 @@ def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tm
     with pytest.raises(FileNotFoundError, match="does not exist"):
         reproduce([SMALL], tmp_path / "missing", tmp_path / "a", manifest=manifest, runner=never)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="resnet50_v2.pth"):
+    with pytest.raises(FileNotFoundError, match=r"resnet50_v2\.pth"):
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", runner=never)
     monkeypatch.setattr("ntre_zoo.zoo.reproduce._check_backbones", lambda recipes: None)
     with pytest.raises(ValueError, match=r"batch 32, which 3 GPUs per run cannot split; use --gpus-per-run 1 or 2\."):
@@ -111,6 +112,31 @@ def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tm
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", gpus=[7], runner=never)
     with pytest.raises(ValueError, match=r"needs --data-root pascal5i=DIR"):
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], {"synthetic": syn}, tmp_path / "a", runner=never)
+
+
+def test_saving_the_same_weights_gives_the_same_bytes(tmp_path, monkeypatch):
+    """safetensors orders its header metadata differently from process to process; save_pretrained fixes the
+    order, so re-saving the shipped model gives back its pinned sha256 whichever order safetensors picked."""
+    import safetensors.torch
+
+    model = ntre_zoo.from_pretrained(SHIPPED)
+    entry = load_manifest().get(SHIPPED)
+    model.save_pretrained(tmp_path / "a")
+    assert sha256_file(tmp_path / "a" / "model.safetensors") == entry.sha256
+    save_file = safetensors.torch.save_file
+
+    def the_other_order(tensors, filename, metadata=None):
+        save_file(tensors, filename, metadata=metadata)
+        raw = Path(filename).read_bytes()
+        size = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8 : 8 + size])
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))  # format first: not the shipped order
+        text = json.dumps(header, separators=(",", ":")).encode().ljust(size)
+        Path(filename).write_bytes(raw[:8] + text + raw[8 + size :])
+
+    monkeypatch.setattr(safetensors.torch, "save_file", the_other_order)
+    model.save_pretrained(tmp_path / "b")
+    assert sha256_file(tmp_path / "b" / "model.safetensors") == entry.sha256
 
 
 # ------------------------------------------------------------------------------------------ a killed sweep
@@ -145,11 +171,11 @@ def test_a_killed_sweep_resumes_to_the_same_outputs(small, tmp_path, monkeypatch
     assert "(resuming from its last checkpoint)" in capsys.readouterr().out
     ledger = json.loads((tmp_path / "killed" / LEDGER_NAME).read_text())["variants"][SMALL]
     assert "--resume" in ledger["steps"]["train"]["command"] and ledger["state"] == "done"
-    (sha_a, record_a, config_a), (sha_b, record_b, config_b) = _outputs(tmp_path / "straight"), _outputs(tmp_path / "killed")  # fmt: skip
+    (sha_a, record_a, config_a), (sha_b, record_b, config_b) = (_outputs(tmp_path / d) for d in ("straight", "killed"))
     assert sha_a == sha_b == resumed[0].sha256 and config_a == config_b
-    assert record_a["entry"]["metrics"]["measured"]["miou_1shot"] == record_b["entry"]["metrics"]["measured"]["miou_1shot"]  # fmt: skip
-    measured = record_b["entry"]["metrics"]["measured"]
-    assert measured["episodes"] == 4 and measured["seeds"] == [321] and "OMP_NUM_THREADS=1 ntre-zoo train" in measured["train_command"]  # fmt: skip
+    measured_a, measured = (r["entry"]["metrics"]["measured"] for r in (record_a, record_b))
+    assert measured_a["miou_1shot"] == measured["miou_1shot"] and measured["episodes"] == 4
+    assert measured["seeds"] == [321] and "OMP_NUM_THREADS=1 ntre-zoo train" in measured["train_command"]
 
     def never(step, gpus):
         raise AssertionError(f"nothing may run: {step.command()}")
@@ -164,13 +190,11 @@ def test_reproduce_regenerates_the_shipped_model(tmp_path):
     """About 15 minutes on one core: the shipped weights' sha256 and the manifest's numbers, through the CLI."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     run = [sys.executable, "-m", "ntre_zoo"]
-    subprocess.run([*run, "make-synthetic", str(tmp_path / "synbig"), "--seed", "0", "--no-progress"], env=env, check=True)  # fmt: skip
-    out = tmp_path / "out"
-    subprocess.run([*run, "reproduce", SHIPPED, "--data-root", str(tmp_path / "synbig"), "-o", str(out), "--no-progress"], env=env, check=True)  # fmt: skip
+    syn, out = tmp_path / "synbig", tmp_path / "out"
+    subprocess.run([*run, "make-synthetic", str(syn), "--seed", "0", "--no-progress"], env=env, check=True)
+    subprocess.run([*run, "reproduce", SHIPPED, "--data-root", str(syn), "-o", str(out)], env=env, check=True)
     entry = load_manifest().get(SHIPPED)
     assert sha256_file(out / SHIPPED / "model.safetensors") == entry.sha256
     measured = json.loads((out / SHIPPED / "manifest_entry.json").read_text())["entry"]["metrics"]["measured"]
     for key in ("miou_1shot", "fb_iou_1shot", "precision_1shot", "miou_5shot", "fb_iou_5shot", "precision_5shot"):
         assert measured[key] == entry.metrics["measured"][key], key
-    shutil.rmtree(out / "work")
-    assert default_manifest_path().is_file()
