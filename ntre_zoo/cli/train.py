@@ -225,7 +225,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         overrides["amp"] = False
     overrides["progress"] = not args.no_progress
     if args.loss:
-        overrides["loss"] = LossConfig(**_parse_loss(args.loss))
+        overrides["loss"] = LossConfig.from_dict(_parse_loss(args.loss))
     overrides["val_episodes"] = args.val_episodes or DEFAULT_EPISODES.get(args.dataset, 1000)
     return TrainConfig.from_preset(args.preset, benchmark=args.dataset, **overrides)
 

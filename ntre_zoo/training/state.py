@@ -26,7 +26,7 @@ __all__ = [
     "set_rng_state",
 ]
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 #: The ``format`` field of every training checkpoint.
 CHECKPOINT_FORMAT = "ntre-zoo-train-state/1"
 
@@ -46,10 +46,10 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every RNG's state, in types ``torch.load(weights_only=True)`` accepts."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "numpy": (name, torch.from_numpy(np.asarray(keys).astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

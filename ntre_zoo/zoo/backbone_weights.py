@@ -25,10 +25,10 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from torch import nn
 
 from ..errors import StateDictMismatchError
 from ..model.config import BackboneConfig
+from ..model.ntrenet import NTRENet
 from .convert import _torch_load, convert_imagenet_backbone
 from .download import cached_path, hub_download, sha256_file
 from .hub_access import check_hub_reachable
@@ -106,7 +106,10 @@ def _reference_file(directory: Path, config: BackboneConfig, spec: str) -> Backb
 def _timm_weights(config: BackboneConfig, endpoint: str | None, cache_dir: str | Path | None) -> BackboneWeights:
     import timm
 
-    repo_id = timm.models.get_pretrained_cfg(config.timm_name).hf_hub_id
+    pretrained = timm.models.get_pretrained_cfg(config.timm_name)
+    repo_id = pretrained.hf_hub_id if pretrained is not None else None
+    if not repo_id:
+        raise ValueError(f"timm has no Hub weights for {config.timm_name}; use --backbone-weights reference or PATH.")
     path = cached_path(repo_id, WEIGHTS_NAME, cache_dir=cache_dir)
     if path is None:
         check_hub_reachable(
@@ -184,7 +187,7 @@ def _some(keys: list[str]) -> str:
     return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "") if keys else "none"
 
 
-def load_backbone_weights(model: nn.Module, weights: BackboneWeights) -> None:
+def load_backbone_weights(model: NTRENet, weights: BackboneWeights) -> None:
     """Load ``weights`` strictly into ``model.backbone`` (no-op for ``none``).
 
     A state dict already in timm's keys loads as it is; the authors' layout (PSPNet stem, torchvision VGG) is

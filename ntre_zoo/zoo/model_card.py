@@ -56,20 +56,20 @@ def _front_matter(name: str, backbone: str, meta: Mapping[str, Any]) -> str:
     metrics = dict(meta.get("metrics") or {})
     results = []
     for k in _shots(metrics):
-        common = {
-            "task_type": "image-segmentation",
-            "task_name": f"Few-shot semantic segmentation ({k}-shot)",
-            "dataset_type": str(dataset),
-            "dataset_name": f"{_DATASETS.get(dataset, dataset)} fold {fold}",
-            "dataset_split": f"fold{fold}",
-            "dataset_args": {"shot": k, "episodes": metrics.get("episodes"), "seeds": metrics.get("seeds")},
-        }
         for key, metric_type, label in (("miou", "mean_iou", "mIoU"), ("fb_iou", "fb_iou", "FB-IoU")):
             if f"{key}_{k}shot" in metrics:
-                value = metrics[f"{key}_{k}shot"]
-                results.append(
-                    EvalResult(**common, metric_type=metric_type, metric_value=value, metric_name=f"{label} ({k}-shot)")
+                result = EvalResult(
+                    task_type="image-segmentation",
+                    task_name=f"Few-shot semantic segmentation ({k}-shot)",
+                    dataset_type=str(dataset),
+                    dataset_name=f"{_DATASETS.get(str(dataset), dataset)} fold {fold}",
+                    dataset_split=f"fold{fold}",
+                    dataset_args={"shot": k, "episodes": metrics.get("episodes"), "seeds": metrics.get("seeds")},
+                    metric_type=metric_type,
+                    metric_value=metrics[f"{key}_{k}shot"],
+                    metric_name=f"{label} ({k}-shot)",
                 )
+                results.append(result)
     tags = ["few-shot-segmentation", "ntrenet", backbone, *([str(dataset)] if dataset else [])]
     data = ModelCardData(
         library_name="ntre-zoo",
@@ -109,7 +109,7 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
         "## Training",
         "",
     ]
-    lines.append(f"- Benchmark: {_DATASETS.get(dataset, dataset) or 'not recorded'}")
+    lines.append(f"- Benchmark: {_DATASETS.get(str(dataset), dataset) or 'not recorded'}")
     lines.append(f"- Fold: {fold if fold is not None else 'not recorded'}")
     lines.append(f"- Shots at training: {model_config.get('shot')}")
     for key, label in (("train_classes", "Train classes"), ("test_classes", "Test classes (unseen during training)")):

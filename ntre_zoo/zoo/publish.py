@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import safetensors
-from torch import nn
 
 from .._atomic import atomic_write_text
 from .._version import __version__
+from ..model.types import FewShotSegmenter
 from .download import resolve_endpoint, sha256_file
 from .manifest import HubLocation, ManifestEntry, default_manifest_path, load_manifest, model_name
 from .saving import ARCHITECTURE, CONFIG_NAME, WEIGHTS_NAME, save_pretrained
@@ -129,7 +129,7 @@ def _published(entry: ManifestEntry, repo_id: str, commit: str, sha256: str) -> 
 
 
 def push_to_hub(
-    model: nn.Module,
+    model: FewShotSegmenter,
     repo_id: str,
     *,
     metadata: Mapping[str, Any] | None = None,

@@ -417,8 +417,17 @@ def reproduce(
     """
     catalogue = load_manifest(manifest)
     names = select_variants(catalogue, variants)
-    options = {"preset": preset, "backbone_weights": backbone_weights, "select": select, "seeds": seeds}
-    recipes = [recipe_for(catalogue.entries[n], protocol=protocol, **options) for n in names]
+    recipes = [
+        recipe_for(
+            catalogue.entries[n],
+            preset=preset,
+            backbone_weights=backbone_weights,
+            select=select,
+            seeds=seeds,
+            protocol=protocol,
+        )
+        for n in names
+    ]
     roots = _data_roots(data_root)
     chosen = {}
     for recipe in recipes:

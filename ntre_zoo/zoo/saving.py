@@ -7,17 +7,18 @@ the package version and free metadata; the weights are safetensors (no pickle).
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
-from torch import nn
 
 from .._atomic import atomic_write, atomic_write_text
 from .._version import __version__
 from ..data.classnames import BENCHMARK_CLASSES, fold_classes
+from ..model.types import FewShotSegmenter
 from .model_card import render_model_card
 
 __all__ = [
@@ -34,7 +35,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 ARCHITECTURE = "ntrenet"
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return meta
 
 
-def build_config(model: nn.Module, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_config(model: FewShotSegmenter, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` dict of ``model``."""
     cfg = model.config
     return {
@@ -91,7 +92,9 @@ def write_safetensors(state: Mapping[str, Any], path: PathLike) -> None:
         handle.write(text.ljust(size))  # the same keys and values, so the same length; safetensors pads with spaces
 
 
-def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
+def save_pretrained(
+    model: FewShotSegmenter, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card to ``save_directory``.
 
     Each file is written to a temporary file in the same directory and moved into place, so an interrupted
