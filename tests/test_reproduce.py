@@ -105,7 +105,7 @@ def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tm
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"resnet50_v2\.pth"):
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", runner=never)
-    monkeypatch.setattr("ntre_zoo.zoo.reproduce._check_backbones", lambda recipes: None)
+    monkeypatch.setattr("ntre_zoo.zoo.reproduce.check_backbones", lambda recipes: None)
     with pytest.raises(ValueError, match=r"batch 32, which 3 GPUs per run cannot split; use --gpus-per-run 1 or 2\."):
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", gpus=[0, 1, 2, 3, 4, 5], gpus_per_run=3)
     with pytest.raises(ValueError, match="no CUDA device 7"):

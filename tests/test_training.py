@@ -454,6 +454,8 @@ def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
         "2",
         "--test-size",
         "65",
+        "--backbone-weights",
+        "none",
         "--epochs",
         "3",
         "--batch-size",

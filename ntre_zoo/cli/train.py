@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,6 @@ _DEFAULTS = {
     "preset": "reference",
     "backbone_weights": "reference",
 }
-#: What a training run writes in its output directory (``--overwrite`` deletes these and nothing else).
-_RUN_ENTRIES = ("command.json", "train_config.json", "metrics.jsonl", "checkpoints", "best", "last", "tensorboard")
 _SWITCHED_OFF = {"bg_eliminating": "--no-bg-eliminating", "do_eliminating": "--no-do-eliminating"}
 _NOT_RECORDED = ("command", "handler", "resume", "push_to_hub", "no_progress", "overwrite", "pretrained_backbone")
 
@@ -231,43 +228,6 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _check_world_size(config: Any, world_size: int, batch_given: bool) -> None:
-    """A batch the processes cannot split is refused with the fix: the process counts that keep the recipe, or
-    the batch to pass."""
-    if config.batch_size % world_size == 0:
-        return
-    per = -(-config.batch_size // world_size)
-    fits = [n for n in range(1, world_size + 1) if config.batch_size % n == 0]
-    origin = "--batch-size" if batch_given else f"--preset {config.preset}"
-    raise ValueError(
-        f"{origin} trains with batch {config.batch_size} (episodes per step over all processes), which "
-        f"{world_size} processes cannot split evenly. Keep the recipe on {', '.join(map(str, fits))} process(es) "
-        f"(torchrun --nproc_per_node={fits[-1]}), or pass --batch-size {per * world_size} ({per} per process; a "
-        "different recipe, recorded in the model card)."
-    )
-
-
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(out)!r} is a file; pass a directory.")
-    if not out.is_dir() or overwrite or not any(out.iterdir()):
-        return
-    hint = f" It holds an ntre-zoo run: continue it with --resume {out}." if (out / "command.json").is_file() else ""
-    raise ValueError(
-        f"--output {str(out)!r} is not empty.{hint} To train a new run there, pass --overwrite (it deletes the "
-        f"earlier run's {', '.join(_RUN_ENTRIES)}); or choose a new directory."
-    )
-
-
-def _clear_run(out: Path) -> None:
-    for name in _RUN_ENTRIES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def _read_run_file(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
@@ -328,6 +288,9 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
 
 def _preflight(args: argparse.Namespace, given: dict[str, Any], is_main: bool) -> dict[str, Any]:
     """Every check a run can make before it starts, in seconds; returns what the run needs next."""
+    from ..training.distributed import check_batch_split
+    from ..training.outputs import check_output_dir, clear_run_dir
+
     plan: dict[str, Any] = {"saved": None, "backbone": None}
     if args.pretrained_backbone:
         raise ValueError(
@@ -341,14 +304,15 @@ def _preflight(args: argparse.Namespace, given: dict[str, Any], is_main: bool) -
     elif not (args.dataset and args.data_root and args.output):
         raise ValueError("ntre-zoo train needs --dataset, --data-root and --output (or --resume DIR).")
     else:
-        _check_output(Path(args.output), args.overwrite)
+        check_output_dir(Path(args.output), args.overwrite)
         if not Path(args.data_root).exists():
             raise FileNotFoundError(f"--data-root {args.data_root!r} does not exist.")
         if args.init and "backbone_weights" in given:
             raise ValueError("--backbone-weights is for a new model; --init already brings its backbone's weights.")
     plan["args"] = args
     plan["config"] = config = _train_config(args)
-    _check_world_size(config, int(os.environ.get("WORLD_SIZE", "1")), "batch_size" in given)
+    origin = "--batch-size" if "batch_size" in given else f"--preset {config.preset}"
+    check_batch_split(config.batch_size, int(os.environ.get("WORLD_SIZE", "1")), origin)
     if not is_main:
         return plan  # the Hub and the backbone files are rank 0's business (DDP broadcasts its weights)
     if not args.resume and not args.init:
@@ -368,7 +332,7 @@ def _preflight(args: argparse.Namespace, given: dict[str, Any], is_main: bool) -
         )
         check_write_access(args.push_to_hub)
     if args.overwrite:
-        _clear_run(Path(args.output))
+        clear_run_dir(Path(args.output))
     return plan
 
 

@@ -35,6 +35,7 @@ from .distributed import (
     EpisodeBatchSampler,
     SeededEpisodes,
     all_gather_cat,
+    check_batch_split,
     collate_episodes,
 )
 from .losses import NTRENetLoss
@@ -111,11 +112,7 @@ class Trainer:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.metadata = dict(metadata or {})
         self.evaluate_fn = evaluate_fn
-        if self.config.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"batch_size={self.config.batch_size} (episodes per step over all processes) must be divisible by "
-                f"the {self.dist.world_size} processes."
-            )
+        check_batch_split(self.config.batch_size, self.dist.world_size, "the TrainConfig")
         self.model = model.to(self.device)
         self.dataset = train_dataset
         self.sampler = EpisodeBatchSampler(

@@ -5,6 +5,9 @@ A variant whose measured metrics record the command that trained it (``train_com
 (``OMP_NUM_THREADS=1``), same exported weights (``last``), evaluated on the recorded episodes and seed. Every
 other variant (the 20 paper variants) gets the paper recipe: ``--preset paper`` (or ``reference``), the
 authors' backbone initialisation (``--backbone-weights reference``), and the protocol's evaluation.
+
+Also here: the checks a sweep makes before its first step (data roots, backbone files, GPU groups) and the
+measured numbers it records, in the manifest's form (percent, with episodes, seeds, protocol and command).
 """
 
 from __future__ import annotations
@@ -22,12 +25,23 @@ from typing import Any
 from ..errors import UnknownModelError
 from .manifest import Manifest, ManifestEntry
 
-__all__ = ["PROTOCOLS", "Recipe", "find_synthetic_root", "recipe_for", "select_variants"]
+__all__ = [
+    "PROTOCOLS",
+    "Recipe",
+    "check_backbones",
+    "check_data_root",
+    "find_synthetic_root",
+    "gpu_groups",
+    "measured_metrics",
+    "recipe_for",
+    "select_variants",
+]
 
 #: Evaluation protocols ``reproduce`` knows: name -> (episodes per benchmark, first seed).
 PROTOCOLS: dict[str, tuple[dict[str, int], int]] = {"ntrenet": ({"pascal5i": 1000, "coco20i": 4000}, 321)}
 _DEFAULT_SEEDS = 5
 _PAIRED = ("--data-root", "-o", "--output")  # train options that reproduce sets itself
+_METRICS = ("miou", "fb_iou", "precision")
 
 
 @dataclass(frozen=True)
@@ -223,3 +237,92 @@ def find_synthetic_root(root: Path) -> Path | None:
         if (candidate / "synthetic.json").is_file():
             return candidate
     return None
+
+
+def check_data_root(recipe: Recipe, root: Path) -> Path:
+    """The ``--data-root`` to pass for ``recipe``; for the synthetic benchmark, checked against the recorded
+    ``make-synthetic`` options."""
+    if not root.exists():
+        raise FileNotFoundError(f"--data-root {str(root)!r} (for {recipe.name}) does not exist.")
+    if recipe.data_key != "synthetic":
+        return root
+    found = find_synthetic_root(root)
+    if found is None:
+        raise FileNotFoundError(
+            f"{recipe.name} trains on the synthetic benchmark, but {str(root)!r} holds no synthetic.json. Make it "
+            f"with: ntre-zoo make-synthetic DIR {' '.join(f'--{k} {v}' for k, v in recipe.synthetic)}"
+        )
+    written = json.loads((found / "synthetic.json").read_text(encoding="utf-8"))
+    wrong = [f"--{k} {v} (found {written.get(k)!r})" for k, v in recipe.synthetic if written.get(k) != v]
+    if wrong:
+        raise ValueError(
+            f"{recipe.name} was trained on the synthetic benchmark made with {', '.join(wrong)}; {str(found)!r} was "
+            "made otherwise, so it cannot reproduce the variant. Make the recorded one with ntre-zoo make-synthetic."
+        )
+    return found
+
+
+def check_backbones(recipes: Sequence[Recipe]) -> None:
+    """Resolve every backbone initialisation the sweep will need (files present, Hub reachable) before it starts."""
+    from ..model.config import BackboneConfig
+    from .backbone_weights import resolve_backbone_weights
+
+    seen = set()
+    for recipe in recipes:
+        args = list(recipe.train_args)
+        spec = args[args.index("--backbone-weights") + 1]
+        backbone = args[args.index("--backbone") + 1] if "--backbone" in args else "resnet50"
+        if spec != "none" and (spec, backbone) not in seen:
+            seen.add((spec, backbone))
+            resolve_backbone_weights(spec, BackboneConfig(backbone))
+
+
+def gpu_groups(recipes: Sequence[Recipe], gpus: Sequence[int] | None, per_run: int) -> list[list[int] | None]:
+    """The GPU groups, one run each at a time; refuses a split the presets' batches do not allow."""
+    if not gpus:
+        if per_run != 1:
+            raise ValueError("gpus_per_run needs gpus=.")
+        return [None]
+    if per_run < 1 or len(gpus) % per_run:
+        raise ValueError(f"gpus_per_run={per_run} must divide the {len(gpus)} GPUs {list(gpus)}.")
+    from ..training.config import TrainConfig
+
+    for recipe in recipes:
+        args = list(recipe.train_args)
+        preset = args[args.index("--preset") + 1] if "--preset" in args else "reference"
+        batch = TrainConfig.from_preset(preset, benchmark=recipe.dataset).batch_size
+        batch = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else batch
+        if batch % per_run:
+            fits = [n for n in range(1, len(gpus) + 1) if batch % n == 0 and len(gpus) % n == 0]
+            raise ValueError(
+                f"{recipe.name} trains with batch {batch}, which {per_run} GPUs per run cannot split; use "
+                f"--gpus-per-run {' or '.join(map(str, fits))}."
+            )
+    import torch
+
+    missing = [g for g in gpus if not 0 <= g < torch.cuda.device_count()]
+    if missing:
+        raise ValueError(
+            f"There is no CUDA device {', '.join(map(str, missing))} here ({torch.cuda.device_count()} visible); "
+            "check --gpus and CUDA_VISIBLE_DEVICES, or leave --gpus out to run on the CPU."
+        )
+    return [list(gpus[i : i + per_run]) for i in range(0, len(gpus), per_run)]
+
+
+def measured_metrics(recipe: Recipe, results: Mapping[int, Mapping[str, Any]], root: str) -> dict[str, Any]:
+    """Percent numbers per shot (mean over seeds, and std when several), with how they were produced."""
+    measured: dict[str, Any] = {}
+    for shot, result in results.items():
+        for key in _METRICS:
+            measured[f"{key}_{shot}shot"] = round(100 * result[key], 2)
+            if recipe.seeds > 1:
+                measured[f"{key}_{shot}shot_std"] = round(100 * result[f"{key}_std"], 2)
+    shots = ",".join(map(str, recipe.shots))
+    command = (
+        f"ntre-zoo evaluate {recipe.name} --dataset {recipe.dataset} --data-root {root} --fold {recipe.fold} "
+        f"--shot {{{shots}}} --episodes {recipe.episodes} --seed {recipe.seed}"
+    )
+    command += f" --seeds {recipe.seeds}" if recipe.seeds > 1 else ""
+    seeds = [recipe.seed + i for i in range(recipe.seeds)]
+    provenance = {"episodes": recipe.episodes, "seed": recipe.seed, "seeds": seeds, "protocol": recipe.protocol}
+    return {**measured, **provenance, "command": command}
