@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -184,15 +186,58 @@ def test_a_killed_sweep_resumes_to_the_same_outputs(small, tmp_path, monkeypatch
     assert again[0].sha256 == sha_a and "done earlier, skipped" in capsys.readouterr().out
 
 
+# ------------------------------------------------------------------------------------------ slow: real processes
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ntre_zoo", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_by_signal_resumes_and_an_orphaned_training_keeps_the_lock(small, tmp_path):
+    """SIGKILL to the sweep's process group (a preemption), then to the sweep alone (its training child lives
+    on and holds the lock), with real child processes; the outputs equal an uninterrupted in-process sweep's."""
+    syn, manifest = small
+    straight = reproduce([SMALL], syn, tmp_path / "straight", manifest=manifest, runner=in_process)
+    sweep = _cli("reproduce", SMALL, "--data-root", str(syn), "--manifest", str(manifest), "--no-progress", "-o")
+    checkpoint = Path("work") / SMALL / "train" / "checkpoints" / "last.pt"
+
+    def start_and_wait_for_checkpoint(out: Path) -> subprocess.Popen:
+        process = subprocess.Popen([*sweep, str(out)], env=_env(), start_new_session=True)
+        while not (out / checkpoint).is_file():
+            assert process.poll() is None, "the sweep ended before its first checkpoint"
+            time.sleep(0.2)
+        return process
+
+    process = start_and_wait_for_checkpoint(tmp_path / "preempted")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    subprocess.run([*sweep, str(tmp_path / "preempted")], env=_env(), check=True)
+    assert _outputs(tmp_path / "preempted")[0] == straight[0].sha256
+
+    longer = tmp_path / "longer.json"  # 8 epochs: the orphan trains on long after the first checkpoint
+    longer.write_text(manifest.read_text().replace("--epochs 2", "--epochs 8"))
+    sweep[sweep.index(str(manifest))] = str(longer)
+    process = start_and_wait_for_checkpoint(tmp_path / "orphan")
+    os.kill(process.pid, signal.SIGKILL)  # the sweep dies; its training child goes on, holding the inherited lock
+    process.wait()
+    with pytest.raises(RuntimeError, match="still writing into"):
+        reproduce([SMALL], syn, tmp_path / "orphan", manifest=longer, runner=in_process)
+    os.killpg(process.pid, signal.SIGKILL)  # now the orphan too: the lock goes with it
+    time.sleep(1)
+    done = subprocess.run([*sweep, str(tmp_path / "orphan")], env=_env(), capture_output=True, text=True, check=True)
+    assert "(resuming from its last checkpoint)" in done.stdout and (tmp_path / "orphan" / SMALL).is_dir()
+
+
 # ------------------------------------------------------------------------------------------ the proof, slow
 @pytest.mark.slow
 def test_reproduce_regenerates_the_shipped_model(tmp_path):
     """About 15 minutes on one core: the shipped weights' sha256 and the manifest's numbers, through the CLI."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    run = [sys.executable, "-m", "ntre_zoo"]
     syn, out = tmp_path / "synbig", tmp_path / "out"
-    subprocess.run([*run, "make-synthetic", str(syn), "--seed", "0", "--no-progress"], env=env, check=True)
-    subprocess.run([*run, "reproduce", SHIPPED, "--data-root", str(syn), "-o", str(out)], env=env, check=True)
+    subprocess.run(_cli("make-synthetic", str(syn), "--seed", "0", "--no-progress"), env=_env(), check=True)
+    subprocess.run(_cli("reproduce", SHIPPED, "--data-root", str(syn), "-o", str(out)), env=_env(), check=True)
     entry = load_manifest().get(SHIPPED)
     assert sha256_file(out / SHIPPED / "model.safetensors") == entry.sha256
     measured = json.loads((out / SHIPPED / "manifest_entry.json").read_text())["entry"]["metrics"]["measured"]
