@@ -22,6 +22,7 @@ from ntre_zoo.zoo.download import sha256_file
 from ntre_zoo.zoo.manifest import load_manifest
 from ntre_zoo.zoo.recipes import recipe_for, select_variants
 from ntre_zoo.zoo.reproduce import LEDGER_NAME, reproduce
+from ntre_zoo.zoo.saving import WEIGHTS_METADATA, write_safetensors
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
 
@@ -116,15 +117,15 @@ def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tm
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], {"synthetic": syn}, tmp_path / "a", runner=never)
 
 
-def test_saving_the_same_weights_gives_the_same_bytes(tmp_path, monkeypatch):
-    """safetensors orders its header metadata differently from process to process; save_pretrained fixes the
-    order, so re-saving the shipped model gives back its pinned sha256 whichever order safetensors picked."""
+def test_the_same_weights_give_the_same_bytes(tmp_path, monkeypatch):
+    """safetensors orders its header metadata differently from process to process; the writer fixes the order,
+    so the shipped model's weights written as the zoo ships them give back its pinned sha256 whichever order
+    safetensors picked, and save_pretrained writes the same bytes for the same model and config."""
     import safetensors.torch
 
     model = ntre_zoo.from_pretrained(SHIPPED)
-    entry = load_manifest().get(SHIPPED)
-    model.save_pretrained(tmp_path / "a")
-    assert sha256_file(tmp_path / "a" / "model.safetensors") == entry.sha256
+    state = model.state_dict()
+    write_safetensors(state, tmp_path / "a.safetensors", WEIGHTS_METADATA)
     save_file = safetensors.torch.save_file
 
     def the_other_order(tensors, filename, metadata=None):
@@ -132,13 +133,18 @@ def test_saving_the_same_weights_gives_the_same_bytes(tmp_path, monkeypatch):
         raw = Path(filename).read_bytes()
         size = struct.unpack("<Q", raw[:8])[0]
         header = json.loads(raw[8 : 8 + size])
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))  # format first: not the shipped order
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))  # what another process may write
         text = json.dumps(header, separators=(",", ":")).encode().ljust(size)
         Path(filename).write_bytes(raw[:8] + text + raw[8 + size :])
 
+    model.save_pretrained(tmp_path / "saved_a", metadata={"note": "x"})
     monkeypatch.setattr(safetensors.torch, "save_file", the_other_order)
-    model.save_pretrained(tmp_path / "b")
-    assert sha256_file(tmp_path / "b" / "model.safetensors") == entry.sha256
+    write_safetensors(state, tmp_path / "b.safetensors", WEIGHTS_METADATA)
+    model.save_pretrained(tmp_path / "saved_b", metadata={"note": "x"})
+    expected = load_manifest().get(SHIPPED).sha256
+    assert sha256_file(tmp_path / "a.safetensors") == sha256_file(tmp_path / "b.safetensors") == expected
+    saved_a, saved_b = (tmp_path / d / "model.safetensors" for d in ("saved_a", "saved_b"))
+    assert saved_a.read_bytes() == saved_b.read_bytes()
 
 
 # ------------------------------------------------------------------------------------------ a killed sweep

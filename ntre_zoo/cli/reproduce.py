@@ -4,7 +4,10 @@ Hub and into the manifest); see docs/reproducing.md."""
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
+
+from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--output", "-o", required=True, help="the sweep's directory (its ledger makes it resumable)")
     p.add_argument(
-        "--protocol", default="ntrenet", help="evaluation protocol: episodes and seed (default: %(default)s)"
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        choices=tuple(PROTOCOLS),
+        help="paper variants' protocol: training lists, evaluation episodes and first seed (default: %(default)s)",
     )
     p.add_argument(
         "--backbone-weights",
@@ -85,9 +91,14 @@ def _data_roots(items: list[str]) -> str | dict[str, str]:
     return roots
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the running step, which then stops its child
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from ..zoo.reproduce import reproduce
 
+    signal.signal(signal.SIGTERM, _stop)  # a scheduler's SIGTERM ends the training child too, not only this process
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_json
+from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, Protocol, get_protocol
 
 __all__ = ["register"]
 
@@ -26,6 +27,7 @@ __all__ = ["register"]
 _RESUME_OPTIONS = ("max_steps", "workers", "no_progress", "checkpoint_every", "push_to_hub", "device")
 #: Defaults of options whose parser default is None, so that ``--resume`` can tell which options were typed.
 _DEFAULTS = {
+    "protocol": DEFAULT_PROTOCOL,
     "fold": 0,
     "shot": 1,
     "coco_split": "interleaved",
@@ -33,6 +35,8 @@ _DEFAULTS = {
     "preset": "reference",
     "backbone_weights": "reference",
 }
+#: The value an option has in a run recorded before the option existed: such a run trained on the tree's lists.
+_LEGACY = {"protocol": None}
 _SWITCHED_OFF = {"bg_eliminating": "--no-bg-eliminating", "do_eliminating": "--no-do-eliminating"}
 _NOT_RECORDED = ("command", "handler", "resume", "push_to_hub", "no_progress", "overwrite", "pretrained_backbone")
 
@@ -58,6 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--shot", type=int, help="supports per training episode (default: 1)")
     data.add_argument(
         "--coco-split", choices=("interleaved", "contiguous"), help="COCO-20i fold layout (default: interleaved)"
+    )
+    data.add_argument(
+        "--protocol",
+        choices=tuple(PROTOCOLS),
+        help="training lists and filter, validation episodes and preprocessing of this repository (default: "
+        f"{DEFAULT_PROTOCOL}: the reference's 5,953-image PASCAL-5i list; the synthetic benchmark keeps its own)",
     )
     data.add_argument(
         "--novel-classes", type=int, nargs="+", help="folder dataset: the held-out class ids (default: none)"
@@ -207,7 +217,6 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from ..data import DEFAULT_EPISODES
     from ..training import TrainConfig
     from ..training.losses import LossConfig
 
@@ -223,7 +232,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     overrides["progress"] = not args.no_progress
     if args.loss:
         overrides["loss"] = LossConfig.from_dict(_parse_loss(args.loss))
-    overrides["val_episodes"] = args.val_episodes or DEFAULT_EPISODES.get(args.dataset, 1000)
+    protocol = get_protocol(args.protocol or DEFAULT_PROTOCOL)
+    overrides["val_episodes"] = args.val_episodes or protocol.episodes(args.dataset)
     return TrainConfig.from_preset(args.preset, benchmark=args.dataset, **overrides)
 
 
@@ -266,7 +276,7 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
     for key, value in given.items():
         if key in _RESUME_OPTIONS or key == "resume":
             continue
-        before = saved_args.get(key, _DEFAULTS.get(key))
+        before = saved_args[key] if key in saved_args else _LEGACY.get(key, _DEFAULTS.get(key))
         if before is None:  # the preset's value, as the run's TrainConfig recorded it
             before = (train_config.get("train") or {}).get(key)
         same = Path(value).resolve() == out.resolve() if key == "output" else before == value
@@ -282,7 +292,7 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
     if applied and int(os.environ.get("RANK", "0")) == 0:
         print(f"resuming {out}: applying {', '.join(applied)} (safe to change: the weights' trajectory stays the same)")
     now = {k: getattr(args, k) for k in _RESUME_OPTIONS}
-    merged = {**_DEFAULTS, **saved_args, **now, "resume": str(out), "output": str(out), "overwrite": False}
+    merged = {**_DEFAULTS, **_LEGACY, **saved_args, **now, "resume": str(out), "output": str(out), "overwrite": False}
     return argparse.Namespace(**merged), {**train_config, "command": saved["command"]}
 
 
@@ -362,6 +372,16 @@ def _build_model(args: argparse.Namespace, saved_model_config: dict[str, Any] | 
     return model
 
 
+def _protocol(args: argparse.Namespace) -> Protocol | None:
+    return get_protocol(args.protocol) if args.protocol else None
+
+
+def _with_protocol(args: argparse.Namespace, data: Any) -> Any:
+    """``data`` under ``--protocol`` (its lists, filter and preprocessing), ``--coco-split`` kept."""
+    protocol = _protocol(args)
+    return dataclasses.replace(protocol.data_config(data), coco_split=args.coco_split) if protocol else data
+
+
 def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> Any:
     import torch.distributed as dist
 
@@ -380,6 +400,7 @@ def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> An
         mean=mc.mean,
         std=mc.std,
     )
+    data = _with_protocol(args, data)
     progress = not args.no_progress and ctx.is_main
     if ctx.enabled and not ctx.is_main:
         dist.barrier()  # rank 0 indexes the labels (and writes the class-list cache) first
@@ -428,6 +449,7 @@ def _run(args: argparse.Namespace) -> int:
     # The synthetic benchmark is read through the PASCAL loader; its synthetic.json tells it apart.
     dataset_name = "synthetic" if (Path(args.data_root) / "synthetic.json").is_file() else args.dataset
     metadata = {
+        "protocol": args.protocol,
         "dataset": dataset_name,
         "fold": args.fold,
         "shot": args.shot,

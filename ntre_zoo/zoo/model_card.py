@@ -17,6 +17,9 @@ _CITATION = """@inproceedings{liu2022ntrenet,
 }"""
 
 _DATASETS = {"pascal5i": "PASCAL-5i", "coco20i": "COCO-20i", "fss1000": "FSS-1000", "synthetic": "synthetic"}
+#: Metadata the card shows in lines of its own; the rest goes under "Other metadata".
+_SHOWN = frozenset(("name", "dataset", "fold", "protocol", "train_classes", "test_classes", "metrics"))
+_SHOWN |= {"paper_metrics", "backbone_init"}
 #: Commands kept in the metadata and the measured metrics; the card shows them in their own section.
 _COMMANDS = ("command", "train_command")
 
@@ -111,6 +114,9 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
     ]
     lines.append(f"- Benchmark: {_DATASETS.get(str(dataset), dataset) or 'not recorded'}")
     lines.append(f"- Fold: {fold if fold is not None else 'not recorded'}")
+    lines.append(
+        f"- Protocol: {meta.get('protocol') or 'not recorded'} (lists, episodes and preprocessing; docs/evaluation.md)"
+    )
     lines.append(f"- Shots at training: {model_config.get('shot')}")
     for key, label in (("train_classes", "Train classes"), ("test_classes", "Test classes (unseen during training)")):
         if meta.get(key):
@@ -119,8 +125,7 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
     if init:
         origin = f"{init.get('source')} (sha256 {init.get('sha256')})" if init.get("source") else "random weights"
         lines.append(f"- Backbone initialisation: {init.get('kind')}, {origin}")
-    shown = {"name", "dataset", "fold", "train_classes", "test_classes", "metrics", "paper_metrics", "backbone_init"}
-    extra = {k: v for k, v in meta.items() if k not in shown and k not in _COMMANDS}
+    extra = {k: v for k, v in meta.items() if k not in _SHOWN and k not in _COMMANDS}
     if extra:
         lines += ["", "Other metadata:", "", "```json", json.dumps(extra, indent=2, default=str), "```"]
     metrics = meta.get("metrics") or {}

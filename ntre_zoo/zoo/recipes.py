@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnknownModelError
+from ..evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
 from .manifest import Manifest, ManifestEntry
 
 __all__ = [
-    "PROTOCOLS",
     "Recipe",
     "check_backbones",
     "check_data_root",
@@ -37,8 +37,6 @@ __all__ = [
     "select_variants",
 ]
 
-#: Evaluation protocols ``reproduce`` knows: name -> (episodes per benchmark, first seed).
-PROTOCOLS: dict[str, tuple[dict[str, int], int]] = {"ntrenet": ({"pascal5i": 1000, "coco20i": 4000}, 321)}
 _DEFAULT_SEEDS = 5
 _PAIRED = ("--data-root", "-o", "--output")  # train options that reproduce sets itself
 _METRICS = ("miou", "fb_iou", "precision")
@@ -77,7 +75,7 @@ class Recipe:
     episodes: int = 1000
     seed: int = 321
     seeds: int = _DEFAULT_SEEDS
-    protocol: str = "ntrenet"
+    protocol: str = DEFAULT_PROTOCOL
     synthetic: tuple[tuple[str, int], ...] = ()
     origin: str = "paper"
 
@@ -108,13 +106,6 @@ def select_variants(manifest: Manifest, patterns: Sequence[str]) -> list[str]:
             found = [manifest.get(pattern).name]
         names += [n for n in found if n not in names]
     return names
-
-
-def _protocol(name: str, dataset: str) -> tuple[int, int]:
-    if name not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol {name!r}. Expected one of: {', '.join(PROTOCOLS)}.")
-    episodes, seed = PROTOCOLS[name]
-    return episodes.get(dataset, episodes["pascal5i"]), seed
 
 
 def _option(words: Sequence[str], flag: str, default: str | None = None) -> str | None:
@@ -164,7 +155,7 @@ def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | No
         episodes=int(measured["episodes"]),
         seed=int(measured["seed"]),
         seeds=seeds or (len(recorded_seeds) if isinstance(recorded_seeds, list) else 1),
-        protocol=str(measured.get("protocol", "ntrenet")),
+        protocol=str(measured.get("protocol", DEFAULT_PROTOCOL)),
         synthetic=tuple(sorted(synthetic.items())),
         origin="recorded",
     )
@@ -177,7 +168,7 @@ def recipe_for(
     backbone_weights: str | None = None,
     select: str | None = None,
     seeds: int | None = None,
-    protocol: str = "ntrenet",
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> Recipe:
     """The recipe of ``entry``: its recorded command if it has one, else the paper recipe.
 
@@ -212,9 +203,10 @@ def recipe_for(
     select = select or "last"
     if select not in ("last", "best"):
         raise ValueError(f"select must be 'last' or 'best', got {select!r}.")
-    episodes, seed = _protocol(protocol, entry.dataset)
+    named = get_protocol(protocol)
     args = ["--dataset", entry.dataset, "--fold", str(entry.fold), "--shot", str(entry.train_shot)]
     args += ["--backbone", entry.backbone, "--preset", preset or "paper", "--backbone-weights", backbone_weights]
+    args += ["--protocol", named.name]
     if select == "last":
         args += ["--val-every", "0"]  # no selection on the test fold, so no validation to run
     return Recipe(
@@ -224,10 +216,10 @@ def recipe_for(
         fold=entry.fold,
         train_args=tuple(args),
         weights=select,
-        episodes=episodes,
-        seed=seed,
+        episodes=named.episodes(entry.dataset),
+        seed=named.seeds[0],
         seeds=seeds or _DEFAULT_SEEDS,
-        protocol=protocol,
+        protocol=named.name,
     )
 
 
@@ -320,7 +312,7 @@ def measured_metrics(recipe: Recipe, results: Mapping[int, Mapping[str, Any]], r
     shots = ",".join(map(str, recipe.shots))
     command = (
         f"ntre-zoo evaluate {recipe.name} --dataset {recipe.dataset} --data-root {root} --fold {recipe.fold} "
-        f"--shot {{{shots}}} --episodes {recipe.episodes} --seed {recipe.seed}"
+        f"--shot {{{shots}}} --protocol {recipe.protocol} --episodes {recipe.episodes} --seed {recipe.seed}"
     )
     command += f" --seeds {recipe.seeds}" if recipe.seeds > 1 else ""
     seeds = [recipe.seed + i for i in range(recipe.seeds)]

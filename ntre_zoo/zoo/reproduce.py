@@ -26,7 +26,6 @@ import dataclasses
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -36,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._atomic import atomic_write_json
+from .._atomic import atomic_write, atomic_write_json
+from ..evaluation.protocols import DEFAULT_PROTOCOL
 from .download import sha256_file
 from .manifest import ManifestEntry, load_manifest
 from .publish import ENTRY_FILE
@@ -49,7 +49,7 @@ from .recipes import (
     recipe_for,
     select_variants,
 )
-from .saving import CONFIG_NAME, WEIGHTS_NAME
+from .saving import CONFIG_NAME, WEIGHTS_METADATA, WEIGHTS_NAME, write_safetensors
 
 __all__ = ["LEDGER_NAME", "Step", "VariantResult", "reproduce", "run_subprocess"]
 
@@ -200,7 +200,8 @@ class _Sweep:
                 continue
             argv = ("evaluate", str(run_dir / recipe.weights), "--dataset", recipe.dataset, "--data-root", root)
             argv += ("--fold", str(recipe.fold), "--shot", str(shot), "--episodes", str(recipe.episodes))
-            argv += ("--seed", str(recipe.seed), "--seeds", str(recipe.seeds), "--output", str(target), *device, *quiet)
+            argv += ("--protocol", recipe.protocol, "--seed", str(recipe.seed), "--seeds", str(recipe.seeds))
+            argv += ("--output", str(target), *device, *quiet)
             steps.append(Step(recipe.name, f"eval_{shot}shot", argv, recipe.env))
         return steps
 
@@ -254,10 +255,13 @@ class _Sweep:
             "metrics": measured,
             "paper_metrics": entry.metrics["reference"],
         }
-        load_pretrained_dir(source).save_pretrained(directory, metadata=metadata)
-        digest = sha256_file(source / WEIGHTS_NAME)
-        if sha256_file(directory / WEIGHTS_NAME) != digest:  # keep the trained bytes, whatever the writer does
-            shutil.copyfile(source / WEIGHTS_NAME, directory / WEIGHTS_NAME)
+        model = load_pretrained_dir(source)
+        model.save_pretrained(directory, metadata=metadata)
+        # The weights as the zoo ships them: tensors and version only (no config in the header, which would tie
+        # the bytes to this run's paths), so the same trained weights always give the same sha256.
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: write_safetensors(state, tmp, WEIGHTS_METADATA))
+        digest = sha256_file(directory / WEIGHTS_NAME)
         unpublished = ManifestEntry(
             name=recipe.name,
             backbone=entry.backbone,
@@ -296,7 +300,7 @@ def reproduce(
     data_root: str | Path | Mapping[str, str | Path],
     output_dir: str | Path,
     *,
-    protocol: str = "ntrenet",
+    protocol: str = DEFAULT_PROTOCOL,
     backbone_weights: str | None = None,
     preset: str | None = None,
     select: str | None = None,
