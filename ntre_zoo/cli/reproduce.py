@@ -98,25 +98,28 @@ def _stop(signum: int, frame: object) -> None:
 def _reproduce(args: argparse.Namespace) -> int:
     from ..zoo.reproduce import reproduce
 
-    signal.signal(signal.SIGTERM, _stop)  # a scheduler's SIGTERM ends the training child too, not only this process
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
-    results = reproduce(
-        args.variants,
-        _data_roots(args.data_root),
-        args.output,
-        protocol=args.protocol,
-        backbone_weights=args.backbone_weights,
-        preset=args.preset,
-        select=args.select,
-        seeds=args.seeds,
-        gpus=gpus,
-        gpus_per_run=args.gpus_per_run,
-        manifest=args.manifest,
-        progress=not args.no_progress,
-        dry_run=args.dry_run,
-    )
+    previous = signal.signal(signal.SIGTERM, _stop)  # a scheduler's SIGTERM stops the training child too
+    try:
+        results = reproduce(
+            args.variants,
+            _data_roots(args.data_root),
+            args.output,
+            protocol=args.protocol,
+            backbone_weights=args.backbone_weights,
+            preset=args.preset,
+            select=args.select,
+            seeds=args.seeds,
+            gpus=gpus,
+            gpus_per_run=args.gpus_per_run,
+            manifest=args.manifest,
+            progress=not args.no_progress,
+            dry_run=args.dry_run,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for result in results:
         if result.manifest_check:
             same = [k for k, v in result.manifest_check.items() if v is True or (isinstance(v, tuple) and v[0] == v[1])]
