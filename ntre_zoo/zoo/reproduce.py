@@ -196,8 +196,8 @@ class _Sweep:
         device = ("--device", "cuda") if gpus else ()
         for shot in recipe.shots:
             target = work / f"eval_{shot}shot.json"
-            if done.get(f"eval_{shot}shot", {}).get("state") == "done" and target.is_file():
-                continue
+            if not steps and done.get(f"eval_{shot}shot", {}).get("state") == "done" and target.is_file():
+                continue  # evaluated, and the weights have not been trained again since
             argv = ("evaluate", str(run_dir / recipe.weights), "--dataset", recipe.dataset, "--data-root", root)
             argv += ("--fold", str(recipe.fold), "--shot", str(shot), "--episodes", str(recipe.episodes))
             argv += ("--protocol", recipe.protocol, "--seed", str(recipe.seed), "--seeds", str(recipe.seeds))
