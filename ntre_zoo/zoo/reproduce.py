@@ -193,10 +193,10 @@ class _Sweep:
                 fresh = run_dir.is_dir() and any(run_dir.iterdir())
                 argv = (*recipe.train_command(root, run_dir), *quiet, *(("--overwrite",) if fresh else ()))
             steps.append(Step(recipe.name, "train", argv, recipe.env, nproc))
-        device = ("--device", "cuda") if gpus else ()
+        device, retrained = (("--device", "cuda") if gpus else ()), bool(steps)
         for shot in recipe.shots:
             target = work / f"eval_{shot}shot.json"
-            if not steps and done.get(f"eval_{shot}shot", {}).get("state") == "done" and target.is_file():
+            if not retrained and done.get(f"eval_{shot}shot", {}).get("state") == "done" and target.is_file():
                 continue  # evaluated, and the weights have not been trained again since
             argv = ("evaluate", str(run_dir / recipe.weights), "--dataset", recipe.dataset, "--data-root", root)
             argv += ("--fold", str(recipe.fold), "--shot", str(shot), "--episodes", str(recipe.episodes))
