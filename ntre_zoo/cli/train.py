@@ -145,7 +145,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--device, --no-progress and --push-to-hub may change (default: a new run)",
     )
     run.add_argument(
-        "--overwrite", action="store_true", help="delete the run files already in --output and start again"
+        "--overwrite",
+        action="store_true",
+        help="delete the run files already in --output and start again (default: off)",
     )
     run.add_argument(
         "--val-every", type=int, help="epochs between validations, 0: never (default: 2, or 1 when epochs <= 50)"
@@ -161,7 +163,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="upload OUT/best (else OUT/last) at the end; token and write access are checked before training "
         "(default: no upload)",
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bars; the epoch lines stay")
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bars; the epoch lines stay (default: bars)"
+    )
     p.set_defaults(handler=_run)
 
 
