@@ -219,7 +219,7 @@ def _config(
         "format_version": FORMAT_VERSION,
         "ntre_zoo_version": __version__,
         "model": source,
-        "model_config": model.config.to_dict(),
+        "model_config": {**model.config.to_dict(), "test_size": size},
         "opset": opset,
         "canvas_size": size,
         "shot": shot,
