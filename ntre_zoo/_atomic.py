@@ -7,14 +7,14 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["atomic_write", "atomic_write_json", "atomic_write_text"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 
 
-def atomic_write(path: PathLike, write: Callable[[Path], None], *, fsync: bool = False) -> Path:
+def atomic_write(path: PathLike, write: Callable[[Path], object], *, fsync: bool = False) -> Path:
     """Call ``write(tmp)`` to fill a temporary file, then move it onto ``path`` (parents are created).
 
     Args:

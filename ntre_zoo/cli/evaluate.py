@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_json
+from ..model import NTRENet
+from ..zoo.hub import from_pretrained
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,13 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(handler=_run_make_synthetic)
 
 
-def _load_model(spec: str, device: str):
-    try:
-        from ..zoo.hub import from_pretrained
-    except ImportError as error:
-        raise RuntimeError(
-            f"Loading {spec!r} needs ntre_zoo.from_pretrained, which this install lacks ({error})."
-        ) from error
+def _load_model(spec: str, device: str) -> NTRENet:
     return from_pretrained(spec, device=device)
 
 

@@ -156,7 +156,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         overrides["amp"] = False
     overrides["progress"] = not args.no_progress
     if args.loss:
-        overrides["loss"] = LossConfig(**_parse_loss(args.loss))
+        overrides["loss"] = LossConfig.from_dict(_parse_loss(args.loss))
     if args.val_episodes is None:
         from ..data import DEFAULT_EPISODES
 

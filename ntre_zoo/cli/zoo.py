@@ -100,7 +100,8 @@ def _info(args: argparse.Namespace) -> int:
             "(`ntre-zoo convert`)."
         )
     else:
-        cached = cached_path(entry.hub.repo_id, entry.hub.filename, entry.hub.revision, args.cache_dir)
+        repo_id, filename, revision = entry.hub.pinned()
+        cached = cached_path(repo_id, filename, revision, args.cache_dir)
         cache = args.cache_dir or default_cache_dir()
         missing = f"location: not cached in {cache}; `ntre-zoo download {entry.name}`"
         print(f"location: cached at {cached}" if cached else missing)

@@ -7,8 +7,10 @@ The instance annotations are turned into semantic label PNGs once, with pycocoto
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,7 +25,11 @@ LABEL_DIR = "ntre_zoo_labels"
 CACHE_DIR = "ntre_zoo_cache"
 
 
-def _load_coco(annotation: Path):
+def _save_png(image: Image.Image, path: Path) -> None:
+    image.save(path, format="PNG")
+
+
+def _load_coco(annotation: Path) -> Any:
     try:
         from pycocotools.coco import COCO
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -35,7 +41,7 @@ def _load_coco(annotation: Path):
         return COCO(str(annotation))
 
 
-def coco_category_map(coco) -> dict[int, tuple[int, str]]:
+def coco_category_map(coco: Any) -> dict[int, tuple[int, str]]:
     """COCO category id -> ``(contiguous id 1..N, name)``, in increasing category-id order."""
     return {
         cat["id"]: (i + 1, cat["name"])
@@ -84,7 +90,7 @@ def build_coco_labels(
         label = np.zeros((info["height"], info["width"]), dtype=np.uint8)
         for ann in sorted(annotations, key=lambda a: -a.get("area", 0.0)):
             label[coco.annToMask(ann) > 0] = categories[ann["category_id"]][0]
-        atomic_write(label_path, lambda tmp, label=label: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
+        atomic_write(label_path, functools.partial(_save_png, Image.fromarray(label, mode="L")))
     return pairs, dict(categories.values())
 
 

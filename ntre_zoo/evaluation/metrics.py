@@ -17,7 +17,7 @@ values are fractions in [0, 1]; tables print percentages.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,7 +188,7 @@ class MultiSeedResult:
 
     runs: list[FoldResult]
 
-    def _stat(self, key: str, fn) -> float:
+    def _stat(self, key: str, fn: Callable[[list[float]], float]) -> float:
         values = [getattr(r, key) for r in self.runs]
         return float(fn(values)) if len(values) > 1 or fn is statistics.mean else 0.0
 
@@ -199,9 +199,7 @@ class MultiSeedResult:
             out[f"{key}_std"] = self._stat(key, statistics.stdev)
         classes = self.runs[0].class_iou
         out["class_iou"] = {
-            str(c): (
-                statistics.mean(v) if (v := [r.class_iou[c] for r in self.runs if r.class_iou[c] is not None]) else None
-            )
+            str(c): statistics.mean(v) if (v := [x for r in self.runs if (x := r.class_iou[c]) is not None]) else None
             for c in classes
         }
         out["class_names"] = {str(c): n for c, n in self.runs[0].class_names.items()}

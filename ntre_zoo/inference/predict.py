@@ -51,7 +51,7 @@ def prepare_image(model: FewShotSegmenter, value: Any, name: str) -> tuple[torch
     """Load and place an image on the model's normalised test canvas: ``((3, S, S), (H, W))``."""
     image = load_image(value, name)
     canvas = image_to_canvas(image, model.config.test_size)
-    return normalize(canvas, model.config.mean, model.config.std), tuple(image.shape[-2:])
+    return normalize(canvas, model.config.mean, model.config.std), (image.shape[-2], image.shape[-1])
 
 
 def _device_of(model: FewShotSegmenter, device: str | torch.device | None) -> torch.device:
@@ -82,7 +82,7 @@ def _eval_mode(model: FewShotSegmenter) -> Iterator[None]:
         model.train(was_training)
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
     if amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
@@ -125,8 +125,8 @@ def encode_support(
         canvas_masks.append(mask_to_canvas(mask, size))
     device = _device_of(model, device)
     with _eval_mode(model), _autocast(device, amp_dtype):
-        images = _to_device(torch.stack(canvases), model, device)
-        return model.encode_support(images[None], torch.stack(canvas_masks)[None].to(device))
+        batch = _to_device(torch.stack(canvases), model, device)
+        return model.encode_support(batch[None], torch.stack(canvas_masks)[None].to(device))
 
 
 def predict(
@@ -210,7 +210,7 @@ def canvas_maps(out: NTRENetOutput) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _to_original(out: NTRENetOutput, sizes: Sequence[tuple[int, int]], details: bool) -> list[Any]:
     bg, do = canvas_maps(out)
-    results = []
+    results: list[Any] = []
     for i, (h, w) in enumerate(sizes):
         logits = logits_to_original(out.logits[i : i + 1].float(), h, w)[0]
         mask = logits.argmax(dim=0).to(torch.uint8).cpu().numpy()

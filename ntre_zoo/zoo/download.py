@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TypedDict
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -18,10 +19,27 @@ from huggingface_hub.errors import (
 from .._version import __version__
 from ..errors import ChecksumMismatchError, WeightsUnavailableError
 
-__all__ = ["cached_path", "default_cache_dir", "hub_download", "resolve_endpoint", "sha256_file", "verify_sha256"]
+__all__ = [
+    "DownloadOptions",
+    "cached_path",
+    "default_cache_dir",
+    "hub_download",
+    "resolve_endpoint",
+    "sha256_file",
+    "verify_sha256",
+]
 
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 _TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+class DownloadOptions(TypedDict):
+    """How to reach the Hub, as ``from_pretrained`` receives it and :func:`hub_download` takes it."""
+
+    cache_dir: PathLike | None
+    local_files_only: bool
+    endpoint: str | None
+    token: str | None
 
 
 def resolve_endpoint(endpoint: str | None = None) -> str | None:

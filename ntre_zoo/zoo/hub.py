@@ -19,7 +19,7 @@ import safetensors.torch
 from ..errors import WeightsUnavailableError
 from ..model.config import ModelConfig
 from ..model.ntrenet import NTRENet
-from .download import hub_download, verify_sha256
+from .download import DownloadOptions, hub_download, verify_sha256
 from .loading import load_state_dict_strict
 from .manifest import Manifest, ManifestEntry, load_manifest
 from .saving import ARCHITECTURE, CONFIG_NAME, WEIGHTS_NAME
@@ -39,7 +39,7 @@ _ARCHITECTURE_FIELDS = (
     "channels",
     "stem_width",
 )
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -128,15 +128,12 @@ def fetch_entry(
             if not path.is_file():
                 raise FileNotFoundError(f"{entry.name}: packaged file {str(path)!r} is missing; reinstall ntre-zoo.")
     else:
-        options = {
-            "revision": entry.hub.revision,
-            "cache_dir": cache_dir,
-            "local_files_only": local_files_only,
-            "endpoint": endpoint,
-            "token": token,
-        }
-        weights = hub_download(entry.hub.repo_id, entry.hub.filename, **options)
-        config = hub_download(entry.hub.repo_id, CONFIG_NAME, **options)
+        options = DownloadOptions(
+            cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token
+        )
+        repo_id, filename, revision = entry.hub.pinned()
+        weights = hub_download(repo_id, filename, revision=revision, **options)
+        config = hub_download(repo_id, CONFIG_NAME, revision=revision, **options)
     verify_sha256(weights, entry.expected_sha256, entry.name)
     return config, weights
 
@@ -193,7 +190,7 @@ def from_pretrained(
         StateDictMismatchError: weights that do not fit the config, naming the keys.
         ValueError: conflicting or architecture-changing arguments.
     """
-    download = {"cache_dir": cache_dir, "local_files_only": local_files_only, "endpoint": endpoint, "token": token}
+    download = DownloadOptions(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token)
     if name_or_path is None:
         if backbone is None or dataset is None or fold is None:
             raise ValueError("Pass a name, an 'hf-hub:' id or a directory, or all of backbone=, dataset= and fold=.")

@@ -70,7 +70,7 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
         "## Training",
         "",
     ]
-    lines.append(f"- Benchmark: {_DATASETS.get(dataset, dataset) or 'not recorded'}")
+    lines.append(f"- Benchmark: {_DATASETS.get(str(dataset), dataset) or 'not recorded'}")
     lines.append(f"- Fold: {fold if fold is not None else 'not recorded'}")
     lines.append(f"- Shots at training: {model_config.get('shot')}")
     for key, label in (("train_classes", "Train classes"), ("test_classes", "Test classes (unseen during training)")):

@@ -7,16 +7,17 @@ the package version and free metadata; the weights are safetensors (no pickle).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
-from torch import nn
 
 from .._atomic import atomic_write, atomic_write_text
 from .._version import __version__
 from ..data.classnames import BENCHMARK_CLASSES, fold_classes
+from ..model.types import FewShotSegmenter
 from .model_card import render_model_card
 
 __all__ = ["ARCHITECTURE", "CONFIG_NAME", "MODEL_CARD_NAME", "WEIGHTS_NAME", "build_config", "save_pretrained"]
@@ -25,7 +26,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 ARCHITECTURE = "ntrenet"
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -45,7 +46,7 @@ def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return meta
 
 
-def build_config(model: nn.Module, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_config(model: FewShotSegmenter, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` dict of ``model``."""
     cfg = model.config
     return {
@@ -62,7 +63,9 @@ def build_config(model: nn.Module, metadata: Mapping[str, Any] | None = None) ->
     }
 
 
-def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
+def save_pretrained(
+    model: FewShotSegmenter, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card to ``save_directory``.
 
     Each file is written to a temporary file in the same directory and moved into place, so an interrupted
