@@ -28,10 +28,20 @@ from ntre_zoo.inference.predict import canvas_maps
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    """The CPU's model name, family/model and vector extensions, from /proc/cpuinfo where there is one."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return platform.processor() or "unknown CPU"
+    fields: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    vector = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
+    return (
+        f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')} model "
+        f"{fields.get('model', '?')}; {', '.join(vector) or 'no AVX2'})"
+    )
 
 
 def main() -> None:

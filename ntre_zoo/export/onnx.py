@@ -122,15 +122,16 @@ def _random_episode(size: int, shot: int, seed: int = 0, device: Any = "cpu") ->
     return query.to(device), images.to(device), masks.to(device)
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], names: tuple[str, ...], path: Path, opset: int | None):
+def _export(
+    module: nn.Module, args: tuple[torch.Tensor, ...], names: tuple[str, ...], path: Path, opset: int | None
+) -> int:
+    """Trace ``module`` on ``args`` with the dynamo exporter, write the graph to ``path``; return its opset."""
     program = torch.onnx.export(
         module, args, dynamo=True, output_names=list(names), opset_version=opset, verbose=False, external_data=False
     )
+    if program is None:  # only the TorchScript exporter writes straight to a file and returns None
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram; update torch.")
     atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
-    return program
-
-
-def _graph_opset(program: Any) -> int:
     return next(o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
@@ -176,13 +177,11 @@ def export_onnx(
     paths = (out / ENCODE_SUPPORT_NAME, out / SEGMENT_NAME, out / ONNX_CONFIG_NAME)
     with _eval(model), torch.no_grad():
         encoder, segmenter = _SupportEncoder(model).eval(), _Segmenter(model).eval()
-        program = _export(encoder, (images, masks), _SUPPORT_OUTPUTS, paths[0], opset)
+        graph_opset = _export(encoder, (images, masks), _SUPPORT_OUTPUTS, paths[0], opset)
         prototype, support_high = encoder(images, masks)
         _export(segmenter, (query, prototype, support_high), _SEGMENT_OUTPUTS, paths[1], opset)
         diff = _verify(model, paths[0], paths[1], size, shot) if verify else None
-    atomic_write_json(
-        paths[2], _config(model, source, size, shot, _graph_opset(program), paths, prototype, support_high)
-    )
+    atomic_write_json(paths[2], _config(model, source, size, shot, graph_opset, paths, prototype, support_high))
     return OnnxExport(out, *paths, max_abs_logit_diff=diff)
 
 
