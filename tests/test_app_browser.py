@@ -1,6 +1,7 @@
 """The web app (``ntre-zoo app``) in a real browser: Debian's headless Chromium driven by Playwright.
 
-The test serves the app on a free loopback port, uploads a support, its mask and a query, presses Segment,
+The test serves the app on a free loopback port, uploads a support, paints on it with the brush (the server
+reads the strokes as its mask), uploads its mask (which replaces the strokes) and a query, presses Segment,
 waits for the result image, downloads the mask and checks that it equals ``model.predict`` on the same files.
 Every request that would leave the machine is blocked and recorded: the page must make none.
 
@@ -9,7 +10,9 @@ Set ``NTRE_ZOO_APP_SCREENSHOT=docs/app.png`` to save the page after the predicti
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,21 +108,41 @@ def page(tmp_path) -> Iterator[tuple[object, list[str]]]:
             context.close()
 
 
+def _paint_a_stroke(browser_page, editor: str) -> None:
+    """Choose the editor's brush and drag it across the middle of its canvas."""
+    browser_page.locator(f"{editor} button[aria-label=Brush]").click()
+    box = browser_page.locator(f"{editor} canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    browser_page.mouse.move(x - 30, y)
+    browser_page.mouse.down()
+    browser_page.mouse.move(x + 30, y + 20)
+    browser_page.mouse.up()
+
+
 def test_a_prediction_made_in_the_page_equals_model_predict(server, page, episode, tmp_path):
     browser_page, blocked = page
     browser_page.goto(server)
     browser_page.wait_for_selector("#run", timeout=TIMEOUT_MS)
     assert "Synthetic demo model" in browser_page.locator("#model-notice").inner_text()
 
-    browser_page.locator("#support-0 input[type=file]").set_input_files(str(episode["support"]))
-    browser_page.locator("#support-mask-0 input[type=file]").set_input_files(str(episode["mask"]))
-    browser_page.locator("#queries input[type=file]").set_input_files(str(episode["query"]))
-    # The page says what each support slot holds once the editor has committed the image and the mask.
+    # The note under a support says what the server got: the image's size and the mask's object pixels.
     note = browser_page.locator("#support-note-0")
-    note.get_by_text("Support 1: 200 x 200 px").wait_for(timeout=TIMEOUT_MS)
-    assert f"{int((np.asarray(Image.open(episode['mask'])) > 0).sum())} object pixels (uploaded mask)" in (
-        note.inner_text()
-    )
+    uploaded = f"Support 1: 200 x 200 px, {int((np.asarray(Image.open(episode['mask'])) > 0).sum())} object pixels"
+    browser_page.locator("#support-0 input[type=file]").set_input_files(str(episode["support"]))
+    # Brush strokes become the mask. The editor loads the image on its canvas in the background (longer on a
+    # cold browser cache); a stroke made before that lands on its empty 800 x 800 canvas, so paint until the
+    # server sees strokes on the 200 x 200 image.
+    painted = note.get_by_text(re.compile(r"Support 1: 200 x 200 px, [1-9]\d* object pixels \(painted\)"))
+    for _ in range(TIMEOUT_MS // 3000):
+        _paint_a_stroke(browser_page, "#support-0")
+        with contextlib.suppress(sync_api.TimeoutError):
+            painted.wait_for(timeout=3000)
+            break
+    assert painted.is_visible(), note.inner_text()
+    # An uploaded mask replaces the strokes; the prediction below uses it.
+    browser_page.locator("#support-mask-0 input[type=file]").set_input_files(str(episode["mask"]))
+    note.get_by_text(f"{uploaded} (uploaded mask)").wait_for(timeout=TIMEOUT_MS)
+    browser_page.locator("#queries input[type=file]").set_input_files(str(episode["query"]))
     browser_page.locator('#queries [aria-label="query.png"]').wait_for(timeout=TIMEOUT_MS)
     browser_page.click("#run")
 

@@ -156,14 +156,14 @@ def build_app(
 
         model_box.change(choose, inputs=model_box, outputs=notice)
         for i, (editor, upload, note) in enumerate(zip(editors, uploads, notes, strict=True)):
-            for component in (editor, upload):
-                component.change(
-                    functools.partial(describe_support, index=i),
-                    inputs=[editor, upload],
-                    outputs=note,
-                    show_progress="hidden",
-                    trigger_mode="always_last",
-                )
+            gr.on(
+                [editor.change, editor.upload, upload.change],
+                functools.partial(describe_support, index=i),
+                inputs=[editor, upload],
+                outputs=note,
+                show_progress="hidden",
+                trigger_mode="always_last",
+            )
         run.click(segment, inputs=[model_box, queries, *editors, *uploads], outputs=[gallery, masks, status])
     return app
 
