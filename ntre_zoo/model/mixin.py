@@ -34,7 +34,7 @@ class ModelMixin:
                 takes (one or a list of K), which are then preprocessed as ``predict`` does.
             support_masks: ``(B, K, H, W)`` with 1 = target, 0 = not, 255 = ignore (counts as not
                 target), or masks in any form ``predict`` takes.
-            **kwargs: ``device``/``amp_dtype`` for the image form.
+            **kwargs: ``device``, ``amp_dtype``, ``mask_threshold`` for the image form.
 
         Returns:
             :class:`~ntre_zoo.model.types.SupportFeatures`.
