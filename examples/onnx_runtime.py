@@ -21,9 +21,12 @@ import onnxruntime as ort
 from PIL import Image
 
 
-def _linear_taps(n_in: int, n_out: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and weight of the second tap along one axis, as torch's bilinear interpolation computes them."""
-    dst = np.arange(n_out, dtype=np.float32)
+def _linear_taps(
+    n_in: int, n_out: int, align_corners: bool, count: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weight of the second tap for the first ``count`` (default all) of ``n_out`` positions
+    along one axis, as torch's bilinear interpolation computes them."""
+    dst = np.arange(n_out if count is None else count, dtype=np.float32)
     if align_corners:
         scale = np.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else np.float32(0)
         src = dst * scale
@@ -34,10 +37,12 @@ def _linear_taps(n_in: int, n_out: int, align_corners: bool) -> tuple[np.ndarray
     return i0, i1, (src - i0).astype(np.float32)
 
 
-def resize_bilinear(array: np.ndarray, height: int, width: int, align_corners: bool) -> np.ndarray:
-    """``(C, H, W)`` float32 -> ``(C, height, width)``."""
-    r0, r1, wr = _linear_taps(array.shape[1], height, align_corners)
-    c0, c1, wc = _linear_taps(array.shape[2], width, align_corners)
+def resize_bilinear(
+    array: np.ndarray, height: int, width: int, align_corners: bool, keep: tuple[int, int] | None = None
+) -> np.ndarray:
+    """``(C, H, W)`` float32 -> ``(C, height, width)``, or only its top-left ``keep = (h, w)``."""
+    r0, r1, wr = _linear_taps(array.shape[1], height, align_corners, keep and keep[0])
+    c0, c1, wc = _linear_taps(array.shape[2], width, align_corners, keep and keep[1])
     rows = array[:, r0] * (1 - wr)[:, None] + array[:, r1] * wr[:, None]
     return (rows[:, :, c0] * (1 - wc) + rows[:, :, c1] * wc).astype(np.float32)
 
@@ -53,14 +58,12 @@ def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def canvas_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """The ``(h, w)`` an image takes on the canvas: kept if it fits, else long side ``size``, floored to x8."""
-    if max(height, width) <= size:
-        return height, width
+    """The ``(h, w)`` an image takes on the canvas: long side ``size`` (down or up), both floored to x8."""
     if height >= width:
         h, w = size, int(width * (size * 1.0 / height))
     else:
         h, w = int(height * (size * 1.0 / width)), size
-    return max(h // 8 * 8, min(h, 1)) or 1, max(w // 8 * 8, min(w, 1)) or 1
+    return h // 8 * 8 or max(h, 1), w // 8 * 8 or max(w, 1)
 
 
 def image_to_canvas(image: np.ndarray, config: dict) -> np.ndarray:
@@ -86,9 +89,10 @@ def mask_to_canvas(mask: np.ndarray, config: dict) -> np.ndarray:
 
 
 def to_original(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Canvas maps ``(C, S, S)`` -> ``(C, height, width)``: aligned-corner bilinear to L x L, top-left crop."""
+    """Canvas maps ``(C, S, S)`` -> ``(C, height, width)``: the top-left of an aligned-corner bilinear resize to
+    L x L, ``L = max(height, width)`` (only the kept rows and columns are computed)."""
     side = max(height, width)
-    return resize_bilinear(maps, side, side, True)[:, :height, :width]
+    return resize_bilinear(maps, side, side, True, keep=(height, width))
 
 
 class OnnxSegmenter:

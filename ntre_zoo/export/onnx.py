@@ -253,11 +253,11 @@ def _config(
         },
         "preprocessing": {
             "image": (
-                "RGB as float32 in [0, 1], (3, H, W). If max(H, W) > canvas_size: the long side becomes canvas_size "
-                "and the short side int(short * canvas_size / long), then both are floored to multiples of 8 "
-                "(never below 1); otherwise (H, W) is kept. Resize bilinearly (half-pixel centres, "
-                "align_corners=False, no antialiasing), paste at the top-left of a zero canvas_size square, then "
-                "(x - mean) / std per channel."
+                "RGB as float32 in [0, 1], (3, H, W). The long side becomes canvas_size, larger or smaller: "
+                "(h, w) = (S, int(W * S / H)) if H >= W else (int(H * S / W), S), then each side is floored to a "
+                "multiple of 8 (a side shorter than 8 keeps its length, at least 1). Resize bilinearly (half-pixel "
+                "centres, align_corners=False, no antialiasing), paste at the top-left of a zero canvas_size "
+                "square, then (x - mean) / std per channel."
             ),
             "mask": (
                 "Resize to the same (h, w) with nearest neighbour (source index floor(i * in / out)), paste at the "
