@@ -12,6 +12,7 @@ from ntre_zoo.app.logic import (
     describe_support,
     editor_support,
     model_notice,
+    new_support_image,
     result_panels,
     run_prediction,
     write_examples,
@@ -25,8 +26,9 @@ from ntre_zoo.demo import DEMO_MODEL
 
 def _editor(image: np.ndarray, painted: np.ndarray | None = None) -> dict:
     """What Gradio's ImageEditor gives: an RGBA background and one RGBA layer of brush strokes."""
-    h, w = image.shape[:2]
-    background = np.concatenate([image, np.full((h, w, 1), 255, np.uint8)], axis=2)
+    h, w = (painted if painted is not None else image).shape[:2]
+    background = np.full((h, w, 4), 255, np.uint8)
+    background[: image.shape[0], : image.shape[1], :3] = image[:h, :w]
     layer = np.zeros((h, w, 4), np.uint8)
     if painted is not None:
         layer[painted.astype(bool)] = (255, 42, 42, 255)
@@ -40,32 +42,36 @@ def episode():
 
 def test_brush_strokes_become_the_support_mask(episode):
     supports, masks, _, _ = episode
-    support = editor_support(_editor(supports[0], masks[0]), None, 0)
+    support = editor_support(supports[0], _editor(supports[0], masks[0]), None, 0)
     assert np.array_equal(support.image, supports[0])
     assert np.array_equal(support.mask, masks[0])
+    assert new_support_image(supports[0], None, 0)[0]["layers"] == []  # a new image clears the strokes
+    with pytest.raises(ValueError, match="strokes were drawn on a 800x800 canvas, not on the 200x200 image"):
+        editor_support(supports[0], _editor(supports[0], np.ones((800, 800), np.uint8)), None, 0)
 
 
 def test_an_uploaded_mask_wins_over_strokes(episode):
     supports, masks, _, _ = episode
     painted = np.zeros_like(masks[0])
     painted[:10, :10] = 1
-    support = editor_support(_editor(supports[0], painted), masks[0] * np.uint8(255), 1)
+    support = editor_support(supports[0], _editor(supports[0], painted), masks[0] * np.uint8(255), 1)
     assert np.array_equal(support.mask, masks[0])
-    assert "(uploaded mask)" in describe_support(_editor(supports[0]), masks[0] * np.uint8(255), 1)
+    line = describe_support(supports[0], _editor(supports[0]), masks[0] * np.uint8(255), 1)
+    assert line == f"Support 2: 200 x 200 px, {int(masks[0].sum())} object pixels (uploaded mask)."
 
 
 def test_missing_or_mismatched_annotations_say_what_to_do(episode):
     supports, masks, _, _ = episode
-    assert editor_support(None, None, 0) is None
-    assert describe_support({"background": None, "layers": []}, None, 2) == "Support 3: empty."
+    assert editor_support(None, None, None, 0) is None
+    assert describe_support(None, None, None, 2) == "Support 3: empty."
     with pytest.raises(ValueError, match="Support 1 has no target pixel: paint the object"):
-        editor_support(_editor(supports[0]), None, 0)
+        editor_support(supports[0], _editor(supports[0]), None, 0)
     with pytest.raises(ValueError, match="Support 2 has a mask but no image"):
-        editor_support(None, masks[0], 1)
+        editor_support(None, None, masks[0], 1)
     with pytest.raises(ValueError, match="the mask is 20x20 but the image is 200x200"):
-        editor_support(_editor(supports[0]), np.ones((20, 20), np.uint8), 0)
+        editor_support(supports[0], None, np.ones((20, 20), np.uint8), 0)
     with pytest.raises(ValueError, match="at least one query"):
-        run_prediction(None, [editor_support(_editor(supports[0], masks[0]), None, 0)], [])
+        run_prediction(None, [editor_support(supports[0], None, masks[0], 0)], [])
     with pytest.raises(ValueError, match="at least one support"):
         run_prediction(None, [], [supports[0]])
 
@@ -75,7 +81,7 @@ def test_prediction_panels_and_mask_files(tmp_path, episode):
     cache = ModelCache()
     loaded = cache.get("")
     assert loaded is cache.get(DEMO_MODEL)  # loaded once
-    predictions = run_prediction(loaded.model, [editor_support(_editor(supports[0], masks[0]), None, 0)], [query])
+    predictions = run_prediction(loaded.model, [editor_support(supports[0], None, masks[0], 0)], [query])
     assert np.array_equal(predictions[0].mask, loaded.model.predict(supports[0], masks[0], query))
     panels = result_panels([query], ["q.jpg"], predictions)
     assert [caption.split(": ")[1] for _, caption in panels] == [

@@ -1,8 +1,9 @@
 """The web app (``ntre-zoo app``) in a real browser: Debian's headless Chromium driven by Playwright.
 
 The test serves the app on a free loopback port, uploads a support, paints on it with the brush (the server
-reads the strokes as its mask), uploads its mask (which replaces the strokes) and a query, presses Segment,
-waits for the result image, downloads the mask and checks that it equals ``model.predict`` on the same files.
+reads the strokes as its mask), uploads its mask (which replaces the strokes) and a query, presses Segment, waits
+for the result image, downloads the mask and checks that it equals ``model.predict`` on the same files; then
+runs an example episode from the gallery.
 Every request that would leave the machine is blocked and recorded: the page must make none.
 
 Set ``NTRE_ZOO_APP_SCREENSHOT=docs/app.png`` to save the page after the prediction (the README's picture).
@@ -127,21 +128,21 @@ def test_a_prediction_made_in_the_page_equals_model_predict(server, page, episod
 
     # The note under a support says what the server got: the image's size and the mask's object pixels.
     note = browser_page.locator("#support-note-0")
-    uploaded = f"Support 1: 200 x 200 px, {int((np.asarray(Image.open(episode['mask'])) > 0).sum())} object pixels"
     browser_page.locator("#support-0 input[type=file]").set_input_files(str(episode["support"]))
-    # Brush strokes become the mask. The editor loads the image on its canvas in the background (longer on a
-    # cold browser cache); a stroke made before that lands on its empty 800 x 800 canvas, so paint until the
-    # server sees strokes on the 200 x 200 image.
+    note.get_by_text("Support 1 has no target pixel").wait_for(timeout=TIMEOUT_MS)
+    # Brush strokes over the image make the mask. The editor gets the image from the server and draws it in the
+    # background; a stroke made before that is wiped when the image arrives, so paint until the server sees one.
     painted = note.get_by_text(re.compile(r"Support 1: 200 x 200 px, [1-9]\d* object pixels \(painted\)"))
     for _ in range(TIMEOUT_MS // 3000):
-        _paint_a_stroke(browser_page, "#support-0")
+        _paint_a_stroke(browser_page, "#support-paint-0")
         with contextlib.suppress(sync_api.TimeoutError):
             painted.wait_for(timeout=3000)
             break
     assert painted.is_visible(), note.inner_text()
     # An uploaded mask replaces the strokes; the prediction below uses it.
     browser_page.locator("#support-mask-0 input[type=file]").set_input_files(str(episode["mask"]))
-    note.get_by_text(f"{uploaded} (uploaded mask)").wait_for(timeout=TIMEOUT_MS)
+    target = int((np.asarray(Image.open(episode["mask"])) > 0).sum())
+    note.get_by_text(f"Support 1: 200 x 200 px, {target} object pixels (uploaded mask)").wait_for(timeout=TIMEOUT_MS)
     browser_page.locator("#queries input[type=file]").set_input_files(str(episode["query"]))
     browser_page.locator('#queries [aria-label="query.png"]').wait_for(timeout=TIMEOUT_MS)
     browser_page.click("#run")
@@ -168,3 +169,10 @@ def test_a_prediction_made_in_the_page_equals_model_predict(server, page, episod
     screenshot = os.environ.get("NTRE_ZOO_APP_SCREENSHOT")
     if screenshot:
         browser_page.screenshot(path=screenshot, full_page=True)
+
+    # The example gallery works out of the box: a synthetic episode fills the inputs and segments.
+    browser_page.get_by_text("episode2_query.png").click()
+    browser_page.locator('#queries [aria-label="episode2_query.png"]').wait_for(timeout=TIMEOUT_MS)
+    browser_page.click("#run")
+    browser_page.locator('#masks [aria-label="episode2_query_mask.png"]').wait_for(timeout=TIMEOUT_MS)
+    assert "1 query segmented from 1 support(s)" in browser_page.locator("#status").inner_text()

@@ -26,7 +26,9 @@ __all__ = [
     "ModelCache",
     "describe_support",
     "editor_support",
+    "editor_value",
     "model_notice",
+    "new_support_image",
     "read_query",
     "result_panels",
     "run_prediction",
@@ -120,48 +122,67 @@ class AnnotatedSupport:
     mask: np.ndarray
 
 
-def editor_support(editor: dict[str, Any] | None, mask_upload: Any, index: int) -> AnnotatedSupport | None:
-    """A support from an image editor's value (its background, with the brush strokes as the mask) or, when
-    given, an uploaded mask. None when the slot holds no image.
+def editor_support(image: Any, editor: dict[str, Any] | None, mask_upload: Any, index: int) -> AnnotatedSupport | None:
+    """A support slot's image and its mask: the uploaded mask when there is one, else the brush strokes painted
+    over the image in the editor. None when the slot holds no image.
 
     Args:
-        editor: ``{"background": (H, W, 3|4), "layers": [(H, W, 4), ...], ...}`` as Gradio's ImageEditor gives it.
+        image: the support image ``(H, W, 3)`` uint8 (or anything ``predict`` takes), or None.
+        editor: ``{"background": ..., "layers": [(H, W, 4), ...], ...}`` as Gradio's ImageEditor gives it, or
+            None; a stroke is any pixel of a layer with alpha > 0.
         mask_upload: an uploaded mask (anything ``predict`` takes as a mask) or None.
         index: the slot's 0-based number, for messages.
 
     Raises:
-        ValueError: no mask (nothing painted, nothing uploaded), or a mask whose size differs from the image.
+        ValueError: no mask (nothing painted, nothing uploaded), a mask of another size than the image, or
+            strokes drawn on a canvas of another size (painted before the image was on it).
     """
-    background = None if editor is None else editor.get("background")
-    if background is None:
+    if image is None:
         if mask_upload is not None:
-            raise ValueError(f"Support {index + 1} has a mask but no image: add the image in the editor.")
+            raise ValueError(f"Support {index + 1} has a mask but no image: add the image.")
         return None
-    image = np.ascontiguousarray(np.asarray(background)[..., :3]).astype(np.uint8)
+    array = (load_image(image, f"support {index + 1}").permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    h, w = array.shape[:2]
     if mask_upload is not None:
         mask = (load_mask(mask_upload, f"support {index + 1} mask") == 1).numpy()
+        if mask.shape != (h, w):
+            raise ValueError(
+                f"Support {index + 1}: the mask is {mask.shape[0]}x{mask.shape[1]} but the image is {h}x{w}; "
+                "upload a mask of the image's size."
+            )
     else:
-        layers = [np.asarray(layer) for layer in (editor or {}).get("layers") or []]
-        mask = np.zeros(image.shape[:2], dtype=bool)
-        for layer in layers:
-            if layer.shape[:2] == image.shape[:2] and layer.ndim == 3 and layer.shape[2] == 4:
-                mask |= layer[..., 3] > 0
-    if mask.shape != image.shape[:2]:
-        raise ValueError(
-            f"Support {index + 1}: the mask is {mask.shape[0]}x{mask.shape[1]} but the image is "
-            f"{image.shape[0]}x{image.shape[1]}; upload a mask of the image's size."
-        )
+        mask = np.zeros((h, w), dtype=bool)
+        for layer in [np.asarray(layer) for layer in (editor or {}).get("layers") or []]:
+            if layer.ndim != 3 or layer.shape[2] != 4 or not (layer[..., 3] > 0).any():
+                continue
+            if layer.shape[:2] != (h, w):
+                raise ValueError(
+                    f"Support {index + 1}: the strokes were drawn on a {layer.shape[0]}x{layer.shape[1]} canvas, "
+                    f"not on the {h}x{w} image (painted before it appeared?); clear them and paint again."
+                )
+            mask |= layer[..., 3] > 0
     if not mask.any():
         raise ValueError(
             f"Support {index + 1} has no target pixel: paint the object with the brush or upload its mask."
         )
-    return AnnotatedSupport(image, mask.astype(np.uint8))
+    return AnnotatedSupport(array, mask.astype(np.uint8))
 
 
-def describe_support(editor: dict[str, Any] | None, mask_upload: Any, index: int) -> str:
+def editor_value(image: np.ndarray | None) -> dict[str, Any] | None:
+    """The painting editor's value for a new support image: the image as background, no strokes."""
+    return None if image is None else {"background": image, "layers": [], "composite": image}
+
+
+def new_support_image(image: np.ndarray | None, mask_upload: Any, index: int) -> tuple[dict[str, Any] | None, str]:
+    """A support image was added, changed or removed: the painting editor's new value and the slot's line."""
+    value = editor_value(image)
+    return value, describe_support(image, value, mask_upload, index)
+
+
+def describe_support(image: Any, editor: dict[str, Any] | None, mask_upload: Any, index: int) -> str:
     """One line about a support slot as it stands: its size and its mask, or what it still lacks."""
     try:
-        support = editor_support(editor, mask_upload, index)
+        support = editor_support(image, editor, mask_upload, index)
     except (ValueError, TypeError) as error:
         return str(error)
     if support is None:

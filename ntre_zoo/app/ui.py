@@ -21,6 +21,7 @@ from .logic import (
     describe_support,
     editor_support,
     model_notice,
+    new_support_image,
     read_query,
     result_panels,
     run_prediction,
@@ -36,7 +37,7 @@ __all__ = ["MAX_SUPPORTS", "build_app", "launch"]
 MAX_SUPPORTS = 4
 _TITLE = "NTRENet few-shot segmentation"
 _HOW_TO = (
-    "Add a **support** image in the editor and paint the object with the brush (or upload its mask), add one or "
+    "Add a **support** image and upload the object's mask or paint the object with the brush, add one or "
     "more **queries**, and press **Segment**. More supports (tabs) show the object in other views. Each query "
     "gets an overlay of the predicted object, the target probability, the background that BG mining found and "
     "the distracting objects that DOEM eliminated; the masks download as PNG (255 = object)."
@@ -89,31 +90,44 @@ def build_app(
             label="Model: a zoo name, a local directory written by save_pretrained, or hf-hub:<repo id>",
             elem_id="model",
         )
-        editors, uploads, notes = [], [], []
+        images, uploads, editors, notes = [], [], [], []
         with gr.Row():
             with gr.Column(scale=3), gr.Tabs():
                 for i in range(MAX_SUPPORTS):
                     with gr.Tab(f"Support {i + 1}"):
+                        with gr.Row():
+                            images.append(
+                                gr.Image(
+                                    label=f"Support {i + 1}",
+                                    type="numpy",
+                                    image_mode="RGB",
+                                    format="png",
+                                    sources=("upload", "clipboard"),
+                                    height=240,
+                                    elem_id=f"support-{i}",
+                                )
+                            )
+                            uploads.append(
+                                gr.Image(
+                                    label="its mask (white = object), or paint it below",
+                                    type="numpy",
+                                    image_mode="L",
+                                    format="png",
+                                    sources=("upload",),
+                                    height=240,
+                                    elem_id=f"support-mask-{i}",
+                                )
+                            )
                         editors.append(
                             gr.ImageEditor(
-                                label=f"Support {i + 1}: paint the object",
+                                label=f"Support {i + 1}: paint the object (used when no mask is uploaded)",
                                 type="numpy",
                                 format="png",
-                                sources=("upload", "clipboard"),
+                                sources=(),
                                 layers=False,
+                                transforms=(),
                                 brush=gr.Brush(colors=["#ff2a2a"], color_mode="fixed"),
-                                elem_id=f"support-{i}",
-                            )
-                        )
-                        uploads.append(
-                            gr.Image(
-                                label=f"or upload support {i + 1}'s mask (white = object)",
-                                type="numpy",
-                                image_mode="L",
-                                format="png",
-                                sources=("upload",),
-                                height=160,
-                                elem_id=f"support-mask-{i}",
+                                elem_id=f"support-paint-{i}",
                             )
                         )
                         notes.append(gr.Markdown(f"Support {i + 1}: empty.", elem_id=f"support-note-{i}"))
@@ -127,7 +141,7 @@ def build_app(
         masks = gr.File(label="Masks (PNG, 255 = object)", file_count="multiple", interactive=False, elem_id="masks")
         gr.Examples(
             examples=[[str(s), str(m), [str(q)]] for s, m, q in examples],
-            inputs=[editors[0], uploads[0], queries],
+            inputs=[images[0], uploads[0], queries],
             label="Synthetic episodes (fold 0's novel classes): the demo model's home ground",
         )
 
@@ -141,8 +155,10 @@ def build_app(
             start = time.perf_counter()
             try:
                 loaded = models.get(name)
-                pairs = zip(slots[:MAX_SUPPORTS], slots[MAX_SUPPORTS:], strict=True)
-                supports = [s for i, (e, m) in enumerate(pairs) if (s := editor_support(e, m, i)) is not None]
+                slot_values = zip(*(slots[k * MAX_SUPPORTS : (k + 1) * MAX_SUPPORTS] for k in range(3)), strict=True)
+                supports = [
+                    s for i, (im, ed, m) in enumerate(slot_values) if (s := editor_support(im, ed, m, i)) is not None
+                ]
                 paths = list(query_files or [])
                 images = [read_query(path) for path in paths]
                 predictions = run_prediction(loaded.model, supports, images)
@@ -155,16 +171,22 @@ def build_app(
             return result_panels(images, names, predictions), [str(f) for f in files], line
 
         model_box.change(choose, inputs=model_box, outputs=notice)
-        for i, (editor, upload, note) in enumerate(zip(editors, uploads, notes, strict=True)):
+        for i, (image, upload, editor, note) in enumerate(zip(images, uploads, editors, notes, strict=True)):
+            image.change(
+                functools.partial(new_support_image, index=i),
+                inputs=[image, upload],
+                outputs=[editor, note],
+                show_progress="hidden",
+            )
             gr.on(
-                [editor.change, editor.upload, upload.change],
+                [editor.change, upload.change],
                 functools.partial(describe_support, index=i),
-                inputs=[editor, upload],
+                inputs=[image, editor, upload],
                 outputs=note,
                 show_progress="hidden",
                 trigger_mode="always_last",
             )
-        run.click(segment, inputs=[model_box, queries, *editors, *uploads], outputs=[gallery, masks, status])
+        run.click(segment, inputs=[model_box, queries, *images, *editors, *uploads], outputs=[gallery, masks, status])
     return app
 
 
