@@ -58,6 +58,8 @@ TINY = [
     "2",
     "--test-size",
     "129",
+    "--backbone-weights",
+    "none",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .evaluation import evaluate
+from .export import export_onnx
 from .inference import Box, Points, Prediction, Scribble, Segmentation, predict, segment, visualize
 from .model import (
     BackboneConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "__version__",
     "create_model",
     "evaluate",
+    "export_onnx",
     "from_official_checkpoint",
     "from_pretrained",
     "list_models",

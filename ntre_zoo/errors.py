@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChecksumMismatchError",
+    "HubAccessError",
     "ManifestError",
     "StateDictMismatchError",
     "UnknownModelError",
@@ -32,3 +33,7 @@ class ChecksumMismatchError(ValueError):
 
 class StateDictMismatchError(RuntimeError):
     """A state dict whose keys or shapes do not match the model (strict loading)."""
+
+
+class HubAccessError(RuntimeError):
+    """The Hub is needed (backbone weights, an upload) but offline, unreachable, or the token cannot write."""

@@ -246,7 +246,7 @@ def test_evaluate_cli_protocol_pfenet_scores_its_5000_episodes(synthetic, model,
 def test_train_cli_records_the_protocol_in_the_model_card(synthetic, tmp_path):
     out = tmp_path / "run"
     model = ["--layers", "1", "1", "1", "1", "--channels", "8", "16", "32", "64", "--stem-width", "8"]
-    model += ["--reduce-dim", "16", "--pyramid-bins", "4", "2", "--test-size", "33"]
+    model += ["--reduce-dim", "16", "--pyramid-bins", "4", "2", "--test-size", "33", "--backbone-weights", "none"]
     common = ["--dataset", "pascal5i", "--data-root", str(synthetic), "--epochs", "1", "--batch-size", "2"]
     code = main(["train", *common, *model, "-o", str(out), "--protocol", "bam", "--max-steps", "1", "--no-progress"])
     assert code == 0

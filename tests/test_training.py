@@ -261,6 +261,8 @@ def test_cli_train_resume_and_fine_tune(tmp_path, capsys):
         "2",
         "--test-size",
         "65",
+        "--backbone-weights",
+        "none",
     ]
     common = ["--dataset", "pascal5i", "--data-root", root, "--epochs", "2", "--batch-size", "4", "--no-progress"]
     straight, part = tmp_path / "straight", tmp_path / "part"
@@ -321,6 +323,7 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:.*never form an episode")
 def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
+    import ntre_zoo.zoo.hub_access
     import ntre_zoo.zoo.publish
     from ntre_zoo.cli import main
 
@@ -328,6 +331,8 @@ def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
     monkeypatch.setattr(
         ntre_zoo.zoo.publish, "push_to_hub", lambda model, repo, metadata: pushed.update(repo=repo, meta=metadata)
     )
+    monkeypatch.setattr(ntre_zoo.zoo.hub_access, "check_hub_reachable", lambda *a, **k: "")  # checked before training
+    monkeypatch.setattr(ntre_zoo.zoo.hub_access, "check_write_access", lambda *a, **k: "me")
     main(["make-synthetic", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"])
     args = [
         "train",
@@ -355,6 +360,8 @@ def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
         "2",
         "--test-size",
         "65",
+        "--backbone-weights",
+        "none",
         "--epochs",
         "1",
         "--batch-size",
@@ -447,6 +454,8 @@ def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
         "2",
         "--test-size",
         "65",
+        "--backbone-weights",
+        "none",
         "--epochs",
         "3",
         "--batch-size",

@@ -1,6 +1,11 @@
 """``ntre-zoo train``: episodic training, fine-tuning (``--init``) and resuming (``--resume``).
 
 Several processes: ``torchrun --nproc_per_node=N -m ntre_zoo train ...`` (gloo on CPU, nccl on CUDA).
+
+A run checks everything it will need before its first step and fails within seconds otherwise: the options
+(``--loss`` keys, the batch against the process count), the output directory (a non-empty one needs
+``--resume`` or ``--overwrite``), the backbone weights (files present, the Hub reachable) and, for
+``--push-to-hub``, a token that can write. Errors are said once, by rank 0.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -19,6 +25,20 @@ __all__ = ["register"]
 
 #: Options that may be given again with ``--resume`` (they do not change the trajectory).
 _RESUME_OPTIONS = ("max_steps", "workers", "no_progress", "checkpoint_every", "push_to_hub", "device")
+#: Defaults of options whose parser default is None, so that ``--resume`` can tell which options were typed.
+_DEFAULTS = {
+    "protocol": DEFAULT_PROTOCOL,
+    "fold": 0,
+    "shot": 1,
+    "coco_split": "interleaved",
+    "backbone": "resnet50",
+    "preset": "reference",
+    "backbone_weights": "reference",
+}
+#: The value an option has in a run recorded before the option existed: such a run trained on the tree's lists.
+_LEGACY = {"protocol": None}
+_SWITCHED_OFF = {"bg_eliminating": "--no-bg-eliminating", "do_eliminating": "--no-do-eliminating"}
+_NOT_RECORDED = ("command", "handler", "resume", "push_to_hub", "no_progress", "overwrite", "pretrained_backbone")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,102 +46,163 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train or fine-tune NTRENet on episodes",
         description="Episodic NTRENet training with the reference recipe. Writes OUT/checkpoints/{last,best}.pt "
-        "(training state) and OUT/{last,best}/ (from_pretrained-loadable weights). See docs/training.md.",
+        "(training state) and OUT/{last,best}/ (from_pretrained-loadable weights), and prints one line per epoch. "
+        "See docs/training.md.",
     )
     data = p.add_argument_group("data")
     data.add_argument(
         "--dataset", choices=("pascal5i", "coco20i", "folder"), help="benchmark (required unless --resume)"
     )
     data.add_argument(
-        "--data-root", help="VOC2012 dir (e.g. from `ntre-zoo make-synthetic`), COCO root or folder dataset"
+        "--data-root",
+        help="VOC2012 dir (e.g. from `ntre-zoo make-synthetic`), COCO root or folder dataset (required unless "
+        "--resume)",
     )
-    data.add_argument("--fold", type=int, default=0, help="test fold 0-3; training uses the other classes (default: 0)")
-    data.add_argument("--shot", type=int, default=1, help="supports per training episode (default: 1)")
-    data.add_argument("--coco-split", default="interleaved", choices=("interleaved", "contiguous"))
+    data.add_argument("--fold", type=int, help="test fold 0-3; training uses the other classes (default: 0)")
+    data.add_argument("--shot", type=int, help="supports per training episode (default: 1)")
+    data.add_argument(
+        "--coco-split", choices=("interleaved", "contiguous"), help="COCO-20i fold layout (default: interleaved)"
+    )
     data.add_argument(
         "--protocol",
-        default=DEFAULT_PROTOCOL,
         choices=tuple(PROTOCOLS),
         help="training lists and filter, validation episodes and preprocessing of this repository (default: "
-        "%(default)s: the reference's 5,953-image PASCAL-5i list)",
+        f"{DEFAULT_PROTOCOL}: the reference's 5,953-image PASCAL-5i list; the synthetic benchmark keeps its own)",
     )
     data.add_argument(
-        "--novel-classes", type=int, nargs="+", default=None, help="folder dataset: the held-out class ids"
+        "--novel-classes", type=int, nargs="+", help="folder dataset: the held-out class ids (default: none)"
     )
-    data.add_argument(
-        "--crop-size", type=int, default=None, help="training crop side (default: the model's test_size, 473)"
-    )
+    data.add_argument("--crop-size", type=int, help="training crop side (default: the model's test_size, 473)")
     model = p.add_argument_group("model")
     model.add_argument(
         "--init",
-        default=None,
         metavar="NAME_OR_PATH",
-        help="start from these weights (anything from_pretrained accepts) instead of a new model",
+        help="start from these weights (anything from_pretrained accepts) instead of a new model "
+        "(default: a new model)",
     )
-    model.add_argument("--backbone", default="resnet50", choices=("resnet50", "resnet101", "vgg16_bn"))
-    model.add_argument("--pretrained-backbone", action="store_true", help="timm ImageNet weights for a new model (Hub)")
-    model.add_argument("--layers", type=int, nargs=4, default=None, help="narrow ResNet: blocks per stage")
-    model.add_argument("--channels", type=int, nargs=4, default=None, help="narrow ResNet: widths per stage")
-    model.add_argument("--stem-width", type=int, default=None, help="narrow ResNet: stem width")
-    model.add_argument("--reduce-dim", type=int, default=None, help="head width C (default: 256)")
-    model.add_argument("--pyramid-bins", type=float, nargs="+", default=None, help="FEM bins (default: 60 30 15 8)")
+    model.add_argument(
+        "--backbone", choices=("resnet50", "resnet101", "vgg16_bn"), help="backbone of a new model (default: resnet50)"
+    )
+    model.add_argument(
+        "--backbone-weights",
+        metavar="{reference,timm,PATH,none}",
+        help="initial weights of a new model's frozen backbone: 'reference' = the authors' ImageNet files "
+        "(initmodel/resnet50_v2.pth, resnet101_v2.pth, vgg16_bn.pth), 'timm' = timm's ImageNet weights (Hub), PATH "
+        "= such a file, a converted state dict, a from_pretrained directory or a directory of the reference files, "
+        "'none' = random, for narrow test models only (default: reference)",
+    )
+    model.add_argument("--pretrained-backbone", action="store_true", help=argparse.SUPPRESS)
+    model.add_argument("--layers", type=int, nargs=4, help="narrow ResNet: blocks per stage (default: the full one)")
+    model.add_argument("--channels", type=int, nargs=4, help="narrow ResNet: widths per stage (default: the full one)")
+    model.add_argument("--stem-width", type=int, help="narrow ResNet: stem width (default: the full model)")
+    model.add_argument("--reduce-dim", type=int, help="head width C (default: 256)")
+    model.add_argument("--pyramid-bins", type=float, nargs="+", help="FEM bins (default: 60 30 15 8)")
     model.add_argument(
         "--no-bg-eliminating",
         dest="bg_eliminating",
         action="store_false",
-        help="ablation: no BGEM (with --no-do-eliminating too, no BG mining at all)",
+        help="ablation: no BGEM (with --no-do-eliminating too, no BG mining at all) (default: BGEM on)",
     )
-    model.add_argument("--no-do-eliminating", dest="do_eliminating", action="store_false", help="ablation: no DOEM")
-    model.add_argument("--test-size", type=int, default=None, help="evaluation canvas side (default: 473)")
+    model.add_argument(
+        "--no-do-eliminating", dest="do_eliminating", action="store_false", help="ablation: no DOEM (default: DOEM on)"
+    )
+    model.add_argument("--test-size", type=int, help="evaluation canvas side (default: 473)")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--preset", default="reference", choices=("reference", "paper"), help="hyper-parameter preset")
-    opt.add_argument("--epochs", type=int, default=None)
-    opt.add_argument("--batch-size", type=int, default=None, help="episodes per step over all processes")
-    opt.add_argument("--base-lr", type=float, default=None, help="the effective lr is 10x this (reference)")
-    opt.add_argument("--seed", type=int, default=None, help="default: 321")
+    opt.add_argument(
+        "--preset",
+        choices=("reference", "paper"),
+        help="hyper-parameter preset: reference = lr 0.025, batch 4, 150 epochs; paper = lr 0.03, batch 32, "
+        "200 epochs (50 on COCO) (default: reference)",
+    )
+    opt.add_argument("--epochs", type=int, help="(default: from --preset: 150 reference, 200 or 50 paper)")
+    opt.add_argument(
+        "--batch-size", type=int, help="episodes per step over all processes (default: from --preset: 4 or 32)"
+    )
+    opt.add_argument(
+        "--base-lr", type=float, help="the effective lr is 10x this (default: from --preset: 0.0025 or 0.003)"
+    )
+    opt.add_argument("--seed", type=int, help="(default: 321)")
     opt.add_argument(
         "--backbone-bn",
         choices=("train", "eval"),
-        default=None,
         help="backbone BN mode while training (default: train, as the reference)",
     )
-    opt.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: off)")
-    opt.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
-    opt.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default=None)
+    opt.add_argument("--grad-clip", type=float, help="clip the gradient norm (default: off)")
+    opt.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: autocast on CUDA)")
+    opt.add_argument("--amp-dtype", choices=("float16", "bfloat16"), help="autocast type on CUDA (default: float16)")
     opt.add_argument(
         "--loss",
         nargs="+",
-        default=None,
         metavar="KEY=VALUE",
-        help="LossConfig fields, e.g. pcl_weight=0 bg_weight=0 (ablations)",
+        help="LossConfig fields, e.g. pcl_weight=0 bg_weight=0 for ablations (default: the reference's weights)",
     )
     run = p.add_argument_group("run")
-    run.add_argument("--output", "-o", help="output directory (required unless --resume)")
-    run.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    run.add_argument("--val-every", type=int, default=None, help="epochs between validations (0: never)")
-    run.add_argument("--val-episodes", type=int, default=None, help="episodes per validation (default: 1000)")
-    run.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
-    run.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
-    run.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0)")
-    run.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
+    run.add_argument("--output", "-o", help="output directory, new or empty (required unless --resume)")
     run.add_argument(
-        "--push-to-hub", default=None, metavar="REPO_ID", help="upload OUT/best (else OUT/last) at the end"
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint; only --max-steps, --checkpoint-every, --workers, "
+        "--device, --no-progress and --push-to-hub may change (default: a new run)",
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run files already in --output and start again (default: off)",
+    )
+    run.add_argument(
+        "--val-every", type=int, help="epochs between validations, 0: never (default: 2, or 1 when epochs <= 50)"
+    )
+    run.add_argument("--val-episodes", type=int, help="episodes per validation (default: 1000 PASCAL, 4000 COCO)")
+    run.add_argument("--max-steps", type=int, help="stop after this many steps, resumable (default: all epochs)")
+    run.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: epoch ends only)")
+    run.add_argument("--workers", type=int, help="DataLoader workers (default: 0)")
+    run.add_argument("--device", help="(default: cuda:LOCAL_RANK when available, else cpu)")
+    run.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="upload OUT/best (else OUT/last) at the end; token and write access are checked before training "
+        "(default: no upload)",
+    )
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bars; the epoch lines stay (default: bars)"
+    )
     p.set_defaults(handler=_run)
 
 
+# ---------------------------------------------------------------------------------------------- options
+def _flag(name: str) -> str:
+    return _SWITCHED_OFF.get(name, "--" + name.replace("_", "-"))
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The options typed on the command line: every parser default is None, False, or True for a switch."""
+    return {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "handler") and v is not None and v is not False and not (k in _SWITCHED_OFF and v)
+    }
+
+
+def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), **{k: v for k, v in _DEFAULTS.items() if getattr(args, k) is None}})
+
+
 def _parse_loss(items: list | None) -> dict[str, float]:
+    from ..training.losses import LossConfig
+
+    known = [f.name for f in dataclasses.fields(LossConfig)]
     out: dict[str, float] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--loss takes KEY=VALUE pairs, got {item!r}; e.g. --loss pcl_weight=0.")
-        out[key] = float(value) if "." in value or "e" in value.lower() else int(value)
+        if key not in known:
+            raise ValueError(f"--loss: unknown key {key!r} (in {item!r}). Valid keys: {', '.join(known)}.")
+        try:
+            out[key] = float(value) if "." in value or "e" in value.lower() else int(value)
+        except ValueError:
+            raise ValueError(f"--loss {item}: the value of {key} must be a number, got {value!r}.") from None
     return out
-
-
-_SWITCHED_OFF = {"bg_eliminating": "--no-bg-eliminating", "do_eliminating": "--no-do-eliminating"}
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -131,9 +212,9 @@ def _command_line(args: argparse.Namespace) -> str:
         if key in _SWITCHED_OFF:  # store_false switches: on by default, written only when turned off
             words += [] if value else [_SWITCHED_OFF[key]]
             continue
-        if key in ("command", "handler", "resume", "push_to_hub", "no_progress") or value is None or value is False:
+        if key in _NOT_RECORDED or value is None or value is False:
             continue
-        words.append("--" + key.replace("_", "-"))
+        words.append(_flag(key))
         if value is not True:
             words += [shlex.quote(str(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
     return " ".join(words)
@@ -143,20 +224,9 @@ def _train_config(args: argparse.Namespace) -> Any:
     from ..training import TrainConfig
     from ..training.losses import LossConfig
 
-    overrides: dict[str, Any] = {}
-    for name in (
-        "epochs",
-        "batch_size",
-        "base_lr",
-        "seed",
-        "backbone_bn",
-        "grad_clip",
-        "amp_dtype",
-        "val_every",
-        "val_episodes",
-        "max_steps",
-        "checkpoint_every",
-    ):
+    names = ("epochs", "batch_size", "base_lr", "seed", "backbone_bn", "grad_clip", "amp_dtype", "val_every")
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    for name in ("max_steps", "checkpoint_every"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.workers is not None:
@@ -166,14 +236,122 @@ def _train_config(args: argparse.Namespace) -> Any:
     overrides["progress"] = not args.no_progress
     if args.loss:
         overrides["loss"] = LossConfig.from_dict(_parse_loss(args.loss))
-    if args.val_episodes is None:
-        overrides["val_episodes"] = get_protocol(args.protocol or DEFAULT_PROTOCOL).episodes(args.dataset)
+    protocol = get_protocol(args.protocol or DEFAULT_PROTOCOL)
+    overrides["val_episodes"] = args.val_episodes or protocol.episodes(args.dataset)
     return TrainConfig.from_preset(args.preset, benchmark=args.dataset, **overrides)
 
 
-def _build_model(args: argparse.Namespace, saved_model_config: dict[str, Any] | None) -> Any:
-    import dataclasses
+# ---------------------------------------------------------------------------------------------- checks
+def _read_run_file(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} not found: --resume takes the output directory of an earlier `ntre-zoo train` run, "
+            f"which holds {what}."
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(path)!r} should hold {what} as JSON but does not ({error}).") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} should hold {what} as a JSON object, got {type(data).__name__}.")
+    return data
 
+
+def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The saved run's options with the safe ones given now; refuses options that would change the run.
+
+    Returns:
+        The options to run with, and the saved ``train_config.json``.
+    """
+    from ..training.state import load_checkpoint
+
+    out = Path(args.resume)
+    if out.is_file():
+        run_dir = out.parent.parent if out.parent.name == "checkpoints" else None
+        hint = f" For this checkpoint that is --resume {run_dir}." if run_dir else ""
+        raise ValueError(f"--resume takes a run's output directory, not the file {str(out)!r}.{hint}")
+    saved = _read_run_file(out / "command.json", "the run's options (command.json)")
+    train_config = _read_run_file(out / "train_config.json", "the run's configuration (train_config.json)")
+    load_checkpoint(out / "checkpoints" / "last.pt")  # read once now, so a damaged file stops the run at once
+    saved_args = saved.get("args")
+    if not isinstance(saved_args, dict) or "command" not in saved:
+        raise ValueError(f"{str(out / 'command.json')!r} lacks 'args' or 'command'; it was not written by ntre-zoo.")
+    changed = []
+    for key, value in given.items():
+        if key in _RESUME_OPTIONS or key == "resume":
+            continue
+        before = saved_args[key] if key in saved_args else _LEGACY.get(key, _DEFAULTS.get(key))
+        if before is None:  # the preset's value, as the run's TrainConfig recorded it
+            before = (train_config.get("train") or {}).get(key)
+        same = Path(value).resolve() == out.resolve() if key == "output" else before == value
+        if not same:
+            changed.append(f"{_flag(key)} {value!r} (the run has {before!r})")
+    if changed:
+        raise ValueError(
+            f"--resume {out} continues the run as it was started, and {'; '.join(changed)} would change it. Resume "
+            f"without {'it' if len(changed) == 1 else 'them'} (only {', '.join(map(_flag, _RESUME_OPTIONS))} may be "
+            "given again), or train a new run in another directory (or this one with --overwrite)."
+        )
+    applied = [f"{_flag(k)} {v!r}" if v is not True else _flag(k) for k, v in given.items() if k in _RESUME_OPTIONS]
+    if applied and int(os.environ.get("RANK", "0")) == 0:
+        print(f"resuming {out}: applying {', '.join(applied)} (safe to change: the weights' trajectory stays the same)")
+    now = {k: getattr(args, k) for k in _RESUME_OPTIONS}
+    merged = {**_DEFAULTS, **_LEGACY, **saved_args, **now, "resume": str(out), "output": str(out), "overwrite": False}
+    return argparse.Namespace(**merged), {**train_config, "command": saved["command"]}
+
+
+def _preflight(args: argparse.Namespace, given: dict[str, Any], is_main: bool) -> dict[str, Any]:
+    """Every check a run can make before it starts, in seconds; returns what the run needs next."""
+    from ..training.distributed import check_batch_split
+    from ..training.outputs import check_output_dir, clear_run_dir
+
+    plan: dict[str, Any] = {"saved": None, "backbone": None}
+    if args.pretrained_backbone:
+        raise ValueError(
+            "--pretrained-backbone is gone: it took timm's weights although the authors start from PSPNet's "
+            "resnet50_v2.pth. Pass --backbone-weights reference (the authors' files in initmodel/), timm, PATH or none."
+        )
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues a run and --overwrite starts a new one; pass one of them.")
+    if args.resume:
+        args, plan["saved"] = _resume_args(args, given)
+    elif not (args.dataset and args.data_root and args.output):
+        raise ValueError("ntre-zoo train needs --dataset, --data-root and --output (or --resume DIR).")
+    else:
+        check_output_dir(Path(args.output), args.overwrite)
+        if not Path(args.data_root).exists():
+            raise FileNotFoundError(f"--data-root {args.data_root!r} does not exist.")
+        if args.init and "backbone_weights" in given:
+            raise ValueError("--backbone-weights is for a new model; --init already brings its backbone's weights.")
+    plan["args"] = args
+    plan["config"] = config = _train_config(args)
+    origin = "--batch-size" if "batch_size" in given else f"--preset {config.preset}"
+    check_batch_split(config.batch_size, int(os.environ.get("WORLD_SIZE", "1")), origin)
+    if not is_main:
+        return plan  # the Hub and the backbone files are rank 0's business (DDP broadcasts its weights)
+    if not args.resume and not args.init:
+        from ..model.config import BackboneConfig
+        from ..zoo.backbone_weights import resolve_backbone_weights
+
+        narrowing = {k: tuple(getattr(args, k)) if getattr(args, k) else None for k in ("layers", "channels")}
+        backbone = BackboneConfig(args.backbone, stem_width=args.stem_width, **narrowing)
+        plan["backbone"] = resolve_backbone_weights(args.backbone_weights, backbone)
+    if args.push_to_hub:
+        from ..zoo.hub_access import check_hub_reachable, check_write_access
+
+        check_hub_reachable(
+            "--push-to-hub",
+            f"Train without it and publish afterwards: ntre-zoo publish {Path(args.output) / 'best'} "
+            f"--repo-id {args.push_to_hub}.",
+        )
+        check_write_access(args.push_to_hub)
+    if args.overwrite:
+        clear_run_dir(Path(args.output))
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def _build_model(args: argparse.Namespace, saved_model_config: dict[str, Any] | None, backbone: Any) -> Any:
     from ..model import NTRENet
     from ..model.config import ModelConfig
     from ..model.factory import create_model
@@ -187,21 +365,15 @@ def _build_model(args: argparse.Namespace, saved_model_config: dict[str, Any] | 
         if model.config.shot != args.shot:
             model.config = dataclasses.replace(model.config, shot=args.shot)
         return model
-    options = {
-        k: getattr(args, k)
-        for k in (
-            "layers",
-            "channels",
-            "stem_width",
-            "reduce_dim",
-            "pyramid_bins",
-            "test_size",
-            "bg_eliminating",
-            "do_eliminating",
-        )
-    }
+    names = ("layers", "channels", "stem_width", "reduce_dim", "pyramid_bins", "test_size")
+    options = {k: getattr(args, k) for k in (*names, "bg_eliminating", "do_eliminating")}
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
-    return create_model(args.backbone, shot=args.shot, pretrained_backbone=args.pretrained_backbone, **options)
+    model = create_model(args.backbone, shot=args.shot, **options)
+    if backbone is not None:
+        from ..zoo.backbone_weights import load_backbone_weights
+
+        load_backbone_weights(model, backbone)
+    return model
 
 
 def _protocol(args: argparse.Namespace) -> Protocol | None:
@@ -245,34 +417,36 @@ def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> An
     return train, val
 
 
+def _backbone_record(args: argparse.Namespace, plan: dict[str, Any]) -> dict[str, Any] | None:
+    if plan["saved"] is not None:
+        return (plan["saved"].get("metadata") or {}).get("backbone_init")
+    if args.init:
+        return {"kind": "init", "source": args.init, "sha256": None}
+    return plan["backbone"].to_dict() if plan["backbone"] is not None else None
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..training import DistributedContext, Trainer, seed_everything
     from ..training.validation import make_evaluate_fn
 
-    saved_model_config = None
-    if args.resume:
-        out = Path(args.resume)
-        saved_path = out / "command.json"
-        if not saved_path.is_file():
-            raise FileNotFoundError(
-                f"{str(saved_path)!r} not found: --resume takes the OUT directory of an earlier `ntre-zoo train`."
-            )
-        saved = json.loads(saved_path.read_text())
-        # Only the options given now count: a --max-steps of the interrupted run must not stop this one.
-        given = {k: getattr(args, k) for k in _RESUME_OPTIONS}
-        # A run recorded before protocols existed trained on the tree's own lists: it resumes on them.
-        args = argparse.Namespace(**{"protocol": None, **saved["args"], **given, "resume": str(out), "handler": None})
-        saved_model_config = json.loads((out / "train_config.json").read_text())["model"]
-    elif not (args.dataset and args.data_root and args.output):
-        raise ValueError("ntre-zoo train needs --dataset, --data-root and --output (or --resume DIR).")
-    out = Path(args.resume or args.output)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    given = _given(args)
+    try:
+        plan = _preflight(_with_defaults(args), given, is_main)
+    except (ValueError, FileNotFoundError, RuntimeError):
+        if not is_main:
+            return 1  # rank 0 reports it, once
+        raise
+    args, config, saved = plan["args"], plan["config"], plan["saved"]
+    out = Path(args.output)
+    if is_main and plan["backbone"] is not None and plan["backbone"].kind == "none":
+        print("backbone: random weights (--backbone-weights none); the backbone is frozen, so they stay random")
     ctx = DistributedContext.initialize_from_launcher()
-    config = _train_config(args)
     seed_everything(config.seed, config.deterministic)  # the new head's initial weights follow the seed
-    model = _build_model(args, saved_model_config)
+    model = _build_model(args, saved["model"] if saved else None, plan["backbone"])
     train, val = _datasets(args, model, config, ctx)
-    command = _command_line(args) if not args.resume else saved["command"]
-    if ctx.is_main and not args.resume:
+    command = saved["command"] if saved else _command_line(args)
+    if ctx.is_main and not saved:
         out.mkdir(parents=True, exist_ok=True)
         record = {"command": command, "args": {k: v for k, v in vars(args).items() if k != "handler"}}
         atomic_write_json(out / "command.json", record)
@@ -289,6 +463,9 @@ def _run(args: argparse.Namespace) -> int:
     }
     if args.init:
         metadata["init"] = args.init
+    backbone_init = _backbone_record(args, plan)
+    if backbone_init is not None:
+        metadata["backbone_init"] = backbone_init
     trainer = Trainer(
         model,
         train,
@@ -299,7 +476,7 @@ def _run(args: argparse.Namespace) -> int:
         metadata=metadata,
         distributed=ctx,
     )
-    result = trainer.fit(resume=bool(args.resume))
+    result = trainer.fit(resume=bool(saved))
     if ctx.is_main:
         best = f", best {config.select_metric} {result.best_metric:.4f}" if result.best_metric is not None else ""
         exported = " and ".join(str(out / n) for n in ("best", "last") if (out / n).is_dir())

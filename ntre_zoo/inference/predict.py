@@ -29,12 +29,12 @@ from ..data.preprocessing import (
 )
 from ..model.config import check_amp_dtype, check_int, resolve_device
 from ..model.heads import resize
-from ..model.types import FewShotSegmenter, SupportFeatures
+from ..model.types import FewShotSegmenter, NTRENetOutput, SupportFeatures
 from .annotations import support_mask
 from .image_io import as_list, check_mask_threshold, load_image
 from .precision import autocast_dtype
 
-__all__ = ["Prediction", "encode_support", "predict", "prepare_image"]
+__all__ = ["Prediction", "canvas_maps", "encode_support", "predict", "prepare_image"]
 
 
 @dataclass
@@ -277,11 +277,21 @@ def predict(
     return results[0] if single else results
 
 
-def _to_original(out: Any, sizes: Sequence[tuple[int, int]], details: bool) -> list[Any]:
+def canvas_maps(out: NTRENetOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """The BG and DO maps of a forward pass at the canvas size: ``(B, 1, S, S)`` float32 each.
+
+    BG: the BG-mining probability of background (what BGEM eliminates); DO: the distracting-object masks
+    averaged over the pyramid bins (what DOEM eliminates). Zeros for a model without BG mining / DOEM.
+    """
     canvas = tuple(out.logits.shape[-2:])
     blank = out.logits.new_zeros((out.logits.shape[0], 1, *canvas), dtype=torch.float32)
     bg = blank if out.bg_logits is None else resize(out.bg_logits.float().softmax(dim=1)[:, 1:], canvas)
     do = torch.stack([resize(m.float(), canvas) for m in out.do_masks]).mean(dim=0) if out.do_masks else blank
+    return bg, do
+
+
+def _to_original(out: NTRENetOutput, sizes: Sequence[tuple[int, int]], details: bool) -> list[Any]:
+    bg, do = canvas_maps(out)
     results: list[Any] = []
     for i, (h, w) in enumerate(sizes):
         logits = logits_to_original(out.logits[i : i + 1].float(), h, w)[0]

@@ -25,6 +25,7 @@ __all__ = [
     "EpisodeBatchSampler",
     "SeededEpisodes",
     "all_gather_cat",
+    "check_batch_split",
     "collate_episodes",
 ]
 
@@ -72,6 +73,30 @@ class DistributedContext:
     def device(self) -> torch.device:
         """This rank's default device: ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU."""
         return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def check_batch_split(batch_size: int, world_size: int, origin: str = "batch_size") -> None:
+    """Refuse a batch (episodes per step over all processes) that ``world_size`` processes cannot split evenly,
+    with the fix: the process counts that keep the batch, or the batch to use instead.
+
+    Args:
+        batch_size: episodes per step over all processes.
+        world_size: the process count.
+        origin: where the batch came from, for the message (``--preset reference``, ``--batch-size``).
+
+    Raises:
+        ValueError: naming both fixes.
+    """
+    if batch_size % world_size == 0:
+        return
+    per = -(-batch_size // world_size)
+    fits = [n for n in range(1, world_size + 1) if batch_size % n == 0]
+    raise ValueError(
+        f"{origin} trains with batch {batch_size} (episodes per step over all processes), which {world_size} "
+        f"processes cannot split evenly. Keep the recipe on {', '.join(map(str, fits))} process(es) "
+        f"(torchrun --nproc_per_node={fits[-1]}), or pass --batch-size {per * world_size} ({per} per process; a "
+        "different recipe, recorded in the model card)."
+    )
 
 
 def _mix(*values: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,46 @@ from typing import Any
 from .._atomic import atomic_write_json
 from .config import TrainConfig
 
-__all__ = ["append_jsonl", "card_metadata", "tensorboard_writer", "write_json"]
+__all__ = [
+    "RUN_ENTRIES",
+    "append_jsonl",
+    "card_metadata",
+    "check_output_dir",
+    "clear_run_dir",
+    "epoch_line",
+    "tensorboard_writer",
+    "write_json",
+]
+
+#: What a training run writes in its output directory (``clear_run_dir`` deletes these and nothing else).
+RUN_ENTRIES = ("command.json", "train_config.json", "metrics.jsonl", "checkpoints", "best", "last", "tensorboard")
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty directory unless ``overwrite``: a new run never mixes with an earlier one.
+
+    Raises:
+        ValueError: naming the directory and the way out (``--resume`` for a run, ``--overwrite``, a new one).
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(out)!r} is a file; pass a directory.")
+    if not out.is_dir() or overwrite or not any(out.iterdir()):
+        return
+    hint = f" It holds an ntre-zoo run: continue it with --resume {out}." if (out / "command.json").is_file() else ""
+    raise ValueError(
+        f"--output {str(out)!r} is not empty.{hint} To train a new run there, pass --overwrite (it deletes the "
+        f"earlier run's {', '.join(RUN_ENTRIES)}); or choose a new directory."
+    )
+
+
+def clear_run_dir(out: Path) -> None:
+    """Delete what a training run wrote in ``out`` (:data:`RUN_ENTRIES`), leaving any other file alone."""
+    for name in RUN_ENTRIES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -22,6 +62,20 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     """Append one JSON line."""
     with open(path, "a") as handle:
         handle.write(json.dumps(dict(record)) + "\n")
+
+
+def epoch_line(record: Mapping[str, Any], epochs: int, best: bool = False) -> str:
+    """The line printed after each epoch: mean loss, lr and the validation metrics in percent (as ``evaluate``
+    prints them), e.g. ``epoch 3/30  step 330  loss 0.2710  lr 2.31e-02  val mIoU 41.20  FB-IoU 63.05 (best)``."""
+    words = [f"epoch {record['epoch']}/{epochs}", f"step {record['step']}"]
+    if "train_total" in record:
+        words.append(f"loss {record['train_total']:.4f}")
+    words.append(f"lr {record['lr']:.3g}")
+    if "val_miou" in record:
+        words.append(f"val mIoU {100 * record['val_miou']:.2f}")
+    if "val_fb_iou" in record:
+        words.append(f"FB-IoU {100 * record['val_fb_iou']:.2f}" + (" (best)" if best else ""))
+    return "  ".join(words)
 
 
 def card_metadata(

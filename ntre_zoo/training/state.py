@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,20 @@ import torch
 
 from .._atomic import atomic_write
 
-__all__ = ["atomic_save", "isolated_rng", "load_checkpoint", "rng_state", "seed_everything", "set_rng_state"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "atomic_save",
+    "check_checkpoint_file",
+    "isolated_rng",
+    "load_checkpoint",
+    "rng_state",
+    "seed_everything",
+    "set_rng_state",
+]
 
 PathLike = str | os.PathLike[str]
+#: The ``format`` field of every training checkpoint.
+CHECKPOINT_FORMAT = "ntre-zoo-train-state/1"
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -82,16 +94,56 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), fsync=True)
 
 
-def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a training checkpoint written by the trainer (``weights_only`` loading: no code runs).
+def _not_a_checkpoint(path: Path, why: str) -> ValueError:
+    return ValueError(
+        f"{str(path)!r} is not a usable training checkpoint: {why}. Expected the {CHECKPOINT_FORMAT!r} file that "
+        "`ntre-zoo train` writes to OUT/checkpoints/last.pt (a torch.save zip archive, written atomically). If the "
+        "file was cut short by a copy or a full disk, copy it again or resume from checkpoints/best.pt (rename it "
+        "to last.pt); otherwise start the run again with --overwrite."
+    )
+
+
+def check_checkpoint_file(path: PathLike) -> Path:
+    """Cheaply check that ``path`` looks like a complete checkpoint (a torch zip archive whose index is intact),
+    without loading it: an empty, truncated or foreign file is refused before a run builds anything.
 
     Raises:
         FileNotFoundError: no such file, with a hint about ``--resume``.
+        ValueError: empty, truncated or not a torch archive, naming the file and what was expected.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"No training checkpoint at {str(path)!r}. --resume takes the output directory of an earlier "
-            "`ntre-zoo train` run (it holds checkpoints/last.pt)."
+            "`ntre-zoo train` run; it holds checkpoints/last.pt from the first epoch end (or --checkpoint-every) on. "
+            "A run killed before that has nothing to resume: start it again with --overwrite."
         )
-    return torch.load(path, map_location=map_location, weights_only=True)
+    size = path.stat().st_size
+    if size == 0:
+        raise _not_a_checkpoint(path, "the file is empty")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise _not_a_checkpoint(path, f"it is not a complete torch archive ({size} bytes; {error})") from error
+    if not any(name.endswith("/data.pkl") for name in names):
+        raise _not_a_checkpoint(path, "it is a zip file but not one written by torch.save")
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint written by the trainer (``weights_only`` loading: no code runs).
+
+    Raises:
+        FileNotFoundError: no such file, with a hint about ``--resume``.
+        ValueError: an empty, truncated or foreign file, or another format, naming the file.
+    """
+    path = check_checkpoint_file(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError or EOFError depending on the damage
+        raise _not_a_checkpoint(path, f"torch.load failed ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = f"a dict with format {state.get('format')!r}" if isinstance(state, dict) else type(state).__name__
+        raise _not_a_checkpoint(path, f"it holds {found}, not an ntre-zoo training state")
+    return state

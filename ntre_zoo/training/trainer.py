@@ -35,12 +35,14 @@ from .distributed import (
     EpisodeBatchSampler,
     SeededEpisodes,
     all_gather_cat,
+    check_batch_split,
     collate_episodes,
 )
 from .losses import NTRENetLoss
 from .optim import build_optimizer, poly_lr, set_lr
-from .outputs import append_jsonl, card_metadata, tensorboard_writer, write_json
+from .outputs import append_jsonl, card_metadata, epoch_line, tensorboard_writer, write_json
 from .state import (
+    CHECKPOINT_FORMAT,
     atomic_save,
     load_checkpoint,
     rng_state,
@@ -52,7 +54,6 @@ __all__ = ["EvaluateFn", "TrainResult", "Trainer"]
 
 #: ``evaluate_fn(model) -> {"miou": ..., ...}``; it is called on every rank (see :mod:`.validation`).
 EvaluateFn = Callable[[nn.Module], Mapping[str, float]]
-CHECKPOINT_FORMAT = "ntre-zoo-train-state/1"
 
 
 @dataclass
@@ -111,11 +112,7 @@ class Trainer:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.metadata = dict(metadata or {})
         self.evaluate_fn = evaluate_fn
-        if self.config.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"batch_size={self.config.batch_size} (episodes per step over all processes) must be divisible by "
-                f"the {self.dist.world_size} processes."
-            )
+        check_batch_split(self.config.batch_size, self.dist.world_size, "the TrainConfig")
         self.model = model.to(self.device)
         self.dataset = train_dataset
         self.sampler = EpisodeBatchSampler(
@@ -212,7 +209,7 @@ class Trainer:
                 if improved:
                     self.best_metric = float(value)
             self.history.append(record)
-            self._log_epoch(record)
+            self._log_epoch(record, improved)
             if improved:
                 self.save_checkpoint("best")
                 self._export("best", metrics)
@@ -396,8 +393,13 @@ class Trainer:
         }
         write_json(self.output_dir / "train_config.json", payload)  # type: ignore[operator]
 
-    def _log_epoch(self, record: Mapping[str, Any]) -> None:
-        if self.output_dir is None or not self.dist.is_main:
+    def _log_epoch(self, record: Mapping[str, Any], improved: bool) -> None:
+        """One printed line per epoch on rank 0 (also without progress bars, so cluster logs show progress), then
+        ``metrics.jsonl`` and TensorBoard."""
+        if not self.dist.is_main:
+            return
+        print(epoch_line(record, self.config.epochs, improved), flush=True)
+        if self.output_dir is None:
             return
         append_jsonl(self.output_dir / "metrics.jsonl", record)
         if self._writer is not None:

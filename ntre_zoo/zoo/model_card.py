@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,12 +16,17 @@ _CITATION = """@inproceedings{liu2022ntrenet,
   year      = {2022}
 }"""
 
-_DATASETS = {"pascal5i": "PASCAL-5i", "coco20i": "COCO-20i", "fss1000": "FSS-1000"}
+_DATASETS = {"pascal5i": "PASCAL-5i", "coco20i": "COCO-20i", "fss1000": "FSS-1000", "synthetic": "synthetic"}
+#: Metadata the card shows in lines of its own; the rest goes under "Other metadata".
+_SHOWN = frozenset(("name", "dataset", "fold", "protocol", "train_classes", "test_classes", "metrics"))
+_SHOWN |= {"paper_metrics", "backbone_init"}
+#: Commands kept in the metadata and the measured metrics; the card shows them in their own section.
+_COMMANDS = ("command", "train_command")
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> list[str]:
     groups = {k: metrics[k] for k in ("reference", "measured") if isinstance(metrics.get(k), Mapping)}
-    flat = {k: v for k, v in metrics.items() if k not in groups}
+    flat = {k: v for k, v in metrics.items() if k not in groups and k not in _COMMANDS}
     rows = [
         f"| {group} | {key} | {value} |"
         for group, values in [*groups.items(), ("recorded", flat)]
@@ -29,6 +35,55 @@ def _metrics_table(metrics: Mapping[str, Any]) -> list[str]:
     if not rows:
         return ["No metrics were recorded for these weights."]
     return ["| kind | metric | value |", "|---|---|---|", *rows]
+
+
+def _shots(metrics: Mapping[str, Any]) -> list[int]:
+    return sorted({int(k[len("miou_") : -len("shot")]) for k in metrics if re.fullmatch(r"miou_\d+shot", k)})
+
+
+def _comparison(measured: Mapping[str, Any], paper: Mapping[str, Any]) -> list[str]:
+    """Measured mIoU per shot beside the paper's, when both exist."""
+    rows = [f"| {k}-shot | {measured[f'miou_{k}shot']} | {paper.get(f'miou_{k}shot', '-')} |" for k in _shots(measured)]
+    if not rows or not paper:
+        return []
+    source = paper.get("source", "the paper")
+    return ["", f"Compared with {source}:", "", "| shots | measured mIoU | paper mIoU |", "|---|---|---|", *rows]
+
+
+def _front_matter(name: str, backbone: str, meta: Mapping[str, Any]) -> str:
+    """Hugging Face card metadata: library, task, tags, dataset, license and a ``model-index`` with the measured
+    mIoU and FB-IoU per shot (numbers of ``ntre-zoo evaluate``, in percent), which the Hub shows as results."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset, fold = meta.get("dataset"), meta.get("fold")
+    metrics = dict(meta.get("metrics") or {})
+    results = []
+    for k in _shots(metrics):
+        for key, metric_type, label in (("miou", "mean_iou", "mIoU"), ("fb_iou", "fb_iou", "FB-IoU")):
+            if f"{key}_{k}shot" in metrics:
+                result = EvalResult(
+                    task_type="image-segmentation",
+                    task_name=f"Few-shot semantic segmentation ({k}-shot)",
+                    dataset_type=str(dataset),
+                    dataset_name=f"{_DATASETS.get(str(dataset), dataset)} fold {fold}",
+                    dataset_split=f"fold{fold}",
+                    dataset_args={"shot": k, "episodes": metrics.get("episodes"), "seeds": metrics.get("seeds")},
+                    metric_type=metric_type,
+                    metric_value=metrics[f"{key}_{k}shot"],
+                    metric_name=f"{label} ({k}-shot)",
+                )
+                results.append(result)
+    tags = ["few-shot-segmentation", "ntrenet", backbone, *([str(dataset)] if dataset else [])]
+    data = ModelCardData(
+        library_name="ntre-zoo",
+        license="apache-2.0",
+        pipeline_tag="image-segmentation",
+        tags=tags,
+        datasets=[str(dataset)] if dataset else None,
+        model_name=name,
+        eval_results=results or None,
+    )
+    return f"---\n{data.to_yaml()}\n---"
 
 
 def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
@@ -45,21 +100,8 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
     dataset = meta.get("dataset")
     fold = meta.get("fold")
     name = meta.get("name") or "ntrenet_" + backbone + (f".{dataset}_fold{fold}" if dataset is not None else "")
-    front = [
-        "---",
-        "library_name: ntre-zoo",
-        "license: apache-2.0",
-        "pipeline_tag: image-segmentation",
-        "tags:",
-        "- few-shot-segmentation",
-        "- ntrenet",
-        f"- {backbone}",
-    ]
-    if dataset:
-        front.append(f"- {dataset}")
-    front.append("---")
     lines = [
-        *front,
+        _front_matter(name, backbone, meta),
         "",
         f"# {name}",
         "",
@@ -79,11 +121,29 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
     for key, label in (("train_classes", "Train classes"), ("test_classes", "Test classes (unseen during training)")):
         if meta.get(key):
             lines.append(f"- {label}: {', '.join(map(str, meta[key]))}")
-    shown = {"name", "dataset", "fold", "protocol", "train_classes", "test_classes", "metrics"}
-    extra = {k: v for k, v in meta.items() if k not in shown}
+    init = meta.get("backbone_init")
+    if init:
+        origin = f"{init.get('source')} (sha256 {init.get('sha256')})" if init.get("source") else "random weights"
+        lines.append(f"- Backbone initialisation: {init.get('kind')}, {origin}")
+    extra = {k: v for k, v in meta.items() if k not in _SHOWN and k not in _COMMANDS}
     if extra:
         lines += ["", "Other metadata:", "", "```json", json.dumps(extra, indent=2, default=str), "```"]
-    lines += ["", "## Metrics", "", *_metrics_table(meta.get("metrics") or {}), ""]
+    metrics = meta.get("metrics") or {}
+    lines += ["", "## Metrics", "", *_metrics_table(metrics), *_comparison(metrics, meta.get("paper_metrics") or {})]
+    commands: dict[str, str] = {}  # command -> label; a training export records its command twice
+    for label, command in (
+        ("Training", meta.get("command")),
+        ("Training", metrics.get("train_command")),
+        ("Evaluation", metrics.get("command")),
+    ):
+        if command:
+            commands.setdefault(str(command), label)
+    if commands:
+        lines += ["", "## Commands", ""]
+        for command, label in commands.items():
+            lines += [f"{label}:", "", "```bash", command, "```", ""]
+    else:
+        lines.append("")
     lines += [
         "## Preprocessing",
         "",

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,11 +36,13 @@ __all__ = [
     "CONFIG_NAME",
     "HEADER_CONFIG_KEY",
     "MODEL_CARD_NAME",
+    "WEIGHTS_METADATA",
     "WEIGHTS_NAME",
     "build_config",
     "card_is_ours",
     "save_id",
     "save_pretrained",
+    "write_safetensors",
 ]
 
 CONFIG_NAME = "config.json"
@@ -48,6 +51,9 @@ MODEL_CARD_NAME = "README.md"
 ARCHITECTURE = "ntrenet"
 #: The safetensors header entry that holds the ``config.json`` the weights were saved with.
 HEADER_CONFIG_KEY = "ntre_zoo_config"
+#: The rest of every weights file's header, in the order written (the shipped model's order). A weights file with
+#: only these entries is a function of its tensors alone (and the version): ``reproduce`` and ``publish`` write that.
+WEIGHTS_METADATA = {"ntre_zoo_version": __version__, "format": "pt"}
 _CARD_STAMP = re.compile(r"\n<!-- ntre-zoo model card, sha256 of the text above: (?P<digest>[0-9a-f]{64}) -->\n\Z")
 PathLike = str | os.PathLike[str]
 
@@ -84,6 +90,24 @@ def build_config(model: FewShotSegmenter, metadata: Mapping[str, Any] | None = N
         "ntre_zoo_version": __version__,
         "metadata": _full_metadata(metadata),
     }
+
+
+def write_safetensors(state: Mapping[str, Any], path: PathLike, metadata: Mapping[str, str]) -> None:
+    """``safetensors.torch.save_file``, then its header rewritten with the metadata keys in the order given.
+
+    safetensors writes the metadata mapping in an order that changes from process to process (a Rust
+    ``HashMap``), so two saves of the same weights and config gave different files, and a pinned sha256 was a
+    coin toss. Here the order is the caller's; the header keeps its length, and the tensors are untouched.
+    """
+    safetensors.torch.save_file(dict(state), str(path), metadata=dict(metadata))
+    with open(path, "r+b") as handle:
+        size = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(size))
+        written = header.pop("__metadata__")
+        ordered = {"__metadata__": {k: written[k] for k in metadata}, **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        handle.seek(8)
+        handle.write(text.ljust(size))  # the same keys and values, so the same length; safetensors pads with spaces
 
 
 def save_id(config: Mapping[str, Any]) -> str:
@@ -151,9 +175,9 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(directory, (WEIGHTS_NAME, CONFIG_NAME, MODEL_CARD_NAME))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"format": "pt", "ntre_zoo_version": __version__, HEADER_CONFIG_KEY: json.dumps(config)}
+    header = {**WEIGHTS_METADATA, HEADER_CONFIG_KEY: json.dumps(config)}
     files: list[tuple[Path, Any]] = [
-        (directory / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(state, tmp, metadata=header)),
+        (directory / WEIGHTS_NAME, lambda tmp: write_safetensors(state, tmp, header)),
         (directory / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")),
     ]
     card_path = directory / MODEL_CARD_NAME

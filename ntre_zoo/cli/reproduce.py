@@ -1,0 +1,150 @@
+"""``ntre-zoo reproduce`` (train, evaluate and package zoo variants, resumably) and ``ntre-zoo publish`` (to the
+Hub and into the manifest); see docs/reproducing.md."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "reproduce",
+        help="train and evaluate zoo variants into publishable directories (resumable)",
+        description="For each variant: train it with its recipe (the recorded command, or the paper preset), evaluate "
+        "1- and 5-shot over seeds, and write OUT/VARIANT/ (from_pretrained directory, model card with Hub metadata, "
+        "manifest_entry.json for `ntre-zoo publish`). Run the same command again after an interruption: finished "
+        "steps are skipped and an interrupted training resumes from its last checkpoint.",
+    )
+    p.add_argument(
+        "variants", nargs="+", metavar="VARIANT", help="manifest name, pattern (ntrenet_*.pascal5i_*) or 'all'"
+    )
+    p.add_argument(
+        "--data-root",
+        action="append",
+        required=True,
+        metavar="[DATASET=]DIR",
+        help="the prepared data, one directory for all, or per benchmark: pascal5i=DIR coco20i=DIR synthetic=DIR "
+        "(repeat the option)",
+    )
+    p.add_argument("--output", "-o", required=True, help="the sweep's directory (its ledger makes it resumable)")
+    p.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        choices=tuple(PROTOCOLS),
+        help="paper variants' protocol: training lists, evaluation episodes and first seed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        metavar="{reference,timm,PATH}",
+        help="paper variants' backbone initialisation (default: reference, the authors' files in ./initmodel)",
+    )
+    p.add_argument("--preset", choices=("paper", "reference"), help="paper variants' training preset (default: paper)")
+    p.add_argument(
+        "--select",
+        choices=("last", "best"),
+        help="paper variants' weights: last, or best validation on the test fold as the authors (default: last)",
+    )
+    p.add_argument("--seeds", type=int, help="evaluation seeds, mean and std (default: 5, or the recorded number)")
+    p.add_argument("--gpus", help="comma-separated CUDA devices, e.g. 0,1,2,3 (default: the CPU)")
+    p.add_argument(
+        "--gpus-per-run",
+        type=int,
+        default=1,
+        help="GPUs per training (torchrun when > 1); runs share the GPUs in groups (default: %(default)s)",
+    )
+    p.add_argument("--manifest", help="another checkpoints_manifest.json (default: the shipped one)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands of the next steps, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per variant and step stays)")
+    p.set_defaults(handler=_reproduce)
+
+    p = subparsers.add_parser(
+        "publish",
+        help="upload OUT/VARIANT to the Hub and write its manifest entry",
+        description="Checks the directory, then the token and write access, uploads the directory as one commit, and "
+        "writes the entry (repo, commit, sha256, measured metrics) into checkpoints_manifest.json, printing the diff.",
+    )
+    p.add_argument("directory", metavar="DIR", help="OUT/VARIANT from `ntre-zoo reproduce` (or a save_pretrained dir)")
+    p.add_argument("--repo-id", required=True, help="owner/name on the Hub; use the variant's name as name")
+    p.add_argument("--manifest", help="the manifest to update (default: the package's checkpoints_manifest.json)")
+    p.add_argument("--name", help="the zoo name, if the directory does not record it")
+    p.add_argument("--dry-run", action="store_true", help="check everything and print the diff; upload nothing")
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--endpoint", help="Hub endpoint or mirror (default: HF_ENDPOINT)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.set_defaults(handler=_publish)
+
+
+def _data_roots(items: list[str]) -> str | dict[str, str]:
+    roots: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and key in ("pascal5i", "coco20i", "synthetic"):
+            roots[key] = value
+        elif len(items) == 1:
+            return item
+        else:
+            raise ValueError(f"With several --data-root options, each must be DATASET=DIR; got {item!r}.")
+    return roots
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the running step, which then stops its child
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from ..zoo.reproduce import reproduce
+
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
+    gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
+    previous = signal.signal(signal.SIGTERM, _stop)  # a scheduler's SIGTERM stops the training child too
+    try:
+        results = reproduce(
+            args.variants,
+            _data_roots(args.data_root),
+            args.output,
+            protocol=args.protocol,
+            backbone_weights=args.backbone_weights,
+            preset=args.preset,
+            select=args.select,
+            seeds=args.seeds,
+            gpus=gpus,
+            gpus_per_run=args.gpus_per_run,
+            manifest=args.manifest,
+            progress=not args.no_progress,
+            dry_run=args.dry_run,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for result in results:
+        if result.manifest_check:
+            same = [k for k, v in result.manifest_check.items() if v is True or (isinstance(v, tuple) and v[0] == v[1])]
+            other = {k: v for k, v in result.manifest_check.items() if k not in same}
+            verdict = "matches the manifest" if not other else f"differs from the manifest in {other}"
+            print(f"{result.name}: {verdict} ({', '.join(same)} equal)")
+    failed = [r.name for r in results if r.state != "done"]
+    if failed:
+        print(f"failed: {', '.join(failed)}; see {Path(args.output) / 'ledger.json'} and run the command again")
+    elif results:
+        print(f"publish each with: ntre-zoo publish {Path(args.output)}/VARIANT --repo-id ORG/VARIANT")
+    return 1 if failed else 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from ..zoo.publish import publish
+
+    publish(
+        args.directory,
+        args.repo_id,
+        manifest=args.manifest,
+        name=args.name,
+        dry_run=args.dry_run,
+        token=args.token,
+        endpoint=args.endpoint,
+        private=args.private or None,
+    )
+    return 0

@@ -1,0 +1,320 @@
+"""Recipes of the zoo's variants: how ``ntre-zoo reproduce`` trains and evaluates each manifest entry.
+
+A variant whose measured metrics record the command that trained it (``train_command``, as the shipped
+``ntrenet_tiny.synthetic_fold0`` does) is replayed from that command: same options, same environment
+(``OMP_NUM_THREADS=1``), same exported weights (``last``), evaluated on the recorded episodes and seed. Every
+other variant (the 20 paper variants) gets the paper recipe: ``--preset paper`` (or ``reference``), the
+authors' backbone initialisation (``--backbone-weights reference``), and the protocol's evaluation.
+
+Also here: the checks a sweep makes before its first step (data roots, backbone files, GPU groups) and the
+measured numbers it records, in the manifest's form (percent, with episodes, seeds, protocol and command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnknownModelError
+from ..evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
+from .manifest import Manifest, ManifestEntry
+
+__all__ = [
+    "Recipe",
+    "check_backbones",
+    "check_data_root",
+    "find_synthetic_root",
+    "gpu_groups",
+    "measured_metrics",
+    "recipe_for",
+    "select_variants",
+]
+
+_DEFAULT_SEEDS = 5
+_PAIRED = ("--data-root", "-o", "--output")  # train options that reproduce sets itself
+_METRICS = ("miou", "fb_iou", "precision")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one variant is trained and evaluated.
+
+    Args:
+        name: the manifest name.
+        dataset: the benchmark the loaders read (``pascal5i``, ``coco20i``; the synthetic set reads as ``pascal5i``).
+        data_key: which ``--data-root`` it needs: the manifest's dataset (``pascal5i``, ``coco20i``, ``synthetic``).
+        fold: the test fold.
+        train_args: the ``ntre-zoo train`` options, without ``--data-root`` and ``-o``.
+        env: environment variables of the training command (``OMP_NUM_THREADS=1`` for bit-exact CPU runs).
+        weights: the export that becomes the variant's weights: ``last`` or ``best`` (selected on the test fold,
+            as the authors' code does).
+        shots: the shots it is evaluated with.
+        episodes: evaluation episodes per seed.
+        seed: the first episode seed.
+        seeds: how many seeds (``seed``, ``seed + 1``, ...); the results are their mean and std.
+        protocol: the evaluation protocol's name.
+        synthetic: for the synthetic benchmark, the ``make-synthetic`` options the recorded command used.
+        origin: ``recorded`` (replayed from the manifest) or ``paper`` (the paper recipe).
+    """
+
+    name: str
+    dataset: str
+    data_key: str
+    fold: int
+    train_args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    weights: str = "last"
+    shots: tuple[int, ...] = (1, 5)
+    episodes: int = 1000
+    seed: int = 321
+    seeds: int = _DEFAULT_SEEDS
+    protocol: str = DEFAULT_PROTOCOL
+    synthetic: tuple[tuple[str, int], ...] = ()
+    origin: str = "paper"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the ledger keeps it, so a resumed sweep can refuse changed settings)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def train_command(self, data_root: str, output: str | Path) -> list[str]:
+        """``ntre-zoo train`` arguments for a fresh run."""
+        return ["train", *self.train_args, "--data-root", data_root, "-o", str(output)]
+
+
+def select_variants(manifest: Manifest, patterns: Sequence[str]) -> list[str]:
+    """Manifest names for ``patterns``: names, ``fnmatch`` patterns, or ``all`` (the variants with paper numbers).
+
+    Raises:
+        UnknownModelError: a name or pattern that matches nothing (with the closest names).
+    """
+    names: list[str] = []
+    for pattern in patterns:
+        if pattern == "all":
+            found = [n for n, e in manifest.entries.items() if e.metrics["reference"]]
+        elif any(c in pattern for c in "*?["):
+            found = [n for n in manifest.entries if fnmatch.fnmatchcase(n, pattern)]
+            if not found:
+                raise UnknownModelError(f"No manifest name matches {pattern!r}; `ntre-zoo list` shows them all.")
+        else:
+            found = [manifest.get(pattern).name]
+        names += [n for n in found if n not in names]
+    return names
+
+
+def _option(words: Sequence[str], flag: str, default: str | None = None) -> str | None:
+    return words[words.index(flag) + 1] if flag in words else default
+
+
+def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | None) -> Recipe:
+    """Replay the recorded command: ``[ENV=V ...] ntre-zoo make-synthetic ... && [ENV=V] ntre-zoo train ...``,
+    with a ``# weights: RUN/last/...`` comment naming the export."""
+    text, _, comment = str(measured["train_command"]).partition("#")
+    env: dict[str, str] = {}
+    train: list[str] | None = None
+    synthetic: dict[str, int] = {}
+    for part in text.split("&&"):
+        words = shlex.split(part)
+        local = {}
+        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+            key, _, value = words.pop(0).partition("=")
+            local[key] = value
+        if words[:2] == ["ntre-zoo", "make-synthetic"]:
+            options = words[3:]
+            synthetic = {options[i][2:]: int(options[i + 1]) for i in range(0, len(options) - 1, 2)}
+        elif words[:2] == ["ntre-zoo", "train"]:
+            train, env = words[2:], local
+    if train is None:
+        raise ValueError(f"{entry.name}: the recorded train_command holds no `ntre-zoo train` ({text.strip()!r}).")
+    args: list[str] = []
+    it = iter(train)
+    for word in it:
+        if word in _PAIRED:
+            next(it, None)
+        else:
+            args.append(word)
+    if "--backbone-weights" not in args:  # recorded before the option existed: the default then was random
+        args += ["--backbone-weights", "none"]
+    shots = tuple(sorted(int(m.group(1)) for k in measured if (m := re.fullmatch(r"miou_(\d+)shot", k))))
+    recorded_seeds = measured.get("seeds")
+    return Recipe(
+        name=entry.name,
+        dataset=str(_option(args, "--dataset")),
+        data_key=entry.dataset,
+        fold=int(_option(args, "--fold", "0") or 0),
+        train_args=tuple(args),
+        env=tuple(sorted(env.items())),
+        weights="best" if "/best/" in comment else "last",
+        shots=shots or (1, 5),
+        episodes=int(measured["episodes"]),
+        seed=int(measured["seed"]),
+        seeds=seeds or (len(recorded_seeds) if isinstance(recorded_seeds, list) else 1),
+        protocol=str(measured.get("protocol", DEFAULT_PROTOCOL)),
+        synthetic=tuple(sorted(synthetic.items())),
+        origin="recorded",
+    )
+
+
+def recipe_for(
+    entry: ManifestEntry,
+    *,
+    preset: str | None = None,
+    backbone_weights: str | None = None,
+    select: str | None = None,
+    seeds: int | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+) -> Recipe:
+    """The recipe of ``entry``: its recorded command if it has one, else the paper recipe.
+
+    Args:
+        entry: the manifest entry.
+        preset: ``paper`` (default) or ``reference`` for the paper recipe.
+        backbone_weights: ``reference`` (default), ``timm``, a path, or ``none`` (refused for a paper variant).
+        select: ``last`` (default) or ``best`` (the best validation on the test fold, as the authors do).
+        seeds: evaluation seeds (default: 5, or the recorded number).
+        protocol: the evaluation protocol.
+
+    Raises:
+        ValueError: an option that would change a recorded recipe, random backbone weights for a paper
+            variant, or an unknown protocol.
+    """
+    measured = entry.metrics["measured"]
+    if "train_command" in measured:
+        given = {"--preset": preset, "--backbone-weights": backbone_weights, "--select": select}
+        changed = [f"{k} {v}" for k, v in given.items() if v is not None]
+        if changed:
+            raise ValueError(
+                f"{entry.name} is reproduced from its recorded command, which {', '.join(changed)} would change; "
+                "drop them (they apply to the paper variants)."
+            )
+        return _recorded(entry, measured, seeds)
+    backbone_weights = backbone_weights or "reference"
+    if backbone_weights == "none":
+        raise ValueError(
+            f"--backbone-weights none would train {entry.name} from a random frozen backbone, which can only give a "
+            "useless checkpoint under a paper name. Use reference (the authors' files), timm or a PATH."
+        )
+    select = select or "last"
+    if select not in ("last", "best"):
+        raise ValueError(f"select must be 'last' or 'best', got {select!r}.")
+    named = get_protocol(protocol)
+    args = ["--dataset", entry.dataset, "--fold", str(entry.fold), "--shot", str(entry.train_shot)]
+    args += ["--backbone", entry.backbone, "--preset", preset or "paper", "--backbone-weights", backbone_weights]
+    args += ["--protocol", named.name]
+    if select == "last":
+        args += ["--val-every", "0"]  # no selection on the test fold, so no validation to run
+    return Recipe(
+        name=entry.name,
+        dataset=entry.dataset,
+        data_key=entry.dataset,
+        fold=entry.fold,
+        train_args=tuple(args),
+        weights=select,
+        episodes=named.episodes(entry.dataset),
+        seed=named.seeds[0],
+        seeds=seeds or _DEFAULT_SEEDS,
+        protocol=named.name,
+    )
+
+
+def find_synthetic_root(root: Path) -> Path | None:
+    """The directory holding ``synthetic.json`` (``root`` itself or ``root/VOCdevkit/VOC2012``), if any."""
+    for candidate in (root, root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "synthetic.json").is_file():
+            return candidate
+    return None
+
+
+def check_data_root(recipe: Recipe, root: Path) -> Path:
+    """The ``--data-root`` to pass for ``recipe``; for the synthetic benchmark, checked against the recorded
+    ``make-synthetic`` options."""
+    if not root.exists():
+        raise FileNotFoundError(f"--data-root {str(root)!r} (for {recipe.name}) does not exist.")
+    if recipe.data_key != "synthetic":
+        return root
+    found = find_synthetic_root(root)
+    if found is None:
+        raise FileNotFoundError(
+            f"{recipe.name} trains on the synthetic benchmark, but {str(root)!r} holds no synthetic.json. Make it "
+            f"with: ntre-zoo make-synthetic DIR {' '.join(f'--{k} {v}' for k, v in recipe.synthetic)}"
+        )
+    written = json.loads((found / "synthetic.json").read_text(encoding="utf-8"))
+    wrong = [f"--{k} {v} (found {written.get(k)!r})" for k, v in recipe.synthetic if written.get(k) != v]
+    if wrong:
+        raise ValueError(
+            f"{recipe.name} was trained on the synthetic benchmark made with {', '.join(wrong)}; {str(found)!r} was "
+            "made otherwise, so it cannot reproduce the variant. Make the recorded one with ntre-zoo make-synthetic."
+        )
+    return found
+
+
+def check_backbones(recipes: Sequence[Recipe]) -> None:
+    """Resolve every backbone initialisation the sweep will need (files present, Hub reachable) before it starts."""
+    from ..model.config import BackboneConfig
+    from .backbone_weights import resolve_backbone_weights
+
+    seen = set()
+    for recipe in recipes:
+        args = list(recipe.train_args)
+        spec = args[args.index("--backbone-weights") + 1]
+        backbone = args[args.index("--backbone") + 1] if "--backbone" in args else "resnet50"
+        if spec != "none" and (spec, backbone) not in seen:
+            seen.add((spec, backbone))
+            resolve_backbone_weights(spec, BackboneConfig(backbone))
+
+
+def gpu_groups(recipes: Sequence[Recipe], gpus: Sequence[int] | None, per_run: int) -> list[list[int] | None]:
+    """The GPU groups, one run each at a time; refuses a split the presets' batches do not allow."""
+    if not gpus:
+        if per_run != 1:
+            raise ValueError("gpus_per_run needs gpus=.")
+        return [None]
+    if per_run < 1 or len(gpus) % per_run:
+        raise ValueError(f"gpus_per_run={per_run} must divide the {len(gpus)} GPUs {list(gpus)}.")
+    from ..training.config import TrainConfig
+
+    for recipe in recipes:
+        args = list(recipe.train_args)
+        preset = args[args.index("--preset") + 1] if "--preset" in args else "reference"
+        batch = TrainConfig.from_preset(preset, benchmark=recipe.dataset).batch_size
+        batch = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else batch
+        if batch % per_run:
+            fits = [n for n in range(1, len(gpus) + 1) if batch % n == 0 and len(gpus) % n == 0]
+            raise ValueError(
+                f"{recipe.name} trains with batch {batch}, which {per_run} GPUs per run cannot split; use "
+                f"--gpus-per-run {' or '.join(map(str, fits))}."
+            )
+    import torch
+
+    missing = [g for g in gpus if not 0 <= g < torch.cuda.device_count()]
+    if missing:
+        raise ValueError(
+            f"There is no CUDA device {', '.join(map(str, missing))} here ({torch.cuda.device_count()} visible); "
+            "check --gpus and CUDA_VISIBLE_DEVICES, or leave --gpus out to run on the CPU."
+        )
+    return [list(gpus[i : i + per_run]) for i in range(0, len(gpus), per_run)]
+
+
+def measured_metrics(recipe: Recipe, results: Mapping[int, Mapping[str, Any]], root: str) -> dict[str, Any]:
+    """Percent numbers per shot (mean over seeds, and std when several), with how they were produced."""
+    measured: dict[str, Any] = {}
+    for shot, result in results.items():
+        for key in _METRICS:
+            measured[f"{key}_{shot}shot"] = round(100 * result[key], 2)
+            if recipe.seeds > 1:
+                measured[f"{key}_{shot}shot_std"] = round(100 * result[f"{key}_std"], 2)
+    shots = ",".join(map(str, recipe.shots))
+    command = (
+        f"ntre-zoo evaluate {recipe.name} --dataset {recipe.dataset} --data-root {root} --fold {recipe.fold} "
+        f"--shot {{{shots}}} --protocol {recipe.protocol} --episodes {recipe.episodes} --seed {recipe.seed}"
+    )
+    command += f" --seeds {recipe.seeds}" if recipe.seeds > 1 else ""
+    seeds = [recipe.seed + i for i in range(recipe.seeds)]
+    provenance = {"episodes": recipe.episodes, "seed": recipe.seed, "seeds": seeds, "protocol": recipe.protocol}
+    return {**measured, **provenance, "command": command}

@@ -1,0 +1,251 @@
+"""``ntre-zoo reproduce``: recipes, the checks before a sweep starts, and a sweep that is killed, resumed, and ends
+with the same outputs as one that never stopped; the slow test regenerates the shipped model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ntre_zoo
+from ntre_zoo.cli import main as cli_main
+from ntre_zoo.errors import UnknownModelError
+from ntre_zoo.training.trainer import Trainer
+from ntre_zoo.zoo.download import sha256_file
+from ntre_zoo.zoo.manifest import load_manifest
+from ntre_zoo.zoo.recipes import recipe_for, select_variants
+from ntre_zoo.zoo.reproduce import LEDGER_NAME, reproduce
+from ntre_zoo.zoo.saving import WEIGHTS_METADATA, write_safetensors
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
+
+SHIPPED = "ntrenet_tiny.synthetic_fold0"
+SMALL = "ntrenet_tiny.synthetic_fold0_small"
+#: A variant recorded like the shipped one, small enough for the default suite: 2 epochs on 24 images.
+SMALL_COMMAND = (
+    "ntre-zoo make-synthetic syn --seed 0 --train 24 --val 12 && OMP_NUM_THREADS=1 ntre-zoo train --dataset pascal5i "
+    "--data-root syn/VOCdevkit/VOC2012 --fold 0 -o run --layers 1 1 1 1 --channels 8 16 32 64 --stem-width 8 "
+    "--reduce-dim 16 --pyramid-bins 8 4 2 --test-size 65 --epochs 2 --batch-size 4 --val-every 0  "
+    "# weights: run/last/model.safetensors"
+)
+
+
+def in_process(step, gpus):
+    """Run a step in this process (the default runs a child process): the steps are tiny here."""
+    assert gpus is None and dict(step.env) == {"OMP_NUM_THREADS": "1"}  # the tests already run on one thread
+    return cli_main([*step.argv, "--no-progress"] if "--no-progress" not in step.argv else list(step.argv))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The small synthetic benchmark and a manifest whose one variant records SMALL_COMMAND."""
+    root = tmp_path_factory.mktemp("small")
+    assert cli_main(["make-synthetic", str(root / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
+    measured = {"miou_1shot": 0.0, "episodes": 4, "seed": 321, "command": "...", "train_command": SMALL_COMMAND}
+    entry = {"backbone": "tiny", "dataset": "synthetic", "fold": 0, "train_shot": 1, "source": "hub"}
+    entry.update(hub=dict.fromkeys(("repo_id", "revision", "filename", "sha256")), status="unpublished")
+    entry["metrics"] = {"reference": {}, "measured": measured}
+    manifest = root / "manifest.json"
+    manifest.write_text(json.dumps({"schema_version": 1, "models": {SMALL: entry}}, indent=2) + "\n")
+    return root / "syn", manifest
+
+
+# ------------------------------------------------------------------------------------------ recipes
+def test_the_shipped_variant_is_replayed_from_its_recorded_command():
+    recipe = recipe_for(load_manifest().get(SHIPPED))
+    assert recipe.origin == "recorded" and recipe.env == (("OMP_NUM_THREADS", "1"),) and recipe.weights == "last"
+    assert (
+        list(recipe.train_args)
+        == (
+            "--dataset pascal5i --fold 0 --layers 1 1 1 1 --channels 8 16 32 64 --stem-width 8 --reduce-dim 16 "
+            "--pyramid-bins 8 4 2 --test-size 129 --epochs 30 --batch-size 8 --val-every 0 --backbone-weights none"
+        ).split()
+    )
+    assert (recipe.episodes, recipe.seed, recipe.seeds, recipe.shots) == (1000, 321, 1, (1, 5))
+    assert dict(recipe.synthetic) == {"seed": 0, "train": 1000, "val": 300}
+    with pytest.raises(ValueError, match="--preset paper would change"):
+        recipe_for(load_manifest().get(SHIPPED), preset="paper")
+
+
+def test_paper_variants_get_the_paper_recipe():
+    manifest = load_manifest()
+    recipe = recipe_for(manifest.get("ntrenet_resnet101.coco20i_fold2"))
+    words = " ".join(recipe.train_args)
+    assert (
+        "--dataset coco20i --fold 2 --shot 1 --backbone resnet101 --preset paper --backbone-weights reference" in words
+    )
+    assert (recipe.episodes, recipe.seed, recipe.seeds, recipe.weights) == (4000, 321, 5, "last")
+    assert "--val-every 0" in words  # last weights: no selection on the test fold
+    best = recipe_for(manifest.get("ntrenet_vgg16_bn.pascal5i_fold0"), select="best", preset="reference", seeds=2)
+    assert "--val-every" not in best.train_args and "reference" in best.train_args and best.episodes == 1000
+    with pytest.raises(ValueError, match="random frozen backbone"):
+        recipe_for(manifest.get("ntrenet_vgg16_bn.pascal5i_fold0"), backbone_weights="none")
+    assert len(select_variants(manifest, ["all"])) == 20
+    assert select_variants(manifest, ["ntrenet_*.pascal5i_fold1", "ntrenet_vgg16_bn.pascal5i_fold1"]) == [
+        f"ntrenet_{b}.pascal5i_fold1" for b in ("vgg16_bn", "resnet50", "resnet101")
+    ]
+    with pytest.raises(UnknownModelError, match="Did you mean"):
+        select_variants(manifest, ["ntrenet_resnet50.pascal5i_fold7"])
+
+
+def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tmp_path, monkeypatch):
+    syn, manifest = small
+
+    def never(step, gpus):
+        raise AssertionError(f"nothing may run: {step.command()}")
+
+    with pytest.raises(ValueError, match=r"--train 1000 \(found 24\)"):
+        reproduce([SHIPPED], syn, tmp_path / "a", runner=never)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        reproduce([SMALL], tmp_path / "missing", tmp_path / "a", manifest=manifest, runner=never)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"resnet50_v2\.pth"):
+        reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", runner=never)
+    monkeypatch.setattr("ntre_zoo.zoo.reproduce.check_backbones", lambda recipes: None)
+    with pytest.raises(ValueError, match=r"batch 32, which 3 GPUs per run cannot split; use --gpus-per-run 1 or 2\."):
+        reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", gpus=[0, 1, 2, 3, 4, 5], gpus_per_run=3)
+    with pytest.raises(ValueError, match="no CUDA device 7"):
+        reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", gpus=[7], runner=never)
+    with pytest.raises(ValueError, match=r"needs --data-root pascal5i=DIR"):
+        reproduce(["ntrenet_resnet50.pascal5i_fold0"], {"synthetic": syn}, tmp_path / "a", runner=never)
+
+
+def test_the_same_weights_give_the_same_bytes(tmp_path, monkeypatch):
+    """safetensors orders its header metadata differently from process to process; the writer fixes the order,
+    so the shipped model's weights written as the zoo ships them give back its pinned sha256 whichever order
+    safetensors picked, and save_pretrained writes the same bytes for the same model and config."""
+    import safetensors.torch
+
+    model = ntre_zoo.from_pretrained(SHIPPED)
+    state = model.state_dict()
+    write_safetensors(state, tmp_path / "a.safetensors", WEIGHTS_METADATA)
+    save_file = safetensors.torch.save_file
+
+    def the_other_order(tensors, filename, metadata=None):
+        save_file(tensors, filename, metadata=metadata)
+        raw = Path(filename).read_bytes()
+        size = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8 : 8 + size])
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))  # what another process may write
+        text = json.dumps(header, separators=(",", ":")).encode().ljust(size)
+        Path(filename).write_bytes(raw[:8] + text + raw[8 + size :])
+
+    model.save_pretrained(tmp_path / "saved_a", metadata={"note": "x"})
+    monkeypatch.setattr(safetensors.torch, "save_file", the_other_order)
+    write_safetensors(state, tmp_path / "b.safetensors", WEIGHTS_METADATA)
+    model.save_pretrained(tmp_path / "saved_b", metadata={"note": "x"})
+    expected = load_manifest().get(SHIPPED).sha256
+    assert sha256_file(tmp_path / "a.safetensors") == sha256_file(tmp_path / "b.safetensors") == expected
+    saved_a, saved_b = (tmp_path / d / "model.safetensors" for d in ("saved_a", "saved_b"))
+    assert saved_a.read_bytes() == saved_b.read_bytes()
+
+
+# ------------------------------------------------------------------------------------------ a killed sweep
+def _outputs(out: Path) -> tuple[str, dict, dict]:
+    directory = out / SMALL
+    record = json.loads((directory / "manifest_entry.json").read_text())
+    config = json.loads((directory / "config.json").read_text())
+    return sha256_file(directory / "model.safetensors"), record, config["model_config"]
+
+
+def test_a_killed_sweep_resumes_to_the_same_outputs(small, tmp_path, monkeypatch, capsys):
+    syn, manifest = small
+    straight = reproduce([SMALL], syn, tmp_path / "straight", manifest=manifest, runner=in_process)
+    assert [r.state for r in straight] == ["done"]
+
+    step = Trainer.train_step
+
+    def killed_in_epoch_2(self, batch):
+        if self.epoch == 1 and self.batch_in_epoch == 1:
+            raise KeyboardInterrupt  # what a kill looks like from here: nothing catches it
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce([SMALL], syn, tmp_path / "killed", manifest=manifest, runner=in_process)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert (tmp_path / "killed" / "work" / SMALL / "train" / "checkpoints" / "last.pt").is_file()
+    assert not (tmp_path / "killed" / SMALL).exists()
+    capsys.readouterr()
+
+    resumed = reproduce([SMALL], syn, tmp_path / "killed", manifest=manifest, runner=in_process)
+    assert "(resuming from its last checkpoint)" in capsys.readouterr().out
+    ledger = json.loads((tmp_path / "killed" / LEDGER_NAME).read_text())["variants"][SMALL]
+    assert "--resume" in ledger["steps"]["train"]["command"] and ledger["state"] == "done"
+    (sha_a, record_a, config_a), (sha_b, record_b, config_b) = (_outputs(tmp_path / d) for d in ("straight", "killed"))
+    assert sha_a == sha_b == resumed[0].sha256 and config_a == config_b
+    measured_a, measured = (r["entry"]["metrics"]["measured"] for r in (record_a, record_b))
+    assert measured_a["miou_1shot"] == measured["miou_1shot"] and measured["episodes"] == 4
+    assert measured["seeds"] == [321] and "OMP_NUM_THREADS=1 ntre-zoo train" in measured["train_command"]
+
+    def never(step, gpus):
+        raise AssertionError(f"nothing may run: {step.command()}")
+
+    again = reproduce([SMALL], syn, tmp_path / "killed", manifest=manifest, runner=never)
+    assert again[0].sha256 == sha_a and "done earlier, skipped" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ slow: real processes
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ntre_zoo", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_by_signal_resumes_and_an_orphaned_training_keeps_the_lock(small, tmp_path):
+    """SIGKILL to the sweep's process group (a preemption), then to the sweep alone (its training child lives
+    on and holds the lock), with real child processes; the outputs equal an uninterrupted in-process sweep's."""
+    syn, manifest = small
+    straight = reproduce([SMALL], syn, tmp_path / "straight", manifest=manifest, runner=in_process)
+    sweep = _cli("reproduce", SMALL, "--data-root", str(syn), "--manifest", str(manifest), "--no-progress", "-o")
+    checkpoint = Path("work") / SMALL / "train" / "checkpoints" / "last.pt"
+
+    def start_and_wait_for_checkpoint(out: Path) -> subprocess.Popen:
+        process = subprocess.Popen([*sweep, str(out)], env=_env(), start_new_session=True)
+        while not (out / checkpoint).is_file():
+            assert process.poll() is None, "the sweep ended before its first checkpoint"
+            time.sleep(0.2)
+        return process
+
+    process = start_and_wait_for_checkpoint(tmp_path / "preempted")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    subprocess.run([*sweep, str(tmp_path / "preempted")], env=_env(), check=True)
+    assert _outputs(tmp_path / "preempted")[0] == straight[0].sha256
+
+    longer = tmp_path / "longer.json"  # 8 epochs: the orphan trains on long after the first checkpoint
+    longer.write_text(manifest.read_text().replace("--epochs 2", "--epochs 8"))
+    sweep[sweep.index(str(manifest))] = str(longer)
+    process = start_and_wait_for_checkpoint(tmp_path / "orphan")
+    os.kill(process.pid, signal.SIGKILL)  # the sweep dies; its training child goes on, holding the inherited lock
+    process.wait()
+    with pytest.raises(RuntimeError, match="still writing into"):
+        reproduce([SMALL], syn, tmp_path / "orphan", manifest=longer, runner=in_process)
+    os.killpg(process.pid, signal.SIGKILL)  # now the orphan too: the lock goes with it
+    time.sleep(1)
+    done = subprocess.run([*sweep, str(tmp_path / "orphan")], env=_env(), capture_output=True, text=True, check=True)
+    assert "(resuming from its last checkpoint)" in done.stdout and (tmp_path / "orphan" / SMALL).is_dir()
+
+
+# ------------------------------------------------------------------------------------------ the proof, slow
+@pytest.mark.slow
+def test_reproduce_regenerates_the_shipped_model(tmp_path):
+    """About 15 minutes on one core: the shipped weights' sha256 and the manifest's numbers, through the CLI."""
+    syn, out = tmp_path / "synbig", tmp_path / "out"
+    subprocess.run(_cli("make-synthetic", str(syn), "--seed", "0", "--no-progress"), env=_env(), check=True)
+    subprocess.run(_cli("reproduce", SHIPPED, "--data-root", str(syn), "-o", str(out)), env=_env(), check=True)
+    entry = load_manifest().get(SHIPPED)
+    assert sha256_file(out / SHIPPED / "model.safetensors") == entry.sha256
+    measured = json.loads((out / SHIPPED / "manifest_entry.json").read_text())["entry"]["metrics"]["measured"]
+    for key in ("miou_1shot", "fb_iou_1shot", "precision_1shot", "miou_5shot", "fb_iou_5shot", "precision_5shot"):
+        assert measured[key] == entry.metrics["measured"][key], key
