@@ -3,7 +3,7 @@
 from ._version import __version__
 from .evaluation import evaluate
 from .export import export_onnx
-from .inference import Prediction, predict
+from .inference import Box, Points, Prediction, Scribble, Segmentation, predict, segment, visualize
 from .model import (
     BackboneConfig,
     ModelConfig,
@@ -19,11 +19,15 @@ from .zoo.manifest import list_models
 
 __all__ = [
     "BackboneConfig",
+    "Box",
     "ModelConfig",
     "NTRENet",
     "NTRENetOutput",
+    "Points",
     "Prediction",
     "QueryFeatures",
+    "Scribble",
+    "Segmentation",
     "SupportFeatures",
     "__version__",
     "create_model",
@@ -33,4 +37,6 @@ __all__ = [
     "from_pretrained",
     "list_models",
     "predict",
+    "segment",
+    "visualize",
 ]

@@ -105,11 +105,15 @@ def test_public_api_is_unchanged():
     assert sorted(ntre_zoo.__all__) == sorted(
         [
             "BackboneConfig",
+            "Box",
             "ModelConfig",
             "NTRENet",
             "NTRENetOutput",
+            "Points",
             "Prediction",
             "QueryFeatures",
+            "Scribble",
+            "Segmentation",
             "SupportFeatures",
             "create_model",
             "evaluate",
@@ -118,6 +122,8 @@ def test_public_api_is_unchanged():
             "from_pretrained",
             "list_models",
             "predict",
+            "segment",
+            "visualize",
             "__version__",
         ]
     )

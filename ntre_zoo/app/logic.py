@@ -14,8 +14,9 @@ from PIL import Image
 
 from .._atomic import atomic_write
 from ..data.synthetic import synthetic_episode
-from ..demo import DEMO_MODEL, _heat, _overlay
+from ..demo import DEMO_MODEL
 from ..inference import Prediction, encode_support, load_image, load_mask, predict
+from ..inference.visualize import heatmap, overlay
 from ..model.types import FewShotSegmenter
 from ..zoo.hub import from_pretrained
 from ..zoo.manifest import load_manifest
@@ -37,9 +38,6 @@ __all__ = [
     "write_masks",
     "zoo_choices",
 ]
-
-#: Colours of the drawings: the target overlay (RGB) on queries.
-TARGET_COLOUR = (40, 200, 60)
 
 
 @dataclass(frozen=True)
@@ -218,10 +216,10 @@ def result_panels(queries: Sequence[np.ndarray], names: Sequence[str], predictio
     items: list[tuple[np.ndarray, str]] = []
     for query, name, prediction in zip(queries, names, predictions, strict=True):
         items += [
-            (_overlay(query, prediction.mask, TARGET_COLOUR), f"{name}: prediction"),
-            (_heat(prediction.probability), f"{name}: target probability"),
-            (_heat(prediction.bg_map), f"{name}: BG map (mined background)"),
-            (_heat(prediction.do_map), f"{name}: DO map (eliminated distractors)"),
+            (np.asarray(overlay(query, prediction.mask, legend=False)), f"{name}: prediction"),
+            (np.asarray(heatmap(prediction.probability)), f"{name}: target probability"),
+            (np.asarray(heatmap(prediction.bg_map)), f"{name}: BG map (mined background)"),
+            (np.asarray(heatmap(prediction.do_map)), f"{name}: DO map (eliminated distractors)"),
         ]
     return items
 

@@ -10,7 +10,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: Modules of this package that define subcommands, in the order ``--help`` lists them.
-_COMMAND_MODULES = ("demo", "zoo", "prepare", "evaluate", "train", "reproduce", "export", "app")
+_COMMAND_MODULES = ("demo", "predict", "zoo", "prepare", "evaluate", "train", "reproduce", "export", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:
