@@ -120,6 +120,12 @@ def test_sampler_is_reproducible_sharded_and_resumable():
     assert list(a) != first
     a.set_epoch(3, start_batch=1)
     assert list(a) == first[1:]
+    other_seed = EpisodeBatchSampler(11, 2, seed=6, rank=0, world_size=2)
+    other_seed.set_epoch(3)
+    assert list(other_seed) != first  # compared at the same epoch: the seed alone changes the plan
+    same_seed = EpisodeBatchSampler(11, 2, seed=5, rank=0, world_size=2)
+    same_seed.set_epoch(3)
+    assert list(same_seed) == first
     with pytest.raises(ValueError, match="fewer than one batch"):
         EpisodeBatchSampler(3, 2, seed=0, world_size=2)
 
