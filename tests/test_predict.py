@@ -22,7 +22,7 @@ def _scene(h=50, w=70, seed=0):
 def test_canvas_shape_follows_the_reference_test_resize():
     assert canvas_shape(375, 500, 473) == (352, 472)  # long side 473, both floored to multiples of 8
     assert canvas_shape(500, 500, 473) == (472, 472)
-    assert canvas_shape(300, 200, 473) == (300, 200)  # an image that fits is not resized
+    assert canvas_shape(300, 200, 473) == (472, 312)  # a smaller image is enlarged (PFENet Resize, resized_val)
 
 
 def test_single_query_gives_uint8_mask_at_original_size(tiny_model):
@@ -209,7 +209,7 @@ def test_cuda_matches_cpu(tiny_model):
         ("IMG", np.full((50, 70), 7, np.uint8), "IMG", ValueError, r"support_masks\[0\]: mask values .* found \[7\]"),
         (
             "IMG",
-            np.zeros((50, 70, 3), np.uint8),
+            np.zeros((50, 70, 2), np.uint8),
             "IMG",
             ValueError,
             r"support_masks\[0\]: a mask must have shape \(H, W\)",

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_json
+from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from ..model import NTRENet
+from ..zoo.hub import from_pretrained
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="evaluate a model on PASCAL-5i, COCO-20i or a folder dataset",
-        description="Runs seeded few-shot episodes (the reference protocol: test resize to the model's canvas, "
-        "scoring at the original label size with 255 ignored) and reports class mIoU, FB-IoU and precision.",
+        description="Runs seeded few-shot episodes under a named protocol (default ntrenet: the reference's lists, "
+        "test resize to the model's canvas, scoring at the original label size with 255 ignored) and reports "
+        "class mIoU, FB-IoU and precision. See docs/evaluation.md for the protocols.",
     )
     parser.add_argument(
         "model", metavar="MODEL", help="anything from_pretrained accepts: zoo name, hf-hub:ID or a directory"
@@ -24,20 +29,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fold", type=int, default=0, help="test fold 0-3 (default: %(default)s)")
     parser.add_argument("--shot", type=int, default=1, help="supports per episode (default: %(default)s)")
     parser.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        choices=tuple(PROTOCOLS),
+        help="lists, episodes, seeds, resize and scoring of this repository (default: %(default)s)",
+    )
+    parser.add_argument(
         "--episodes",
         type=int,
         default=None,
-        help="episodes per seed (default: 1000 on PASCAL-5i, 4000 on COCO-20i, as the paper)",
+        help="episodes per seed (default: the protocol's; ntrenet: 1000 on PASCAL-5i, 4000 on COCO-20i)",
     )
-    parser.add_argument("--seed", type=int, default=321, help="episode seed (default: %(default)s, as the reference)")
+    parser.add_argument("--seed", type=int, default=None, help="episode seed (default: the protocol's first)")
     parser.add_argument(
-        "--seeds", type=int, default=1, help="run SEED, SEED+1, ... and report mean and std (default: 1)"
+        "--seeds",
+        type=int,
+        default=None,
+        help="run SEED, SEED+1, ... (N seeds) and report mean and std (default: the protocol's seeds)",
     )
     parser.add_argument(
         "--coco-split",
-        default="interleaved",
+        default=None,
         choices=("interleaved", "contiguous"),
-        help="COCO-20i fold layout (default: %(default)s, PFENet's use_split_coco)",
+        help="COCO-20i fold layout (default: the protocol's, interleaved: PFENet's use_split_coco)",
     )
     parser.add_argument("--novel-classes", type=int, nargs="+", default=None, help="folder dataset: the test class ids")
     parser.add_argument("--device", default="cpu", help="e.g. cuda, cuda:1 (default: %(default)s)")
@@ -63,44 +77,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.set_defaults(handler=_run_make_synthetic)
 
 
-def _load_model(spec: str, device: str):
-    try:
-        from ..zoo.hub import from_pretrained
-    except ImportError as error:
-        raise RuntimeError(
-            f"Loading {spec!r} needs ntre_zoo.from_pretrained, which this install lacks ({error})."
-        ) from error
+def _load_model(spec: str, device: str) -> NTRENet:
     return from_pretrained(spec, device=device)
 
 
+def _seeds(args: argparse.Namespace, protocol: Any) -> list[int]:
+    """The protocol's seeds, or ``--seed``/``--seeds``: SEED, SEED+1, ... (SEED defaults to the protocol's first)."""
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds!r}.")
+    if args.seed is None and args.seeds is None:
+        return list(protocol.seeds)
+    first = protocol.seeds[0] if args.seed is None else args.seed
+    return [first + i for i in range(args.seeds or 1)]
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import torch
 
-    from ..data import DEFAULT_EPISODES, DataConfig, build_dataset
+    from ..data import DataConfig, build_dataset
     from ..evaluation.loop import evaluate_seeds
     from ..evaluation.metrics import format_table
+    from ..evaluation.protocols import get_protocol
 
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds!r}.")
+    protocol = get_protocol(args.protocol)
+    seeds = _seeds(args, protocol)
+    if args.output:
+        _check_output(Path(args.output))
     model = _load_model(args.model, args.device)
-    config = DataConfig(
-        dataset=args.dataset,
-        root=args.data_root,
-        fold=args.fold,
-        shot=args.shot,
-        coco_split=args.coco_split,
-        novel_classes=tuple(args.novel_classes) if args.novel_classes else None,
-        test_size=model.config.test_size,
-        mean=model.config.mean,
-        std=model.config.std,
+    config = protocol.data_config(
+        DataConfig(
+            dataset=args.dataset,
+            root=args.data_root,
+            fold=args.fold,
+            shot=args.shot,
+            novel_classes=tuple(args.novel_classes) if args.novel_classes else None,
+            mean=model.config.mean,
+            std=model.config.std,
+        )
     )
-    episodes = args.episodes if args.episodes is not None else DEFAULT_EPISODES[args.dataset]
-    dataset = build_dataset(config, "val", episodes=episodes, seed=args.seed, progress=not args.no_progress)
-    seeds = [args.seed + i for i in range(args.seeds)]
+    if args.coco_split is not None:
+        config = dataclasses.replace(config, coco_split=args.coco_split)
+    episodes = args.episodes if args.episodes is not None else protocol.episodes(args.dataset)
+    print(
+        f"protocol {protocol.name}: {episodes} episodes x seeds {seeds}, {protocol.resize} resize onto "
+        f"{model.config.test_size} px, {protocol.scoring} scoring"
+    )
+    dataset = build_dataset(config, "val", episodes=episodes, seed=seeds[0], progress=not args.no_progress)
     result = evaluate_seeds(
         model,
         dataset,
         seeds,
+        protocol=protocol,
+        episodes=episodes,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
@@ -117,28 +147,67 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             f"FB-IoU {100 * summary['fb_iou']:.2f} +- {100 * summary['fb_iou_std']:.2f}"
         )
     if args.output:
-        summary.update(seed=args.seed, model=args.model, protocol=_protocol(args, config, episodes, dataset))
+        record = _protocol(args, protocol, config, seeds, dataset, model.config.test_size)
+        summary.update(seed=seeds[0], model=args.model, protocol=record)
         atomic_write_json(Path(args.output), summary)
         print(f"wrote {args.output}")
     return 0
 
 
-def _protocol(args: argparse.Namespace, config: Any, episodes: int, dataset: Any) -> dict[str, Any]:
+def _check_output(path: Path) -> None:
+    """Refuse an ``--output`` that could not be written, before the evaluation rather than after it."""
+    if path.is_dir():
+        raise ValueError(
+            f"--output {str(path)!r} is a directory; pass a file path, e.g. {str(path / 'results.json')!r}."
+        )
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"--output {str(path)!r}: {str(parent)!r} is a file, not a directory.")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {str(path)!r}: permission denied writing in {str(parent)!r}.")
+
+
+def _sha256(path: Path | None) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
+
+
+def _protocol(
+    args: argparse.Namespace, protocol: Any, config: Any, seeds: list[int], dataset: Any, test_size: int
+) -> dict[str, Any]:
+    """The result JSON's ``protocol`` record: the protocol's name and definition, what the command line changed,
+    and every setting of this run."""
+    overrides = {
+        key: value
+        for key, value, default in (
+            ("episodes", dataset.episodes, protocol.episodes(config.dataset)),
+            ("seeds", seeds, list(protocol.seeds)),
+            ("coco_split", config.coco_split, protocol.coco_split),
+        )
+        if value != default and (key != "coco_split" or config.dataset == "coco20i")
+    }
+    list_file = dataset.source.list_file
     return {
+        "name": protocol.name,
+        "definition": protocol.to_dict(),
+        "overrides": overrides,
         "dataset": config.dataset,
         "data_root": str(Path(config.root).resolve()),
         "fold": config.fold,
         "shot": config.shot,
-        "episodes": episodes,
-        "seeds": [args.seed + i for i in range(args.seeds)],
+        "episodes": dataset.episodes,
+        "seeds": seeds,
         "coco_split": config.coco_split if config.dataset == "coco20i" else None,
+        "val_list": str(list_file) if list_file is not None else None,
+        "val_list_sha256": _sha256(list_file),
         "test_classes": list(dataset.classes),
-        "min_pixels": config.min_pixels,
-        "test_size": config.test_size,
+        "min_pixels": dataset.min_pixels,
+        "test_size": test_size,
         "mean": list(config.mean),
         "std": list(config.std),
-        "resize": "long side to test_size, floored to multiples of 8, top-left on a black canvas (PFENet test.py)",
-        "scoring": "original label resolution, 255 ignored (PFENet ori_resize)",
+        "resize": dataset.resize,
+        "scoring": dataset.scoring,
         "query_order": "val list order, cycled",
         "amp": args.amp,
         "batch_size": args.batch_size,

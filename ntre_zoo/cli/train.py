@@ -6,12 +6,14 @@ Several processes: ``torchrun --nproc_per_node=N -m ntre_zoo train ...`` (gloo o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_json
+from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, Protocol, get_protocol
 
 __all__ = ["register"]
 
@@ -36,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--fold", type=int, default=0, help="test fold 0-3; training uses the other classes (default: 0)")
     data.add_argument("--shot", type=int, default=1, help="supports per training episode (default: 1)")
     data.add_argument("--coco-split", default="interleaved", choices=("interleaved", "contiguous"))
+    data.add_argument(
+        "--protocol",
+        default=DEFAULT_PROTOCOL,
+        choices=tuple(PROTOCOLS),
+        help="training lists and filter, validation episodes and preprocessing of this repository (default: "
+        "%(default)s: the reference's 5,953-image PASCAL-5i list)",
+    )
     data.add_argument(
         "--novel-classes", type=int, nargs="+", default=None, help="folder dataset: the held-out class ids"
     )
@@ -156,11 +165,9 @@ def _train_config(args: argparse.Namespace) -> Any:
         overrides["amp"] = False
     overrides["progress"] = not args.no_progress
     if args.loss:
-        overrides["loss"] = LossConfig(**_parse_loss(args.loss))
+        overrides["loss"] = LossConfig.from_dict(_parse_loss(args.loss))
     if args.val_episodes is None:
-        from ..data import DEFAULT_EPISODES
-
-        overrides["val_episodes"] = DEFAULT_EPISODES.get(args.dataset, 1000)
+        overrides["val_episodes"] = get_protocol(args.protocol or DEFAULT_PROTOCOL).episodes(args.dataset)
     return TrainConfig.from_preset(args.preset, benchmark=args.dataset, **overrides)
 
 
@@ -197,6 +204,16 @@ def _build_model(args: argparse.Namespace, saved_model_config: dict[str, Any] | 
     return create_model(args.backbone, shot=args.shot, pretrained_backbone=args.pretrained_backbone, **options)
 
 
+def _protocol(args: argparse.Namespace) -> Protocol | None:
+    return get_protocol(args.protocol) if args.protocol else None
+
+
+def _with_protocol(args: argparse.Namespace, data: Any) -> Any:
+    """``data`` under ``--protocol`` (its lists, filter and preprocessing), ``--coco-split`` kept."""
+    protocol = _protocol(args)
+    return dataclasses.replace(protocol.data_config(data), coco_split=args.coco_split) if protocol else data
+
+
 def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> Any:
     import torch.distributed as dist
 
@@ -215,6 +232,7 @@ def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> An
         mean=mc.mean,
         std=mc.std,
     )
+    data = _with_protocol(args, data)
     progress = not args.no_progress and ctx.is_main
     if ctx.enabled and not ctx.is_main:
         dist.barrier()  # rank 0 indexes the labels (and writes the class-list cache) first
@@ -242,7 +260,8 @@ def _run(args: argparse.Namespace) -> int:
         saved = json.loads(saved_path.read_text())
         # Only the options given now count: a --max-steps of the interrupted run must not stop this one.
         given = {k: getattr(args, k) for k in _RESUME_OPTIONS}
-        args = argparse.Namespace(**{**saved["args"], **given, "resume": str(out), "handler": None})
+        # A run recorded before protocols existed trained on the tree's own lists: it resumes on them.
+        args = argparse.Namespace(**{"protocol": None, **saved["args"], **given, "resume": str(out), "handler": None})
         saved_model_config = json.loads((out / "train_config.json").read_text())["model"]
     elif not (args.dataset and args.data_root and args.output):
         raise ValueError("ntre-zoo train needs --dataset, --data-root and --output (or --resume DIR).")
@@ -260,6 +279,7 @@ def _run(args: argparse.Namespace) -> int:
     # The synthetic benchmark is read through the PASCAL loader; its synthetic.json tells it apart.
     dataset_name = "synthetic" if (Path(args.data_root) / "synthetic.json").is_file() else args.dataset
     metadata = {
+        "protocol": args.protocol,
         "dataset": dataset_name,
         "fold": args.fold,
         "shot": args.shot,

@@ -30,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "download",
         parents=[hub],
         help="download a checkpoint into the cache",
-        description="Downloads a published checkpoint at its pinned revision and checks its sha256.",
+        description="Downloads a published checkpoint at its pinned revision and checks its sha256, or the "
+        "config.json and model.safetensors of an hf-hub: repository (what from_pretrained then loads offline).",
     )
-    parser.add_argument("name", help="a name from `ntre-zoo list`")
+    parser.add_argument("name", help="a name from `ntre-zoo list`, or hf-hub:OWNER/REPO[@REVISION]")
     parser.set_defaults(handler=_download)
 
     parser = subparsers.add_parser("info", parents=[hub], help="show a checkpoint's manifest entry and cache state")
@@ -75,9 +76,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ..zoo.hub import fetch_entry
+    from ..zoo.download import DownloadOptions
+    from ..zoo.hub import download_hf_hub, fetch_entry
     from ..zoo.manifest import load_manifest
 
+    if args.name.startswith("hf-hub:"):
+        options = DownloadOptions(cache_dir=args.cache_dir, local_files_only=False, endpoint=args.endpoint, token=None)
+        _, weights = download_hf_hub(args.name, options, manifest=args.manifest)
+        print(f"{args.name}: config.json and weights cached at {weights.parent}")
+        return 0
     entry = load_manifest(args.manifest).get(args.name)
     _, weights = fetch_entry(entry, cache_dir=args.cache_dir, endpoint=args.endpoint)
     print(f"{entry.name}: sha256 verified, weights at {weights}")
@@ -100,7 +107,8 @@ def _info(args: argparse.Namespace) -> int:
             "(`ntre-zoo convert`)."
         )
     else:
-        cached = cached_path(entry.hub.repo_id, entry.hub.filename, entry.hub.revision, args.cache_dir)
+        repo_id, filename, revision = entry.hub.pinned()
+        cached = cached_path(repo_id, filename, revision, args.cache_dir)
         cache = args.cache_dir or default_cache_dir()
         missing = f"location: not cached in {cache}; `ntre-zoo download {entry.name}`"
         print(f"location: cached at {cached}" if cached else missing)

@@ -1,7 +1,7 @@
 """Few-shot data: benchmark loaders (PASCAL-5i, COCO-20i, folders), episodes and a synthetic benchmark."""
 
 from .augment import AugmentConfig, augment_pair
-from .builder import DATASETS, DEFAULT_EPISODES, DataConfig, build_dataset, fold_split
+from .builder import DATASETS, DataConfig, build_dataset, fold_split
 from .coco20i import coco20i_source
 from .episodes import EpisodeDataset, ImageSource, collate_episodes, episode_generator
 from .folder import folder_source
@@ -17,7 +17,6 @@ from .synthetic import (
 
 __all__ = [
     "DATASETS",
-    "DEFAULT_EPISODES",
     "MIN_PIXELS",
     "SYNTHETIC_CLASSES",
     "AugmentConfig",

@@ -6,18 +6,16 @@ from dataclasses import dataclass, field
 
 from .augment import AugmentConfig
 from .coco20i import coco20i_source
-from .episodes import EpisodeDataset, ImageSource
+from .episodes import SCORING_MODES, EpisodeDataset, ImageSource
 from .folder import folder_source
 from .index import MIN_PIXELS, label_class_counts
 from .pascal5i import pascal5i_source
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, check_resize
 from .splits import COCO_SPLITS, FoldSplit, coco20i_split, custom_split, pascal5i_split
 
-__all__ = ["DATASETS", "DEFAULT_EPISODES", "DataConfig", "build_dataset", "fold_split"]
+__all__ = ["DATASETS", "DataConfig", "build_dataset", "fold_split"]
 
 DATASETS = ("pascal5i", "coco20i", "folder")
-#: Evaluation episodes of the paper (following MLC): 1000 on PASCAL-5i, 4000 on COCO-20i.
-DEFAULT_EPISODES = {"pascal5i": 1000, "coco20i": 4000, "folder": 1000}
 
 
 @dataclass(frozen=True)
@@ -33,8 +31,14 @@ class DataConfig:
         novel_classes: the test classes of a ``folder`` dataset.
         min_pixels: the class-list threshold (2 * 32 * 32 in the reference).
         augment: training augmentation.
-        test_size: evaluation canvas side (the model's ``config.test_size``).
+        test_size: evaluation canvas side; None (default): the model's ``config.test_size``, which
+            ``ntre_zoo.evaluate`` fills in (a different explicit value is refused there).
         mean, std: input normalisation (the model's ``config.mean/std``).
+        train_list, val_list: PASCAL-5i image lists: a shipped list name (``voc_sbd_merge_noduplicate``,
+            ``voc2012_val``) or a file; None: the tree's own lists. An evaluation protocol sets them.
+        resize: how evaluation images go onto the canvas: ``long_side`` (the reference) or ``square``.
+        scoring: ``original`` (score at the label's own size, the reference) or ``canvas``.
+        exclude_novel: leave training images that show any test class out of the training lists (BAM).
     """
 
     dataset: str = "pascal5i"
@@ -45,9 +49,14 @@ class DataConfig:
     novel_classes: tuple[int, ...] | None = None
     min_pixels: int = MIN_PIXELS
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    test_size: int = 473
+    test_size: int | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    train_list: str | None = None
+    val_list: str | None = None
+    resize: str = "long_side"
+    scoring: str = "original"
+    exclude_novel: bool = False
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -60,11 +69,21 @@ class DataConfig:
             raise ValueError(f"shot must be >= 1, got {self.shot!r}.")
         if self.novel_classes is not None:
             object.__setattr__(self, "novel_classes", tuple(int(c) for c in self.novel_classes))
+        if self.test_size is not None and int(self.test_size) < 1:
+            raise ValueError(f"test_size must be a positive canvas side or None (the model's), got {self.test_size!r}.")
+        check_resize(self.resize)
+        if self.scoring not in SCORING_MODES:
+            raise ValueError(f"Unknown scoring {self.scoring!r}. Expected one of: {', '.join(SCORING_MODES)}.")
+        if self.dataset != "pascal5i" and (self.train_list or self.val_list):
+            raise ValueError(
+                f"train_list/val_list select PASCAL-5i image lists; dataset {self.dataset!r} takes none "
+                "(a folder dataset reads its own train.txt/val.txt)."
+            )
 
 
 def _source(config: DataConfig, split: str, progress: bool) -> ImageSource:
     if config.dataset == "pascal5i":
-        return pascal5i_source(config.root, split)
+        return pascal5i_source(config.root, split, train_list=config.train_list, val_list=config.val_list)
     if config.dataset == "coco20i":
         return coco20i_source(config.root, split, progress=progress)
     return folder_source(config.root, split)
@@ -100,7 +119,7 @@ def build_dataset(
     test-resized) of the configured benchmark.
 
     Args:
-        config: dataset, root, fold, shot and preprocessing.
+        config: dataset, root, fold, shot, lists and preprocessing.
         split: ``train`` or ``val``.
         episodes: number of items (default: the data-list length).
         seed: the episode seed.
@@ -116,6 +135,7 @@ def build_dataset(
         split_classes = fold_split(config, source, progress)
     else:
         split_classes = fold_split(config)
+    exclude = split_classes.test_classes if split == "train" and config.exclude_novel else ()
     return EpisodeDataset(
         source,
         split_classes.classes(split),
@@ -128,5 +148,8 @@ def build_dataset(
         mean=config.mean,
         std=config.std,
         min_pixels=config.min_pixels,
+        resize=config.resize,
+        scoring=config.scoring,
+        exclude=exclude,
         progress=progress,
     )

@@ -1,21 +1,25 @@
 """COCO-20i from COCO 2014 (``train2014/``, ``val2014/``, ``annotations/instances_{train,val}2014.json``).
 
-The instance annotations are turned into semantic label PNGs once, with pycocotools, and cached under
-``DATA_ROOT/ntre_zoo_labels/``; category ids (1-90 with gaps in real COCO) are mapped to contiguous
-1..80 in increasing id order, as in the reference's label PNGs (spec section 7.3).
+The instance annotations are turned into semantic label PNGs once, with pycocotools, under
+``DATA_ROOT/ntre_zoo_labels/`` (by ``ntre-zoo prepare coco20i``, or on first use); category ids (1-90 with
+gaps in real COCO) are mapped to contiguous 1..80 in increasing id order, as in the reference's label PNGs
+(spec section 7.3). A finished label folder holds ``index.json`` (the labelled images and class names), so
+later runs read neither the annotation file nor pycocotools.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write_json
 from .episodes import ImageSource
+from .index import write_label
 
 __all__ = ["build_coco_labels", "coco20i_source", "coco_category_map"]
 
@@ -23,7 +27,7 @@ LABEL_DIR = "ntre_zoo_labels"
 CACHE_DIR = "ntre_zoo_cache"
 
 
-def _load_coco(annotation: Path):
+def _load_coco(annotation: Path) -> Any:
     try:
         from pycocotools.coco import COCO
     except ImportError as error:  # pragma: no cover - depends on the install
@@ -35,7 +39,7 @@ def _load_coco(annotation: Path):
         return COCO(str(annotation))
 
 
-def coco_category_map(coco) -> dict[int, tuple[int, str]]:
+def coco_category_map(coco: Any) -> dict[int, tuple[int, str]]:
     """COCO category id -> ``(contiguous id 1..N, name)``, in increasing category-id order."""
     return {
         cat["id"]: (i + 1, cat["name"])
@@ -44,8 +48,13 @@ def coco_category_map(coco) -> dict[int, tuple[int, str]]:
 
 
 def _stamp(path: Path) -> str:
-    stat = path.stat()
-    return hashlib.sha256(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    """The first 12 hex digits of the file's sha256: the same labels for the same annotations wherever the
+    tree is copied."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def build_coco_labels(
@@ -54,8 +63,8 @@ def build_coco_labels(
     """Write one semantic label PNG per annotated image (once) and return the pairs and class names.
 
     Instances are painted largest first so that smaller objects stay visible on top; crowd regions are
-    painted with their class too. The label folder name holds a stamp of the annotation file, so a new
-    annotation file gives new labels.
+    painted with their class too. The label folder name holds a content hash of the annotation file, so a new
+    annotation file gives new labels; its ``index.json``, written last, lets later calls skip the annotations.
 
     Returns:
         ``(pairs, class_names)``: ``(image, label)`` paths sorted by file name, contiguous id -> name.
@@ -66,9 +75,14 @@ def build_coco_labels(
             f"No COCO annotation file {str(annotation)!r}; the COCO-20i root must hold {split}2014/ and "
             f"annotations/instances_{split}2014.json."
         )
+    label_dir = root / LABEL_DIR / f"{split}2014_{_stamp(annotation)}"
+    index = label_dir / "index.json"
+    if index.is_file():
+        done = json.loads(index.read_text())
+        pairs = [(root / f"{split}2014" / name, label_dir / f"{Path(name).stem}.png") for name in done["images"]]
+        return pairs, {int(c): str(n) for c, n in done["class_names"].items()}
     coco = _load_coco(annotation)
     categories = coco_category_map(coco)
-    label_dir = root / LABEL_DIR / f"{split}2014_{_stamp(annotation)}"
     label_dir.mkdir(parents=True, exist_ok=True)
     pairs = []
     images = sorted(coco.loadImgs(coco.getImgIds()), key=lambda info: info["file_name"])
@@ -84,8 +98,10 @@ def build_coco_labels(
         label = np.zeros((info["height"], info["width"]), dtype=np.uint8)
         for ann in sorted(annotations, key=lambda a: -a.get("area", 0.0)):
             label[coco.annToMask(ann) > 0] = categories[ann["category_id"]][0]
-        atomic_write(label_path, lambda tmp, label=label: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
-    return pairs, dict(categories.values())
+        write_label(label_path, label)
+    names = dict(categories.values())
+    atomic_write_json(index, {"images": [image.name for image, _ in pairs], "class_names": names})
+    return pairs, names
 
 
 def coco20i_source(root: str | Path, split: str, *, progress: bool = True) -> ImageSource:
@@ -118,4 +134,5 @@ def coco20i_source(root: str | Path, split: str, *, progress: bool = True) -> Im
         labels=tuple(p[1] for p in pairs),
         class_names=names,
         cache_dir=root / CACHE_DIR,
+        benchmark="coco20i",
     )

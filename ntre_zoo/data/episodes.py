@@ -22,12 +22,17 @@ from .index import MIN_PIXELS, build_class_lists, label_class_counts, read_label
 from .preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    check_resize,
     image_to_canvas,
     mask_to_canvas,
     normalize,
 )
 
-__all__ = ["EpisodeDataset", "ImageSource", "binary_label", "collate_episodes", "episode_generator"]
+__all__ = ["SCORING_MODES", "EpisodeDataset", "ImageSource", "binary_label", "collate_episodes", "episode_generator"]
+
+#: Which label an evaluation episode is scored against: ``original`` (the query's label at its own size,
+#: PFENet's ``ori_resize``) or ``canvas`` (the label resized onto the canvas, HSNet's default).
+SCORING_MODES = ("original", "canvas")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class ImageSource:
         images, labels: parallel tuples of files; labels are single-channel PNGs of class ids.
         class_names: names of the dataset's class ids (for tables).
         cache_dir: where the class-list cache is written (``None``: no cache).
+        benchmark: ``pascal5i``, ``coco20i`` or ``folder`` (protocols choose their settings by it).
+        list_file: the image list the pairs were read from, if any (recorded with results).
     """
 
     name: str
@@ -48,6 +55,8 @@ class ImageSource:
     labels: tuple[Path, ...]
     class_names: Mapping[int, str] = field(default_factory=dict)
     cache_dir: Path | None = None
+    benchmark: str = "folder"
+    list_file: Path | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
@@ -89,7 +98,7 @@ class EpisodeDataset(Dataset):
     Training (``split='train'``): the query is data-list entry ``i`` (shuffle with the DataLoader), every
     image goes through :func:`~ntre_zoo.data.augment.augment_pair`. Evaluation (``split='val'``): the
     query sequence is the data list in order, cycled to ``episodes`` items, and every image gets the
-    reference test resize (:mod:`ntre_zoo.data.preprocessing`); the original-size query label is kept.
+    test resize (:mod:`ntre_zoo.data.preprocessing`); the label the query is scored against is kept.
     In both, the class is drawn uniformly among the query's split classes and K supports are drawn
     without repeats from that class's list, the query excluded.
 
@@ -101,14 +110,20 @@ class EpisodeDataset(Dataset):
         episodes: number of items (default: the data-list length).
         seed: episode seed (321 in the reference evaluation).
         augment: training pipeline settings (``split='train'`` only).
-        test_size: canvas side for evaluation.
+        test_size: canvas side for evaluation; None until set (``ntre_zoo.evaluate`` takes the model's
+            ``config.test_size``); reading an evaluation item without it raises.
         mean, std: normalisation of [0, 1] images.
         min_pixels: the class-list pixel threshold.
+        resize: how evaluation images go onto the canvas (:data:`~ntre_zoo.data.preprocessing.RESIZE_MODES`).
+        scoring: the label evaluation scores against (:data:`SCORING_MODES`).
+        exclude: classes whose images are left out altogether (at any pixel count): BAM drops training
+            images that show a test class.
         progress: show a bar while indexing labels.
 
     Items (dict of tensors): ``query_image (3, H, W)``, ``query_mask (H, W)`` int64 in {0, 1, 255},
     ``support_images (K, 3, H, W)``, ``support_masks (K, H, W)``, ``class_id``, ``class_index``,
-    ``episode``; evaluation adds ``query_label (H0, W0)``, the binary query label at the original size.
+    ``episode``; evaluation adds ``query_label``, the binary label the query is scored against:
+    ``(H0, W0)`` at the original size (``scoring='original'``) or the ``(S, S)`` canvas mask (``'canvas'``).
     """
 
     def __init__(
@@ -121,10 +136,13 @@ class EpisodeDataset(Dataset):
         episodes: int | None = None,
         seed: int = 321,
         augment: AugmentConfig | None = None,
-        test_size: int = 473,
+        test_size: int | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         min_pixels: int = MIN_PIXELS,
+        resize: str = "long_side",
+        scoring: str = "original",
+        exclude: Sequence[int] = (),
         progress: bool = True,
     ) -> None:
         if split not in ("train", "val"):
@@ -133,16 +151,20 @@ class EpisodeDataset(Dataset):
             raise ValueError(f"shot must be >= 1, got {shot!r}.")
         if episodes is not None and episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes!r}.")
+        if scoring not in SCORING_MODES:
+            raise ValueError(f"Unknown scoring {scoring!r}. Expected one of: {', '.join(SCORING_MODES)}.")
         self.source = source
         self.classes = tuple(int(c) for c in classes)
         self.split, self.shot, self.seed, self.epoch = split, int(shot), int(seed), 0
         self.augment = augment or AugmentConfig()
-        self.test_size = int(test_size)
+        self.test_size = None if test_size is None else int(test_size)
+        self.resize, self.scoring = check_resize(resize), scoring
+        self.min_pixels = int(min_pixels)
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         counts = label_class_counts(
             source.labels, root=source.root, cache_dir=source.cache_dir, name=source.name, progress=progress
         )
-        lists = build_class_lists(counts, self.classes, min_pixels)
+        lists = build_class_lists(counts, self.classes, min_pixels, exclude=exclude)
         self.class_files: dict[int, tuple[int, ...]] = lists.per_class
         members = {c: set(v) for c, v in lists.per_class.items()}
         usable = {c for c, files in lists.per_class.items() if len(files) >= self.shot + 1}
@@ -203,10 +225,22 @@ class EpisodeDataset(Dataset):
 
     def eval_view(self, index: int, class_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Source image ``index`` as evaluation sees it for ``class_id``: the normalised test canvas
-        ``(3, S, S)``, its binary mask canvas ``(S, S)`` and the binary label at the original size."""
+        ``(3, S, S)``, its binary mask canvas ``(S, S)`` and the binary label it is scored against (the
+        original-size label, or the mask canvas with ``scoring='canvas'``).
+
+        Raises:
+            ValueError: ``test_size`` is not set.
+        """
+        if self.test_size is None:
+            raise ValueError(
+                f"{self.source.name}: test_size is None, so evaluation images have no canvas size. "
+                "ntre_zoo.evaluate(model, dataset) takes it from model.config.test_size; to read items "
+                "yourself, build the dataset with DataConfig(test_size=model.config.test_size)."
+            )
         image, label = self._load(index, class_id)
-        canvas = normalize(image_to_canvas(image, self.test_size), self.mean, self.std)
-        return canvas, mask_to_canvas(label, self.test_size), label
+        canvas = normalize(image_to_canvas(image, self.test_size, self.resize), self.mean, self.std)
+        mask = mask_to_canvas(label, self.test_size, self.resize)
+        return canvas, mask, mask if self.scoring == "canvas" else label
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         query, class_id, supports = self.sample(index)

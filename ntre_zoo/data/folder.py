@@ -32,7 +32,10 @@ def folder_class_names(root: str | Path) -> dict[int, str] | None:
     path = Path(root) / "classes.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({error}).") from None
     if isinstance(data, list):
         names = {i + 1: str(n) for i, n in enumerate(data)}
     elif isinstance(data, dict):
@@ -42,7 +45,8 @@ def folder_class_names(root: str | Path) -> dict[int, str] | None:
             raise ValueError(f'{str(path)!r}: keys must be class ids like "1", got {sorted(data)!r}.') from error
     else:
         raise ValueError(
-            f"{str(path)!r} must hold a list of names or an {{id: name}} object, got {type(data).__name__}."
+            f'{str(path)!r} must hold a JSON list of names, e.g. ["cat", "dog"], or an object of id: name, e.g. '
+            f'{{"1": "cat", "2": "dog"}}; got a JSON {type(data).__name__}.'
         )
     bad = sorted(c for c in names if not 1 <= c <= 254)
     if bad:

@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .._atomic import atomic_write_text
+from .._atomic import atomic_write, atomic_write_text
 
-__all__ = ["MIN_PIXELS", "ClassLists", "build_class_lists", "label_class_counts", "read_label"]
+__all__ = ["MIN_PIXELS", "ClassLists", "build_class_lists", "label_class_counts", "read_label", "write_label"]
 
 #: A class counts in an image only with at least 2 * 32 * 32 pixels (PFENet ``make_dataset``).
 MIN_PIXELS = 2 * 32 * 32
@@ -41,6 +41,11 @@ def read_label(path: Path) -> np.ndarray:
                 "values are class ids (palette or greyscale), not colour images."
             )
         return np.asarray(image).astype(np.int64).clip(0, 255).astype(np.uint8)
+
+
+def write_label(path: Path, label: np.ndarray) -> None:
+    """Write an ``(H, W)`` uint8 class-id map as a single-channel PNG, atomically (what :func:`read_label` reads)."""
+    atomic_write(path, lambda tmp: Image.fromarray(label, mode="L").save(tmp, format="PNG"))
 
 
 def _list_key(root: Path, labels: Sequence[Path]) -> str:
@@ -108,7 +113,10 @@ class ClassLists:
 
 
 def build_class_lists(
-    counts: Sequence[dict[int, int]], classes: Sequence[int], min_pixels: int = MIN_PIXELS
+    counts: Sequence[dict[int, int]],
+    classes: Sequence[int],
+    min_pixels: int = MIN_PIXELS,
+    exclude: Sequence[int] = (),
 ) -> ClassLists:
     """Apply the spec's rule: a class counts in an image only with at least ``min_pixels`` pixels; an image
     enters the data list when at least one of ``classes`` counts in it.
@@ -117,12 +125,18 @@ def build_class_lists(
         counts: output of :func:`label_class_counts`.
         classes: the split's class ids.
         min_pixels: the threshold (2048 in the reference).
+        exclude: an image showing any of these classes (any pixel count) enters no list (BAM's
+            ``filter_intersection`` drops training images with a test class).
     """
-    wanted = {int(c) for c in classes}
+    wanted, excluded = {int(c) for c in classes}, {int(c) for c in exclude}
     per_class: dict[int, list[int]] = {int(c): [] for c in classes}
     data, present = [], []
     for index, image_counts in enumerate(counts):
-        kept = [c for c, n in image_counts.items() if c in wanted and n >= min_pixels]
+        kept = (
+            []
+            if excluded & set(image_counts)
+            else [c for c, n in image_counts.items() if c in wanted and n >= min_pixels]
+        )
         present.append(tuple(sorted(c for c, n in image_counts.items() if c in wanted and n > 0)))
         if kept:
             data.append(index)

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from .episodes import ImageSource
+from .reference_lists import resolve_list
 from .splits import PASCAL_CLASSES
 
-__all__ = ["TRAIN_LISTS", "VAL_LISTS", "find_voc_root", "pascal5i_source"]
+__all__ = ["TRAIN_LISTS", "VAL_LISTS", "find_voc_root", "is_synthetic_tree", "pascal5i_source"]
 
 #: Image lists looked for, first found wins (paths relative to ``VOC2012``).
 TRAIN_LISTS = ("ImageSets/SegmentationAug/train_aug.txt", "ImageSets/SegmentationAug/trainaug.txt")
@@ -33,6 +34,15 @@ def find_voc_root(root: str | Path) -> Path:
     )
 
 
+def is_synthetic_tree(root: str | Path) -> bool:
+    """Whether ``root`` holds the synthetic benchmark (``ntre-zoo make-synthetic``: a VOC tree with
+    ``synthetic.json``), whose own lists stand in for PASCAL VOC's."""
+    try:
+        return (find_voc_root(root) / "synthetic.json").is_file()
+    except FileNotFoundError:
+        return False
+
+
 def _read_list(voc: Path, path: Path) -> list[tuple[Path, Path]]:
     """Lines are image ids (``2007_000032``) or ``JPEGImages/x.jpg SegmentationClassAug/x.png`` pairs."""
     pairs = []
@@ -53,29 +63,34 @@ def _first_list(voc: Path, names: tuple[str, ...]) -> Path | None:
     return next((voc / n for n in names if (voc / n).is_file()), None)
 
 
-def pascal5i_source(root: str | Path, split: str) -> ImageSource:
+def pascal5i_source(
+    root: str | Path, split: str, *, train_list: str | Path | None = None, val_list: str | Path | None = None
+) -> ImageSource:
     """The image/label pairs of the ``train`` or ``val`` split.
 
-    The standard lists are used when present (``train_aug.txt``, ``val.txt``). Without them, ``val`` is
-    every label in ``SegmentationClassAug`` and ``train`` every label not in the val list. Train
-    entries that also appear in the val list are dropped, and duplicates are removed (as the reference's
-    ``voc_sbd_merge_noduplicate`` list), keeping the first occurrence.
+    ``train_list``/``val_list`` (a shipped list name such as ``voc_sbd_merge_noduplicate``, or a file) win;
+    otherwise the tree's standard lists are used when present (``train_aug.txt``, ``val.txt``). Without
+    any, ``val`` is every label in ``SegmentationClassAug`` and ``train`` every label not in the val list.
+    Train entries that also appear in the val list are dropped, and duplicates are removed (as the
+    reference's ``voc_sbd_merge_noduplicate`` list), keeping the first occurrence.
 
     Raises:
-        FileNotFoundError: no VOC tree, or a listed image or label is missing.
+        FileNotFoundError: no VOC tree, no such list, or a listed image or label is missing.
         ValueError: an unknown split.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}.")
     voc = find_voc_root(root)
-    val_list = _first_list(voc, VAL_LISTS)
-    val_pairs = _read_list(voc, val_list) if val_list else None
+    val_file = resolve_list(val_list) if val_list is not None else _first_list(voc, VAL_LISTS)
+    val_pairs = _read_list(voc, val_file) if val_file else None
+    list_file = val_file
     if split == "val":
         pairs = val_pairs
     else:
-        train_list = _first_list(voc, TRAIN_LISTS)
-        pairs = _read_list(voc, train_list) if train_list else None
+        list_file = resolve_list(train_list) if train_list is not None else _first_list(voc, TRAIN_LISTS)
+        pairs = _read_list(voc, list_file) if list_file else None
     if pairs is None:
+        list_file = None
         labels = sorted((voc / "SegmentationClassAug").glob("*.png"))
         pairs = [(voc / "JPEGImages" / f"{p.stem}.jpg", p) for p in labels]
     if split == "train" and val_pairs:
@@ -86,10 +101,12 @@ def pascal5i_source(root: str | Path, split: str) -> ImageSource:
         if pair not in seen:
             seen.add(pair)
             unique.append(pair)
-    for image, label in unique[:1] + unique[-1:]:
-        for path in (image, label):
-            if not path.is_file():
-                raise FileNotFoundError(f"{str(path)!r} is listed for PASCAL-5i {split} but does not exist.")
+    missing = [str(path) for pair in unique for path in pair if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} file(s) listed for PASCAL-5i {split} do not exist, e.g. {missing[0]!r}. Build the "
+            "tree from the official archives with `ntre-zoo prepare pascal5i`."
+        )
     return ImageSource(
         name=f"pascal5i_{split}",
         root=voc,
@@ -97,6 +114,8 @@ def pascal5i_source(root: str | Path, split: str) -> ImageSource:
         labels=tuple(p[1] for p in unique),
         class_names=_class_names(voc),
         cache_dir=voc / CACHE_DIR,
+        benchmark="pascal5i",
+        list_file=list_file,
     )
 
 

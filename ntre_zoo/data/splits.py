@@ -95,11 +95,14 @@ def custom_split(class_ids: Sequence[int], novel: Sequence[int] | None) -> FoldS
     known = tuple(sorted(int(c) for c in class_ids))
     if not novel:
         raise ValueError(
-            "Choose the novel (test) classes of the folder dataset, e.g. novel_classes=(1, 2); its "
-            f"classes are {list(known)}."
+            "Choose the novel (test) classes of the folder dataset: `--novel-classes 1 2` on the command line, "
+            f"DataConfig(novel_classes=(1, 2)) in Python; its classes are {list(known)}."
         )
     novel = tuple(int(c) for c in novel)
     unknown = sorted(set(novel) - set(known))
     if unknown:
-        raise ValueError(f"novel classes {unknown} are not in the dataset; its classes are {list(known)}.")
+        raise ValueError(
+            f"novel classes {unknown} are not in the dataset; its classes are {list(known)} (choose among them with "
+            "--novel-classes, or novel_classes= in Python)."
+        )
     return FoldSplit(0, tuple(c for c in known if c not in novel), novel)

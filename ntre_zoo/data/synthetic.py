@@ -102,7 +102,7 @@ SYNTHETIC_CLASSES: tuple[SyntheticClass, ...] = _make_classes()
 
 def voc_palette() -> list[int]:
     """The 256-entry PASCAL VOC colour map as a flat ``[r, g, b, ...]`` list (index 255 is cream)."""
-    palette = []
+    palette: list[int] = []
     for index in range(256):
         r = g = b = 0
         c = index
@@ -119,7 +119,7 @@ def voc_palette() -> list[int]:
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Bilinearly upsampled uniform noise in [0, 1], ``cells`` knots across."""
     grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
-    return np.asarray(Image.fromarray(grid, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(Image.fromarray(grid, mode="F").resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _stuff(kind: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -133,7 +133,7 @@ def _stuff(kind: str, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         return base + 25 * (low[..., None] - 0.5) * np.array([1, 1, 0.3]) + 2 * fine[..., None]
     if kind == "grass":
         streaks = _smooth_noise(rng, h // 8 + 2, w, w // 3)[: h // 8 + 2]
-        streaks = np.asarray(Image.fromarray(streaks, mode="F").resize((w, h), Image.BILINEAR))
+        streaks = np.asarray(Image.fromarray(streaks, mode="F").resize((w, h), Image.Resampling.BILINEAR))
         base = np.stack([50 + 40 * low, 120 + 60 * streaks, 40 + 20 * low], -1)
         return base + 12 * fine[..., None]
     if kind == "wall":
@@ -288,7 +288,7 @@ def render_scene(
         area = rng.uniform(0.07, 0.15) * height * width
         radius = min(np.sqrt(area / (4 * _fill_fraction(spec.shape))), 0.45 * side)
         is_protected = protect_first and n == len(order) - 1
-        best, best_overlap = None, np.inf
+        best, best_overlap = (width / 2, height / 2), np.inf
         for _ in range(25):
             centre = (rng.uniform(radius, width - radius), rng.uniform(radius, height - radius))
             overlap = sum(max(0.0, r + radius - np.hypot(centre[0] - x, centre[1] - y)) for x, y, r in placed)
@@ -412,7 +412,7 @@ def make_synthetic_voc(
     for sub in ("JPEGImages", "SegmentationClassAug"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
-    names = {"train": [], "val": []}
+    names: dict[str, list[str]] = {"train": [], "val": []}
     jobs = [("train", i) for i in range(train)] + [("val", i) for i in range(val)]
     for split, index in tqdm(jobs, desc="synthetic images", disable=not progress):
         rng = _rng(seed, split, index)

@@ -81,7 +81,7 @@ class _Episode:
 
 class QueryGroups(Dataset):
     """Episodes of an evaluation ``EpisodeDataset`` grouped by query image; item ``g`` loads that query
-    once, plus every episode's supports and original-size label.
+    once, plus every episode's supports and the label it is scored against.
 
     Args:
         dataset: an evaluation :class:`~ntre_zoo.data.EpisodeDataset`.
@@ -138,7 +138,7 @@ def score_grouped(
     bar = tqdm(total=sum(len(e) for _, e in groups.groups), desc="evaluate", unit="episode", disable=not progress)
     with _memory_format(model) as layout:
         for group in loader:
-            _score_group(model, group, meter, cache, batch_size, device, layout)
+            _score_group(model, group, meter, cache, batch_size, device, layout, dataset.resize)
             bar.update(len(group["episodes"]))
     bar.close()
     return cache
@@ -172,8 +172,10 @@ def _score_group(
     batch_size: int,
     device: torch.device,
     layout: torch.memory_format,
+    resize: str,
 ) -> None:
-    """All episodes of one query image: the query encoded once, supports from the cache."""
+    """All episodes of one query image: the query encoded once, supports from the cache; logits are mapped to
+    each label as the dataset's ``resize`` placed the image."""
     query = model.encode_query(group["query_image"][None].to(device).contiguous(memory_format=layout))
     episodes = group["episodes"]
     supports = [_encode_shots(model, episode, cache, device, layout) for episode in episodes]
@@ -182,7 +184,7 @@ def _score_group(
         logits = model.decode(query, SupportFeatures.cat(supports[start : start + batch_size])).logits.float()
         for b, episode in enumerate(chunk):
             h, w = episode["label"].shape
-            prediction = logits_to_original(logits[b : b + 1], h, w).argmax(dim=1)[0]
+            prediction = logits_to_original(logits[b : b + 1], h, w, resize).argmax(dim=1)[0]
             meter.update(episode["class_id"], episode_stats(prediction, episode["label"].to(device, non_blocking=True)))
 
 

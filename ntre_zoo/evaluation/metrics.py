@@ -17,7 +17,7 @@ values are fractions in [0, 1]; tables print percentages.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,7 @@ class FoldResult:
         class_names: display names.
         episodes: total episodes.
         seed: the episode seed.
+        protocol: the name of the evaluation protocol (``ntrenet``, ...), or None for a dataset's own settings.
     """
 
     miou: float
@@ -104,6 +105,7 @@ class FoldResult:
     class_names: dict[int, str] = field(default_factory=dict)
     episodes: int = 0
     seed: int | None = None
+    protocol: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (class ids become string keys)."""
@@ -117,6 +119,7 @@ class FoldResult:
             "class_names": {str(c): v for c, v in self.class_names.items()},
             "episodes": self.episodes,
             "seed": self.seed,
+            "protocol": self.protocol,
         }
 
 
@@ -155,8 +158,8 @@ class FewShotMeter:
         self.counts = self.counts + other.counts.to(self.counts.device)
         return self
 
-    def result(self, seed: int | None = None) -> FoldResult:
-        """Reduce the counts to :class:`FoldResult`."""
+    def result(self, seed: int | None = None, protocol: str | None = None) -> FoldResult:
+        """Reduce the counts to :class:`FoldResult` (``seed`` and ``protocol`` are recorded in it)."""
         counts = self.counts.cpu()
         c = counts.double()
         bg_i, bg_u, fg_i, fg_u, tp, fp, n = (c[:, i] for i in range(len(STAT_FIELDS)))
@@ -179,6 +182,7 @@ class FewShotMeter:
             class_names=self.class_names,
             episodes=int(counts[:, -1].sum()),
             seed=seed,
+            protocol=protocol,
         )
 
 
@@ -188,7 +192,7 @@ class MultiSeedResult:
 
     runs: list[FoldResult]
 
-    def _stat(self, key: str, fn) -> float:
+    def _stat(self, key: str, fn: Callable[[list[float]], float]) -> float:
         values = [getattr(r, key) for r in self.runs]
         return float(fn(values)) if len(values) > 1 or fn is statistics.mean else 0.0
 
@@ -199,14 +203,13 @@ class MultiSeedResult:
             out[f"{key}_std"] = self._stat(key, statistics.stdev)
         classes = self.runs[0].class_iou
         out["class_iou"] = {
-            str(c): (
-                statistics.mean(v) if (v := [r.class_iou[c] for r in self.runs if r.class_iou[c] is not None]) else None
-            )
+            str(c): statistics.mean(v) if (v := [x for r in self.runs if (x := r.class_iou[c]) is not None]) else None
             for c in classes
         }
         out["class_names"] = {str(c): n for c, n in self.runs[0].class_names.items()}
         out["episodes"] = self.runs[0].episodes
         out["seeds"] = [r.seed for r in self.runs]
+        out["protocol"] = self.runs[0].protocol
         out["runs"] = [r.to_dict() for r in self.runs]
         return out
 

@@ -1,19 +1,29 @@
 """Turn user images and masks (paths, PIL images, numpy arrays, tensors) into tensors, with errors that
-name the argument and index that was wrong."""
+name the argument and index that was wrong.
+
+The reading rules live here so that every kind of annotation uses the same ones: files are read in their
+displayed orientation (EXIF), float values must be finite, a mask is binary unless a ``mask_threshold`` says
+how to binarise it, and a colour mask is accepted only when it is grey (R = G = B).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["as_list", "load_image", "load_mask"]
+__all__ = ["as_list", "check_mask_threshold", "load_image", "load_mask"]
 
 _PATH_TYPES = (str, os.PathLike)
+#: PIL modes whose values are read as they are (one channel, or grey after dropping alpha / the palette).
+_MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F", "LA", "PA", "RGB", "RGBA")
+_INTEGER_MASK_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32)
 
 
 def as_list(value: Any) -> list[Any]:
@@ -29,15 +39,51 @@ def as_list(value: Any) -> list[Any]:
 
 
 def _open(path: Any, name: str) -> Image.Image:
+    """Read an image file in its displayed orientation (EXIF ``Orientation`` applied, as viewers do)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: no such file {str(path)!r}.")
     try:
         with Image.open(path) as image:
             image.load()
-            return image
-    except (UnidentifiedImageError, OSError) as error:
+            return ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: no such file {str(path)!r}.") from None
+    except IsADirectoryError:
+        raise FileNotFoundError(f"{name}: {str(path)!r} is a directory, not an image file.") from None
+    except PermissionError:
+        raise PermissionError(
+            f"{name}: permission denied reading {str(path)!r}; make it readable (e.g. chmod a+r) or copy it."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{name}: cannot read {str(path)!r} as an image ({error}).") from None
+
+
+def _from_numpy(array: np.ndarray, name: str) -> torch.Tensor:
+    """A numpy array as a tensor (native byte order, writable, C-contiguous)."""
+    if array.dtype.byteorder not in ("=", "|"):
+        array = array.astype(array.dtype.newbyteorder("="))
+    try:
+        return torch.from_numpy(np.require(array, requirements=("C", "W")))
+    except TypeError:
+        raise TypeError(
+            f"{name}: unsupported numpy dtype {array.dtype}; expected uint8, uint16, bool or float."
+        ) from None
+
+
+def _check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Refuse NaN and infinities, naming the first such element."""
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        where = tuple(int(i) for i in (~finite).nonzero()[0])
+        raise ValueError(
+            f"{name}: holds {int((~finite).sum())} non-finite value(s) (NaN or infinity), e.g. "
+            f"{float(tensor[where])} at row {where[-2]}, column {where[-1]}; replace them (e.g. with "
+            "torch.nan_to_num) before calling."
+        )
+
+
+def _check_size(tensor: torch.Tensor, name: str, shown: tuple[int, ...]) -> None:
+    if tensor.shape[-1] == 0 or tensor.shape[-2] == 0:
+        raise ValueError(f"{name}: an image or mask must be at least 1x1 pixels, got shape {shown}.")
 
 
 def _pil_to_array(image: Image.Image, name: str) -> np.ndarray:
@@ -55,18 +101,20 @@ def _pil_to_array(image: Image.Image, name: str) -> np.ndarray:
 def load_image(value: Any, name: str) -> torch.Tensor:
     """Read an image as a float ``(3, H, W)`` tensor in [0, 1].
 
-    Accepts a file path, a ``PIL.Image`` (any mode: grayscale, RGBA, palette, 16-bit), an ``HxW``,
-    ``HxWx1``, ``HxWx3`` or ``HxWx4`` numpy array (uint8, uint16, or float in [0, 1]), or a ``3xHxW``
-    (or ``1xHxW``) tensor (uint8, or float in [0, 1]). Alpha is dropped; gray is repeated to RGB.
+    Accepts a file path (read in its displayed orientation: EXIF ``Orientation`` is applied), a
+    ``PIL.Image`` (any mode: grayscale, RGBA, palette, 16-bit; taken as it is), an ``HxW``, ``HxWx1``,
+    ``HxWx3`` or ``HxWx4`` numpy array (uint8, uint16, or float in [0, 1]), or a ``3xHxW`` (or ``1xHxW``)
+    tensor (uint8, or float in [0, 1]). Alpha is dropped; gray is repeated to RGB. NaN and infinities are
+    refused.
 
     Raises:
         FileNotFoundError, ValueError, TypeError: naming ``name`` and what was expected.
+        PermissionError: a file that exists but cannot be read.
     """
     if isinstance(value, _PATH_TYPES):
         value = _open(value, name)
     if isinstance(value, Image.Image):
-        array = _pil_to_array(value, name)
-        return _array_to_tensor(array, name)
+        value = _pil_to_array(value, name)
     if isinstance(value, np.ndarray):
         return _array_to_tensor(value, name)
     if isinstance(value, torch.Tensor):
@@ -77,6 +125,7 @@ def load_image(value: Any, name: str) -> torch.Tensor:
             raise ValueError(
                 f"{name}: a tensor image must have shape (3, H, W) (or (1, H, W)), got {tuple(value.shape)}."
             )
+        _check_size(tensor, name, tuple(value.shape))
         return _scale(tensor[:3].expand(3, -1, -1) if tensor.shape[0] == 1 else tensor[:3], name)
     raise TypeError(
         f"{name}: expected a file path, PIL.Image, numpy array or torch.Tensor, got {type(value).__name__}."
@@ -84,12 +133,14 @@ def load_image(value: Any, name: str) -> torch.Tensor:
 
 
 def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
+    shape = array.shape
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"{name}: a numpy image must have shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}.")
-    array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[..., :3]
-    return _scale(torch.from_numpy(np.require(array, requirements=("C", "W"))).permute(2, 0, 1), name)
+        raise ValueError(f"{name}: a numpy image must have shape (H, W), (H, W, 3) or (H, W, 4), got {shape}.")
+    tensor = _from_numpy(array, name).permute(2, 0, 1)
+    _check_size(tensor, name, shape)
+    return _scale(tensor.expand(3, -1, -1) if tensor.shape[0] == 1 else tensor[:3], name)
 
 
 def _scale(tensor: torch.Tensor, name: str) -> torch.Tensor:
@@ -99,6 +150,7 @@ def _scale(tensor: torch.Tensor, name: str) -> torch.Tensor:
     if tensor.dtype == torch.uint16:
         return tensor.to(torch.float32) / 65535.0
     if tensor.is_floating_point():
+        _check_finite(tensor, name)
         tensor = tensor.float()
         if tensor.numel() and (float(tensor.min()) < 0 or float(tensor.max()) > 1):
             raise ValueError(
@@ -109,23 +161,74 @@ def _scale(tensor: torch.Tensor, name: str) -> torch.Tensor:
     raise TypeError(f"{name}: unsupported image dtype {tensor.dtype}; expected uint8, uint16 or float in [0, 1].")
 
 
-def load_mask(value: Any, name: str) -> torch.Tensor:
-    """Read a binary mask as an int64 ``(H, W)`` tensor in {0, 1, 255}.
-
-    Accepts a path, a ``PIL.Image`` (modes L, P, 1, I), or a 2-D (or ``HxWx1``/``1xHxW``) numpy array or
-    tensor: bool, {0, 1}, or {0, 255} (255 = target). A {0, 1, 255} mask keeps 255 as "ignore".
+def check_mask_threshold(threshold: Any, name: str = "mask_threshold") -> float | None:
+    """``None``, or a finite real number (the value above which a soft mask's pixel is target).
 
     Raises:
-        ValueError: other values, a colour image, or a wrong rank.
+        TypeError, ValueError: naming ``name`` and the value.
     """
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"{name} must be a number (e.g. 127 for 0..255 masks, 0.5 for [0, 1]), got {threshold!r}.")
+    if not math.isfinite(threshold):
+        raise ValueError(f"{name} must be a finite number, got {threshold!r}.")
+    return float(threshold)
+
+
+def _mask_array(image: Image.Image, name: str) -> tuple[np.ndarray, str]:
+    """A PIL mask as an array of its values (``(H, W)``, or ``(H, W, 3|4)`` for RGB/RGBA), and its description."""
+    if image.mode not in _MASK_MODES:
+        raise ValueError(
+            f"{name}: a mask must be a single-channel image (L, P or 1) or a grey RGB one, got mode {image.mode!r}; "
+            "convert it, e.g. image.convert('L')."
+        )
+    if image.mode in ("LA", "PA"):
+        image = image.convert("L")
+    return np.asarray(image), f"a mode {image.mode!r} image"
+
+
+def _grey(mask: torch.Tensor, name: str, what: str) -> torch.Tensor:
+    """An ``(H, W, 3|4)`` colour mask -> its ``(H, W)`` grey values, or a ValueError if R, G and B differ."""
+    colour = mask[..., :3]
+    differs = (colour != colour[..., :1]).any(dim=-1)
+    if bool(differs.any()):
+        y, x = (int(i) for i in differs.nonzero()[0])
+        raise ValueError(
+            f"{name}: {what} is a colour mask: R, G and B differ (e.g. {tuple(colour[y, x].tolist())} at row {y}, "
+            f"column {x}), so which pixels are target is ambiguous. Pass one channel: a grey version "
+            "(PIL: image.convert('L')), or the pixels of the target colour, e.g. "
+            "(np.asarray(image)[..., :3] == (255, 0, 0)).all(-1)."
+        )
+    return colour[..., 0]
+
+
+def load_mask(value: Any, name: str, threshold: float | None = None) -> torch.Tensor:
+    """Read a binary mask as an int64 ``(H, W)`` tensor in {0, 1, 255}.
+
+    Accepts a path (read in its displayed orientation, EXIF applied), a ``PIL.Image`` (modes 1, L, P, I, F;
+    RGB/RGBA when grey, R = G = B), or a 2-D (or ``HxWx1``/``1xHxW``, or grey ``HxWx3``) numpy array or
+    tensor: bool, {0, 1}, or {0, 255} (255 = target). A {0, 1, 255} mask keeps 255 as "ignore".
+
+    Args:
+        value: the mask.
+        name: the argument, for error messages (``support_masks[2]``).
+        threshold: binarise a soft mask (anti-aliased, JPEG-compressed, a probability map): target where the
+            value is above ``threshold``, in the mask's own scale (e.g. 127 for 0..255, 0.5 for [0, 1]); no
+            pixel is "ignore" then. Default: the mask must already be binary.
+
+    Raises:
+        ValueError: other values (naming those found), NaN or infinity, a colour image, or a wrong rank.
+        TypeError: an unsupported type or dtype.
+    """
+    threshold = check_mask_threshold(threshold)
+    what = "the mask"
     if isinstance(value, _PATH_TYPES):
         value = _open(value, name)
     if isinstance(value, Image.Image):
-        if value.mode not in ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "LA", "PA"):
-            raise ValueError(f"{name}: a mask must be a single-channel image (L, P or 1), got mode {value.mode!r}.")
-        value = np.asarray(value.convert("L") if value.mode in ("LA", "PA") else value)
+        value, what = _mask_array(value, name)
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.require(value, requirements=("C", "W")))
+        value = _from_numpy(value, name)
     if not isinstance(value, torch.Tensor):
         raise TypeError(
             f"{name}: expected a file path, PIL.Image, numpy array or torch.Tensor mask, got {type(value).__name__}."
@@ -133,20 +236,40 @@ def load_mask(value: Any, name: str) -> torch.Tensor:
     mask = value.detach().cpu()
     if mask.dim() == 3 and 1 in (mask.shape[0], mask.shape[-1]):
         mask = mask.squeeze(0) if mask.shape[0] == 1 else mask.squeeze(-1)
+    elif mask.dim() == 3 and mask.shape[-1] in (3, 4):
+        mask = _grey(mask, name, what)
     if mask.dim() != 2:
         raise ValueError(f"{name}: a mask must have shape (H, W), got {tuple(value.shape)}.")
+    _check_size(mask, name, tuple(value.shape))
     if mask.dtype == torch.bool:
-        return mask.long()
-    if mask.is_floating_point() and not torch.equal(mask, mask.round()):
-        raise ValueError(f"{name}: a float mask must hold whole values 0/1 (or 0/255); threshold it first.")
-    mask = mask.long()
-    values = set(torch.unique(mask).tolist())
-    if values <= {0, 1, 255} and 1 in values:
-        return mask
-    if values <= {0, 255}:
-        return (mask == 255).long()
-    unexpected = sorted(values - {0, 1, 255})[:5]
+        mask = mask.to(torch.uint8)
+    if mask.is_complex() or not (mask.is_floating_point() or mask.dtype in _INTEGER_MASK_DTYPES):
+        raise TypeError(f"{name}: unsupported mask dtype {mask.dtype}; expected bool, an integer type or float.")
+    if mask.is_floating_point():
+        _check_finite(mask, name)
+    if threshold is not None:
+        return (mask.to(torch.float64) > threshold).long()
+    return _binary(mask, name)
+
+
+def _binary(mask: torch.Tensor, name: str) -> torch.Tensor:
+    """A mask that is already binary, as {0, 1, 255}; anything else is refused with the way out."""
+    mask = mask if mask.is_floating_point() else mask.long()
+    values = torch.unique(mask)
+    allowed = torch.tensor([0, 1, 255], dtype=values.dtype)
+    if bool(torch.isin(values, allowed).all()):
+        ints = set(values.long().tolist())
+        if 1 in ints:
+            return mask.long()
+        if ints <= {0, 255}:
+            return (mask == 255).long()
+    unexpected = values[~torch.isin(values, allowed)]
+    shown = [v.item() for v in unexpected[:5]]
+    low, high = values.min().item(), values.max().item()
+    example = "mask_threshold=0.5" if mask.is_floating_point() and high <= 1 else "mask_threshold=127"
     raise ValueError(
-        f"{name}: mask values must be bool, {{0, 1}} or {{0, 255}}; found {unexpected}. "
-        "For a class-label map, pass (label == class_id)."
+        f"{name}: mask values must be bool, {{0, 1}} or {{0, 255}}; found {shown}"
+        f"{' ...' if len(unexpected) > 5 else ''} ({len(values)} distinct values in [{low}, {high}]). A soft mask "
+        f"(anti-aliased or JPEG-compressed edges, a probability map) can be binarised with mask_threshold= (target "
+        f"where the value is above it, e.g. {example}); for a class-label map, pass (label == class_id)."
     )

@@ -3,12 +3,18 @@
 Preprocessing is the reference evaluation protocol (spec section 8): the test resize onto a
 ``test_size`` canvas (:mod:`ntre_zoo.data.preprocessing`), ImageNet normalisation, and logits upsampled back
 to ``max(h, w)`` squared then cropped to the original ``h x w``.
+
+Thread safety: the forward passes run on an eval-mode view of the model (:func:`_eval_view`: its own module
+objects, sharing every parameter and buffer), so a call never flips the model's ``train()``/``eval()`` flags,
+never updates BatchNorm statistics, and gives the same answer whatever mode the model is in and whatever
+other threads do with it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +27,10 @@ from ..data.preprocessing import (
     mask_to_canvas,
     normalize,
 )
+from ..model.config import check_amp_dtype, check_int, resolve_device
 from ..model.heads import resize
 from ..model.types import FewShotSegmenter, SupportFeatures
-from .image_io import as_list, load_image, load_mask
+from .image_io import as_list, check_mask_threshold, load_image, load_mask
 
 __all__ = ["Prediction", "encode_support", "predict", "prepare_image"]
 
@@ -51,16 +58,19 @@ def prepare_image(model: FewShotSegmenter, value: Any, name: str) -> tuple[torch
     """Load and place an image on the model's normalised test canvas: ``((3, S, S), (H, W))``."""
     image = load_image(value, name)
     canvas = image_to_canvas(image, model.config.test_size)
-    return normalize(canvas, model.config.mean, model.config.std), tuple(image.shape[-2:])
+    return normalize(canvas, model.config.mean, model.config.std), (image.shape[-2], image.shape[-1])
 
 
 def _device_of(model: FewShotSegmenter, device: str | torch.device | None) -> torch.device:
     """Move the model if asked (and to channels_last, which oneDNN and cuDNN prefer, unless the model's
     ``fast_inference`` is off); return where it runs."""
+    device = resolve_device(device)
     if device is not None:
-        model.to(torch.device(device))
-    if model.fast_inference:
-        model.to(memory_format=torch.channels_last)
+        model.to(device)
+    if model.fast_inference and not all(
+        p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4
+    ):
+        model.to(memory_format=torch.channels_last)  # once: later calls find it done and write nothing
     return next(model.parameters()).device
 
 
@@ -70,22 +80,28 @@ def _to_device(images: torch.Tensor, model: FewShotSegmenter, device: torch.devi
     return images.contiguous(memory_format=torch.channels_last) if model.fast_inference else images
 
 
-@contextlib.contextmanager
-def _eval_mode(model: FewShotSegmenter) -> Iterator[None]:
-    """Eval mode and no autograd for the call; the caller's train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
+def _eval_view(module: Any) -> Any:
+    """``module`` in eval mode without touching it: a copy of every module object (so each has its own
+    ``training`` flag, set to False) whose parameters and buffers are the original's tensors, not copies.
+
+    BatchNorm then uses its running statistics and dropout is off, as in ``model.eval()``, while the model
+    and every thread using it keep their own mode; nothing is written to the shared tensors.
+    """
+    view = copy.copy(module)
+    view.__dict__["_modules"] = {
+        name: None if child is None else _eval_view(child) for name, child in module._modules.items()
+    }
+    view.training = False
+    return view
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+def _inference(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.ExitStack[bool | None]:
+    """No autograd, and autocast when ``amp_dtype`` is given."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if amp_dtype is not None:
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=amp_dtype))
+    return stack
 
 
 def encode_support(
@@ -95,38 +111,81 @@ def encode_support(
     *,
     device: str | torch.device | None = None,
     amp_dtype: torch.dtype | None = None,
+    mask_threshold: float | None = None,
 ) -> SupportFeatures:
     """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms).
 
     Raises:
         ValueError: K images vs a different number of masks, a mask whose size differs from its image,
-            or a mask with no target pixel.
+            a mask with no target pixel, or a target too small to survive the resize to the model's size.
     """
     images, masks = as_list(support_imgs), as_list(support_masks)
+    amp_dtype = check_amp_dtype(amp_dtype)
+    mask_threshold = check_mask_threshold(mask_threshold)
     if not images:
         raise ValueError("support_imgs is empty; pass at least one annotated support image.")
     if len(images) != len(masks):
         raise ValueError(
-            f"Got {len(images)} support image(s) but {len(masks)} support mask(s); pass one mask per image."
+            f"support_imgs and support_masks differ in length: got {len(images)} support image(s) but "
+            f"{len(masks)} support mask(s); pass one mask per image."
         )
     size = model.config.test_size
-    canvases, canvas_masks = [], []
+    canvases, canvas_masks, sizes = [], [], []
     for i, (image_value, mask_value) in enumerate(zip(images, masks, strict=False)):
         image = load_image(image_value, f"support_imgs[{i}]")
-        mask = load_mask(mask_value, f"support_masks[{i}]")
+        mask = load_mask(mask_value, f"support_masks[{i}]", mask_threshold)
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"support_masks[{i}] is {mask.shape[0]}x{mask.shape[1]} but support_imgs[{i}] is "
                 f"{image.shape[1]}x{image.shape[2]} (H x W); each mask must have its image's size."
             )
         if not bool((mask == 1).any()):
-            raise ValueError(f"support_masks[{i}] has no target pixel; a support must show the object to segment.")
+            threshold = "" if mask_threshold is None else f" above mask_threshold={mask_threshold:g}"
+            raise ValueError(
+                f"support_masks[{i}] has no target pixel{threshold}; a support must show the object to segment."
+            )
         canvases.append(normalize(image_to_canvas(image, size), model.config.mean, model.config.std))
         canvas_masks.append(mask_to_canvas(mask, size))
+        sizes.append((int((mask == 1).sum()), *mask.shape))
     device = _device_of(model, device)
-    with _eval_mode(model), _autocast(device, amp_dtype):
-        images = _to_device(torch.stack(canvases), model, device)
-        return model.encode_support(images[None], torch.stack(canvas_masks)[None].to(device))
+    with _inference(device, amp_dtype):
+        batch = _to_device(torch.stack(canvases), model, device)
+        support = _eval_view(model).encode_support(batch[None], torch.stack(canvas_masks)[None].to(device))
+    _check_targets_survive(support, sizes, size)
+    return support
+
+
+def _check_targets_survive(support: SupportFeatures, sizes: Sequence[tuple[int, int, int]], test_size: int) -> None:
+    """Refuse a support whose target left no weight on the feature map (a small object in a large photo):
+    its prototype would be zero and the answer all background."""
+    if support.masks is None:
+        return
+    area = support.masks.flatten(2).sum(dim=-1)[0]  # (K,)
+    for i, (pixels, h, w) in enumerate(sizes):
+        if float(area[i]) <= 0:
+            feature = "x".join(str(n) for n in support.masks.shape[-2:])
+            raise ValueError(
+                f"support_masks[{i}]: the target ({pixels} pixel(s) of a {h}x{w} image) is too small at this test "
+                f"size: placed on the model's {test_size}x{test_size} canvas and resized to its {feature} feature "
+                "map, nothing of it is left, so the answer would be all background. Give the object more pixels: "
+                "crop the support image around it (an image smaller than the canvas is not enlarged: upscale it), "
+                "or load the model with a larger test_size (from_pretrained(..., test_size=...))."
+            )
+
+
+def _check_support_fits(model: FewShotSegmenter, support: SupportFeatures) -> None:
+    """A precomputed support must come from a model of this architecture (its shapes say so)."""
+    expected = {"prototype": model.config.reduce_dim}
+    high = getattr(getattr(model, "backbone", None), "high_channels", None)
+    if high is not None:
+        expected["masked_high"] = high
+    found = {"prototype": support.prototype.shape[1], "masked_high": support.masked_high.shape[2]}
+    for key, channels in expected.items():
+        if found[key] != channels:
+            raise ValueError(
+                f"support: this SupportFeatures has {found[key]} {key} channels where the model has {channels}: it "
+                "was encoded by a different model. Encode the supports with this model: model.encode_support(...)."
+            )
 
 
 def predict(
@@ -139,6 +198,7 @@ def predict(
     device: str | torch.device | None = None,
     amp_dtype: torch.dtype | None = None,
     batch_size: int = 4,
+    mask_threshold: float | None = None,
 ) -> np.ndarray | Prediction | list[np.ndarray] | list[Prediction]:
     """Segment one or several query images given K annotated support images.
 
@@ -148,13 +208,15 @@ def predict(
             uint8 numpy array or a ``3xHxW`` tensor (uint8 or float in [0, 1]); grayscale, RGBA and
             16-bit inputs are converted. Or a :class:`SupportFeatures` from ``model.encode_support``,
             in which case the next positional argument is the query.
-        support_masks: one mask per support image, same size: path, PIL (L/P/1), numpy or tensor;
-            bool, {0, 1} or {0, 255}.
+        support_masks: one mask per support image, same size: path, PIL (L/P/1, or grey RGB), numpy or
+            tensor; bool, {0, 1} or {0, 255}. Files are read in their displayed (EXIF) orientation.
         query: one image or a list of images (supports are encoded once and reused for every query).
         return_details: return :class:`Prediction` objects instead of masks.
         device: run there (the model is moved); default: where the model is.
         amp_dtype: e.g. ``torch.bfloat16`` to run under autocast; default fp32.
         batch_size: queries per forward pass.
+        mask_threshold: binarise soft support masks (anti-aliased, JPEG): target where the value is above it,
+            in the mask's scale (127 for 0..255, 0.5 for [0, 1]). Default: masks must be binary.
 
     Returns:
         For a single query a ``uint8 (H, W)`` mask in {0, 1} at its original size (or a Prediction);
@@ -163,25 +225,29 @@ def predict(
     Raises:
         ValueError, TypeError, FileNotFoundError: naming the argument and index that is wrong.
     """
+    batch_size = check_int(batch_size, "batch_size", 1)
+    amp_dtype = check_amp_dtype(amp_dtype)
     if isinstance(support_imgs, SupportFeatures):
         support = support_imgs
         if query is None:
             query = support_masks
         elif support_masks is not None:
             raise ValueError("With a precomputed support, call predict(support, query).")
+        _check_support_fits(model, support)
         device = _device_of(model, device)
         support = support.to(device)
     else:
         if support_masks is None:
             raise ValueError("support_masks is required: pass one mask per support image.")
-        support = encode_support(model, support_imgs, support_masks, device=device, amp_dtype=amp_dtype)
+        support = encode_support(
+            model, support_imgs, support_masks, device=device, amp_dtype=amp_dtype, mask_threshold=mask_threshold
+        )
         device = support.prototype.device
     if query is None:
         raise ValueError("query is required: pass an image or a list of images to segment.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}.")
     single = not isinstance(query, (list, tuple))
     queries = [query] if single else list(query)
+    view = _eval_view(model)
     results: list[Any] = []
     for start in range(0, len(queries), batch_size):
         prepared = [
@@ -189,8 +255,8 @@ def predict(
             for i, q in enumerate(queries[start : start + batch_size])
         ]
         batch = _to_device(torch.stack([canvas for canvas, _ in prepared]), model, device)
-        with _eval_mode(model), _autocast(device, amp_dtype):
-            out = model(batch, support=support)
+        with _inference(device, amp_dtype):
+            out = view(batch, support=support)
         results.extend(_to_original(out, [hw for _, hw in prepared], return_details))
     return results[0] if single else results
 
@@ -200,7 +266,7 @@ def _to_original(out: Any, sizes: Sequence[tuple[int, int]], details: bool) -> l
     blank = out.logits.new_zeros((out.logits.shape[0], 1, *canvas), dtype=torch.float32)
     bg = blank if out.bg_logits is None else resize(out.bg_logits.float().softmax(dim=1)[:, 1:], canvas)
     do = torch.stack([resize(m.float(), canvas) for m in out.do_masks]).mean(dim=0) if out.do_masks else blank
-    results = []
+    results: list[Any] = []
     for i, (h, w) in enumerate(sizes):
         logits = logits_to_original(out.logits[i : i + 1].float(), h, w)[0]
         mask = logits.argmax(dim=0).to(torch.uint8).cpu().numpy()

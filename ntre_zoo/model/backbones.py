@@ -13,6 +13,7 @@ weights load directly and reference checkpoints map onto them key by key (see :m
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 import timm
 import torch
@@ -55,7 +56,7 @@ class ResNetBackbone(Backbone):
     def __init__(self, config: BackboneConfig, pretrained: bool = False) -> None:
         super().__init__()
         kwargs = {k: getattr(config, k) for k in ("layers", "channels", "stem_width") if getattr(config, k) is not None}
-        net = timm.create_model(
+        net: Any = timm.create_model(  # timm models are built dynamically: their attributes are untyped
             config.timm_name, pretrained=pretrained, output_stride=8, num_classes=0, global_pool="", **kwargs
         )
         self.conv1, self.bn1, self.act1, self.maxpool = net.conv1, net.bn1, net.act1, net.maxpool
@@ -85,16 +86,17 @@ class VGGBackbone(Backbone):
     def __init__(self, config: BackboneConfig, pretrained: bool = False) -> None:
         super().__init__()
         if pretrained:
-            features = timm.create_model(config.timm_name, pretrained=True).features
+            features: Any = timm.create_model(config.timm_name, pretrained=True).features
         else:
             # Build on the meta device so the 134M-parameter classifier is never allocated, then
             # materialise only the feature extractor and initialise it as timm would.
-            features = timm.create_model(config.timm_name, device="meta").features
-            features = features.to_empty(device="cpu")
+            meta: Any = timm.create_model(config.timm_name, device="meta")
+            features = meta.features.to_empty(device="cpu")
             for m in features.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.zeros_(m.bias)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
                 elif isinstance(m, nn.BatchNorm2d):
                     m.reset_parameters()
                     m.reset_running_stats()

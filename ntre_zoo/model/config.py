@@ -1,15 +1,32 @@
-"""Frozen configuration dataclasses for the model (the training and data configs live beside their code)."""
+"""Frozen configuration dataclasses for the model (the training and data configs live beside their code),
+and the checks of the values every entry point takes (an integer count, a device, an autocast dtype)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from ..data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["BACKBONES", "BackboneConfig", "ModelConfig", "check_fields"]
+__all__ = [
+    "AMP_DTYPES",
+    "BACKBONES",
+    "BackboneConfig",
+    "ModelConfig",
+    "check_amp_dtype",
+    "check_fields",
+    "check_int",
+    "resolve_device",
+]
+
+#: The dtypes autocast runs in (``amp_dtype=``); None is fp32.
+AMP_DTYPES = (torch.bfloat16, torch.float16)
 
 #: Backbones of the reference code, with the timm architecture each one is built from.
 BACKBONES = {"resnet50": "resnet50s", "resnet101": "resnet101s", "vgg16_bn": "vgg16_bn"}
@@ -26,6 +43,79 @@ def check_fields(cls: type, data: Mapping[str, Any]) -> dict:
     if unknown:
         raise ValueError(f"Unknown {cls.__name__} field(s) {unknown}; expected a subset of {sorted(known)}.")
     return dict(data)
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool, not a float such as ``2.5`` or ``"1"``) and at
+    least ``minimum``.
+
+    Raises:
+        TypeError: not an integer; ValueError: below ``minimum``. Both name ``name`` and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, got {value!r} ({type(value).__name__}).")
+    return value
+
+
+def _check_number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r} ({type(value).__name__}).")
+    return float(value)
+
+
+def _check_sequence(value: Any, name: str, length: int | None = None) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list of numbers, got {value!r} ({type(value).__name__}).")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{name} must hold {length} values, got {len(value)}: {value!r}.")
+    return tuple(value)
+
+
+def resolve_device(device: Any, name: str = "device") -> torch.device | None:
+    """``device`` (``"cpu"``, ``"cuda:1"``, a ``torch.device`` or None) as a ``torch.device`` that exists here.
+
+    Raises:
+        TypeError, ValueError: naming ``name`` and the value: not a device, or a CUDA/MPS device this
+            machine does not have.
+    """
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a string such as 'cpu' or 'cuda:0', got {device!r} ({type(device).__name__}).")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"{name}={device!r} is not a torch device; use e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'."
+        ) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            raise ValueError(f"{name}={device!r}, but this machine has {count} usable CUDA device(s); use 'cpu'.")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={device!r}, but MPS is not available here; use 'cpu'.")
+    return resolved
+
+
+def check_amp_dtype(amp_dtype: Any, name: str = "amp_dtype") -> torch.dtype | None:
+    """None (fp32) or one of :data:`AMP_DTYPES`.
+
+    Raises:
+        TypeError: anything else, naming ``name`` and the value.
+    """
+    if amp_dtype is None or any(amp_dtype is dtype for dtype in AMP_DTYPES):
+        return amp_dtype
+    raise TypeError(
+        f"{name} must be torch.bfloat16 or torch.float16 (autocast's dtypes), or None for fp32; got {amp_dtype!r}."
+    )
 
 
 @dataclass(frozen=True)
@@ -45,7 +135,7 @@ class BackboneConfig:
     stem_width: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in BACKBONES:
+        if not isinstance(self.name, str) or self.name not in BACKBONES:
             raise ValueError(f"Unknown backbone {self.name!r}. Expected one of: {', '.join(BACKBONES)}.")
         narrowing = (self.layers, self.channels, self.stem_width)
         if self.name == "vgg16_bn" and any(v is not None for v in narrowing):
@@ -53,9 +143,11 @@ class BackboneConfig:
         for key in ("layers", "channels"):
             value = getattr(self, key)
             if value is not None:
-                if len(value) != 4 or any(int(v) < 1 for v in value):
-                    raise ValueError(f"BackboneConfig.{key} must be 4 positive integers, got {value!r}.")
-                object.__setattr__(self, key, tuple(int(v) for v in value))
+                name = f"BackboneConfig.{key}"
+                values = _check_sequence(value, name, 4)
+                object.__setattr__(self, key, tuple(check_int(v, f"{name}[{i}]", 1) for i, v in enumerate(values)))
+        if self.stem_width is not None:
+            object.__setattr__(self, "stem_width", check_int(self.stem_width, "BackboneConfig.stem_width", 1))
 
     @property
     def timm_name(self) -> str:
@@ -102,24 +194,46 @@ class ModelConfig:
         if isinstance(self.backbone, str):
             object.__setattr__(self, "backbone", BackboneConfig(self.backbone))
         elif isinstance(self.backbone, Mapping):
-            object.__setattr__(self, "backbone", BackboneConfig(**self.backbone))
-        if self.shot < 1:
-            raise ValueError(f"shot must be >= 1, got {self.shot!r}.")
-        if self.reduce_dim < 1:
-            raise ValueError(f"reduce_dim must be >= 1, got {self.reduce_dim!r}.")
+            object.__setattr__(self, "backbone", BackboneConfig(**check_fields(BackboneConfig, self.backbone)))
+        elif not isinstance(self.backbone, BackboneConfig):
+            raise TypeError(f"ModelConfig.backbone must be a BackboneConfig or a name, got {self.backbone!r}.")
+        for key, minimum in (("shot", 1), ("reduce_dim", 1), ("bg_prototypes", 1), ("test_size", 9)):
+            object.__setattr__(self, key, check_int(getattr(self, key), f"ModelConfig.{key}", minimum))
         if self.bg_prototypes != 1:
             raise ValueError(
                 f"bg_prototypes={self.bg_prototypes!r} is not supported: the reference only runs with 1 "
                 "(its bgpro_num=2 config crashes, see the spec section 6.1 item 3)."
             )
-        bins = tuple(float(b) if float(b) <= 1 else int(b) for b in self.pyramid_bins)
-        if not bins or any(b <= 0 for b in bins):
+        for key in ("bg_eliminating", "do_eliminating"):
+            _check_bool(getattr(self, key), f"ModelConfig.{key}")
+        for key in ("reduce_dropout", "classifier_dropout"):
+            value = _check_number(getattr(self, key), f"ModelConfig.{key}")
+            if not 0 <= value < 1:
+                raise ValueError(f"ModelConfig.{key} must be in [0, 1), got {value!r}.")
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "pyramid_bins", self._bins())
+        for key in ("mean", "std"):
+            name = f"ModelConfig.{key}"
+            values = tuple(
+                _check_number(v, f"{name}[{i}]") for i, v in enumerate(_check_sequence(getattr(self, key), name, 3))
+            )
+            object.__setattr__(self, key, values)
+        if min(self.std) <= 0:
+            raise ValueError(f"ModelConfig.std must be positive (the inputs are divided by it), got {self.std!r}.")
+
+    def _bins(self) -> tuple[float, ...]:
+        """``pyramid_bins`` checked: fractions in (0, 1] stay floats, larger values must be whole sizes."""
+        bins = []
+        for i, value in enumerate(_check_sequence(self.pyramid_bins, "ModelConfig.pyramid_bins")):
+            value = _check_number(value, f"ModelConfig.pyramid_bins[{i}]")
+            if value <= 0 or (value > 1 and value != int(value)):
+                raise ValueError(
+                    f"pyramid_bins must be fractions in (0, 1] or whole sizes > 1, got {self.pyramid_bins!r}."
+                )
+            bins.append(value if value <= 1 else int(value))
+        if not bins:
             raise ValueError(f"pyramid_bins must be positive, got {self.pyramid_bins!r}.")
-        object.__setattr__(self, "pyramid_bins", bins)
-        if self.test_size < 9:
-            raise ValueError(f"test_size must be at least 9, got {self.test_size!r}.")
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        return tuple(bins)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (tuples become lists)."""
@@ -132,15 +246,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise so that a newer config is not half-read."""
-        values = check_fields(cls, data)
-        if isinstance(values.get("backbone"), Mapping):
-            bb = check_fields(BackboneConfig, values["backbone"])
-            for key in ("layers", "channels"):
-                if bb.get(key) is not None:
-                    bb[key] = tuple(bb[key])
-            values["backbone"] = BackboneConfig(**bb)
-        for key in ("pyramid_bins", "mean", "std"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        """Inverse of :meth:`to_dict`; unknown keys raise so that a newer config is not half-read, and the values
+        are checked as the constructor checks them (lists become tuples)."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"A ModelConfig is read from a JSON object, got {type(data).__name__}.")
+        return cls(**check_fields(cls, data))

@@ -6,6 +6,8 @@ Sequential indices match the reference (``.0`` first conv, ``.2`` second conv of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,7 +15,7 @@ from torch import nn
 __all__ = ["BackgroundMining", "PyramidBin", "bin_size", "prior_mask", "resize", "weighted_gap"]
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize with ``align_corners=True``, the mode of every resize inside the reference model."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -157,7 +159,7 @@ class PyramidBin(nn.Module):
         previous: torch.Tensor | None,
         size: tuple[int, int],
         with_classifier: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Run the bin at ``size``.
 
         Args:
@@ -177,17 +179,19 @@ class PyramidBin(nn.Module):
         b = query.shape[0]
         q = F.adaptive_avg_pool2d(query, size)
         # 1. BG eliminating (Eq. 4): fuse the query with the BG prototype.
-        x = (
-            q
-            if self.bg_eliminating is None
-            else self.bg_eliminating(torch.cat([q, bg_prototype.expand(b, -1, *size)], dim=1))
-        )
+        x = q
+        if self.bg_eliminating is not None:
+            if bg_prototype is None:
+                raise ValueError("A bin with BG eliminating needs the BG prototype.")
+            x = self.bg_eliminating(torch.cat([q, bg_prototype.expand(b, -1, *size)], dim=1))
         # 2. Feature matching (Eq. 5-6) with the target prototype and the prior mask -> initial prediction.
         x = self.feature_matching(torch.cat([x, prototype.expand(-1, -1, *size), resize(prior, size)], dim=1))
         x = self.matching_refine(x) + x
         initial = self.initial_classifier(x)
         do_mask = None
         if self.do_eliminating is not None:
+            if bg_logits is None:
+                raise ValueError("A bin with DO eliminating needs the BG-mining logits.")
             # 3. DO mask: neither predicted background nor predicted target (hard argmax, no gradient).
             background = resize(bg_logits, size).argmax(dim=1, keepdim=True)
             target = initial.argmax(dim=1, keepdim=True)
@@ -197,13 +201,15 @@ class PyramidBin(nn.Module):
             x = self.do_eliminating(torch.cat([x, do_prototype.expand(-1, -1, *size)], dim=1))
         # 5. FEM inter-scale merge with the previous bin, then refinement.
         if self.inter_scale_merge is not None:
+            if previous is None:
+                raise ValueError("Every bin after the first merges the previous bin's output; pass previous=.")
             x = self.inter_scale_merge(torch.cat([x, resize(previous, size)], dim=1)) + x
         x = self.refine(x) + x
         logits = self.classifier(x) if with_classifier else None
         return x, initial, do_mask, logits
 
 
-def bin_size(bin_value: float, feature_size: tuple[int, int]) -> tuple[int, int]:
+def bin_size(bin_value: float, feature_size: Sequence[int]) -> tuple[int, int]:
     """A pyramid bin's spatial size: bins > 1 are absolute, bins <= 1 fractions of the feature size."""
     if bin_value > 1:
         return int(bin_value), int(bin_value)

@@ -16,18 +16,17 @@ import torch
 from ..inference.predict import encode_support, predict
 from ..zoo.publish import PushResult, push_to_hub
 from ..zoo.saving import save_pretrained
-from .types import SupportFeatures
+from .types import FewShotSegmenter, SupportFeatures
 
 __all__ = ["ModelMixin"]
 
 
 class ModelMixin:
-    """Image-level and Hub methods for a few-shot segmenter that provides ``encode_support_tensors``."""
+    """Image-level and Hub methods for a class that implements :class:`~ntre_zoo.model.types.FewShotSegmenter`."""
 
-    def encode_support_tensors(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> SupportFeatures:
-        raise NotImplementedError
-
-    def encode_support(self, support_images: Any, support_masks: Any, **kwargs: Any) -> SupportFeatures:
+    def encode_support(
+        self: FewShotSegmenter, support_images: Any, support_masks: Any, **kwargs: Any
+    ) -> SupportFeatures:
         """Encode a support set once so that it can serve many queries (``predict(support, queries)``).
 
         Args:
@@ -35,7 +34,7 @@ class ModelMixin:
                 takes (one or a list of K), which are then preprocessed as ``predict`` does.
             support_masks: ``(B, K, H, W)`` with 1 = target, 0 = not, 255 = ignore (counts as not
                 target), or masks in any form ``predict`` takes.
-            **kwargs: ``device``/``amp_dtype`` for the image form.
+            **kwargs: ``device``, ``amp_dtype``, ``mask_threshold`` for the image form.
 
         Returns:
             :class:`~ntre_zoo.model.types.SupportFeatures`.
@@ -44,14 +43,18 @@ class ModelMixin:
             return self.encode_support_tensors(support_images, support_masks)
         return encode_support(self, support_images, support_masks, **kwargs)
 
-    def predict(self, support_imgs: Any, support_masks: Any = None, query: Any = None, **kwargs: Any) -> Any:
+    def predict(
+        self: FewShotSegmenter, support_imgs: Any, support_masks: Any = None, query: Any = None, **kwargs: Any
+    ) -> Any:
         """Segment images from a few annotated supports; see :func:`ntre_zoo.inference.predict.predict`."""
         return predict(self, support_imgs, support_masks, query, **kwargs)
 
-    def save_pretrained(self, save_directory: Any, *, metadata: Mapping[str, Any] | None = None) -> Path:
+    def save_pretrained(
+        self: FewShotSegmenter, save_directory: Any, *, metadata: Mapping[str, Any] | None = None
+    ) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a model card (``zoo.saving``)."""
         return save_pretrained(self, save_directory, metadata=metadata)
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> PushResult:
+    def push_to_hub(self: FewShotSegmenter, repo_id: str, **kwargs: Any) -> PushResult:
         """Upload to a Hub repository and print the manifest entry; see :func:`ntre_zoo.zoo.publish.push_to_hub`."""
         return push_to_hub(self, repo_id, **kwargs)

@@ -8,6 +8,8 @@ no weights; the zoo's weights are trained with this package (see ``checkpoints_m
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -63,9 +65,11 @@ class NTRENet(ModelMixin, nn.Module):
         #: ``predict`` runs channels_last. False gives the plain reference computation (the benchmarks'
         #: baseline).
         self.fast_inference = True
+        #: The ``metadata`` of ``config.json`` when loaded by ``from_pretrained`` (dataset, fold, metrics ...).
+        self.pretrained_metadata: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ features
-    def _backbone_mid(self, images: torch.Tensor):
+    def _backbone_mid(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             return self.backbone.forward_mid(images)
 
@@ -94,7 +98,7 @@ class NTRENet(ModelMixin, nn.Module):
         prototype = weighted_gap(features, flat_mask).unflatten(0, (b, k)).mean(dim=1)
         return SupportFeatures(features.unflatten(0, (b, k)), mask, prototype, high)
 
-    def _prior(self, query_high: torch.Tensor, support: SupportFeatures, size) -> torch.Tensor:
+    def _prior(self, query_high: torch.Tensor, support: SupportFeatures, size: tuple[int, int]) -> torch.Tensor:
         """K-averaged prior mask ``(B, 1, *size)``."""
         b, k = support.masked_high.shape[:2]
         query = query_high.unsqueeze(1).expand(-1, k, -1, -1, -1).flatten(0, 1)
@@ -137,7 +141,9 @@ class NTRENet(ModelMixin, nn.Module):
         layer2, layer3 = self._backbone_mid(query)
         with torch.no_grad():
             high = self.backbone.forward_high(layer3)
-        return QueryFeatures(self.down_query(torch.cat([layer3, layer2], dim=1)), high, tuple(query.shape[-2:]))
+        return QueryFeatures(
+            self.down_query(torch.cat([layer3, layer2], dim=1)), high, (query.shape[-2], query.shape[-1])
+        )
 
     def decode(self, query: QueryFeatures, support: SupportFeatures) -> NTRENetOutput:
         """The NTRENet head on encoded queries and supports (a batch of 1 on either side is broadcast)."""
@@ -145,13 +151,15 @@ class NTRENet(ModelMixin, nn.Module):
         query, support = query.expand(batch), support.expand(batch)
         # 1. Prior mask from layer4 of query and supports.
         q = query.features
-        size = tuple(q.shape[-2:])
+        size = (q.shape[-2], q.shape[-1])
         prior = self._prior(query.high, support, size)
 
         # 2. Background mining on the query (and, for the training loss, on every support shot).
         bg_logits = None if self.bg_mining is None else self.bg_mining(q, self.bg_prototype)
         support_bg_logits = None
         if self.training and self.bg_mining is not None:
+            if support.features is None:
+                raise ValueError("Training needs support features; encode the support set in train mode.")
             support_bg_logits = self.bg_mining(support.features.flatten(0, 1), self.bg_prototype)
             support_bg_logits = support_bg_logits.unflatten(0, tuple(support.features.shape[:2]))
 

@@ -7,7 +7,7 @@ imports the model class, so no import leads back to :mod:`ntre_zoo.model.ntrenet
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,8 +19,14 @@ from .config import ModelConfig
 __all__ = ["FewShotSegmenter", "NTRENetOutput", "QueryFeatures", "SupportFeatures"]
 
 
-def _map(fields: Sequence[torch.Tensor | None], fn) -> list[torch.Tensor | None]:
-    return [None if t is None else fn(t) for t in fields]
+def _optional(t: torch.Tensor | None, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+    return None if t is None else fn(t)
+
+
+def _cat(values: Sequence[torch.Tensor | None], dim: int) -> torch.Tensor | None:
+    """Concatenate, or None when any value is None (the training-only fields of an inference encoding)."""
+    present = [v for v in values if v is not None]
+    return torch.cat(present, dim=dim) if len(present) == len(values) else None
 
 
 @dataclass
@@ -40,8 +46,10 @@ class SupportFeatures:
     prototype: torch.Tensor
     masked_high: torch.Tensor
 
-    def _fields(self) -> list[torch.Tensor | None]:
-        return [self.features, self.masks, self.prototype, self.masked_high]
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SupportFeatures:
+        return SupportFeatures(
+            _optional(self.features, fn), _optional(self.masks, fn), fn(self.prototype), fn(self.masked_high)
+        )
 
     @property
     def batch_size(self) -> int:
@@ -52,7 +60,7 @@ class SupportFeatures:
         return self.masked_high.shape[1]
 
     def to(self, *args: Any, **kwargs: Any) -> SupportFeatures:
-        return SupportFeatures(*_map(self._fields(), lambda t: t.to(*args, **kwargs)))
+        return self._apply(lambda t: t.to(*args, **kwargs))
 
     def expand(self, batch_size: int) -> SupportFeatures:
         """Repeat a single-episode support set (B=1) for ``batch_size`` queries."""
@@ -62,21 +70,27 @@ class SupportFeatures:
             raise ValueError(
                 f"Cannot expand a support set of batch {self.batch_size} to {batch_size}; it must hold 1 episode."
             )
-        return SupportFeatures(*_map(self._fields(), lambda t: t.expand(batch_size, *t.shape[1:])))
+        return self._apply(lambda t: t.expand(batch_size, *t.shape[1:]))
 
     @staticmethod
     def cat(items: Sequence[SupportFeatures]) -> SupportFeatures:
         """Stack several episodes' support sets (same K and sizes) along the batch."""
-        columns = list(zip(*(item._fields() for item in items), strict=False))
-        return SupportFeatures(*(None if None in col else torch.cat(col) for col in columns))
+        return SupportFeatures(
+            _cat([item.features for item in items], 0),
+            _cat([item.masks for item in items], 0),
+            torch.cat([item.prototype for item in items]),
+            torch.cat([item.masked_high for item in items]),
+        )
 
     @staticmethod
     def combine_shots(shots: Sequence[SupportFeatures]) -> SupportFeatures:
         """K one-shot encodings of the same episode -> its K-shot encoding (prototype averaged over shots)."""
-        columns = list(zip(*(item._fields() for item in shots), strict=False))
-        features, masks, _, high = (None if None in col else torch.cat(col, dim=1) for col in columns)
-        prototype = torch.stack([item.prototype for item in shots]).mean(dim=0)
-        return SupportFeatures(features, masks, prototype, high)
+        return SupportFeatures(
+            _cat([item.features for item in shots], 1),
+            _cat([item.masks for item in shots], 1),
+            torch.stack([item.prototype for item in shots]).mean(dim=0),
+            torch.cat([item.masked_high for item in shots], dim=1),
+        )
 
 
 @dataclass
@@ -142,6 +156,8 @@ class FewShotSegmenter(Protocol):
     def __call__(self, query: torch.Tensor, *args: Any, **kwargs: Any) -> NTRENetOutput: ...
 
     def encode_support(self, support_images: Any, support_masks: Any, **kwargs: Any) -> SupportFeatures: ...
+
+    def encode_support_tensors(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> SupportFeatures: ...
 
     def encode_query(self, query: torch.Tensor) -> QueryFeatures: ...
 

@@ -137,7 +137,7 @@ class TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise."""
         values = check_fields(cls, data)
         if isinstance(values.get("loss"), Mapping):
-            values["loss"] = LossConfig(**check_fields(LossConfig, values["loss"]))
+            values["loss"] = LossConfig.from_dict(values["loss"])
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..data.episodes import EpisodeDataset
 from ..zoo.hub import from_pretrained
 from .config import TrainConfig
 from .trainer import EvaluateFn, Trainer, TrainResult
@@ -22,7 +23,7 @@ def fine_tune(
     model: nn.Module | str | os.PathLike,
     dataset: Dataset,
     *,
-    val_dataset: Dataset | None = None,
+    val_dataset: EpisodeDataset | None = None,
     config: TrainConfig | None = None,
     output_dir: str | os.PathLike | None = None,
     resume: bool = False,

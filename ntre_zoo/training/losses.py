@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model.config import check_fields
 from ..model.heads import resize, weighted_gap
 
 __all__ = [
@@ -69,6 +70,11 @@ class LossConfig:
     pcl_eps: float = 1e-8
     ignore_index: int = 255
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
+        """Build from ``{field: value}`` (a saved config or ``--loss`` pairs); unknown keys are refused by name."""
+        return cls(**check_fields(cls, data))
+
     def __post_init__(self) -> None:
         for name in ("main_weight", "final_bins_weight", "initial_bins_weight", "bg_weight", "bg_alpha", "pcl_weight"):
             if getattr(self, name) < 0:
@@ -113,7 +119,10 @@ def bin_loss(logits: Sequence[torch.Tensor], target: torch.Tensor, ignore_index:
     """Mean :func:`segmentation_loss` over the per-bin logit maps (the reference's ``aux_loss1``/``aux_loss2``)."""
     if len(logits) == 0:
         raise ValueError("bin_loss got no logit maps; run the model in train() mode so it returns its per-bin heads.")
-    return sum(segmentation_loss(x, target, ignore_index) for x in logits) / len(logits)
+    total = segmentation_loss(logits[0], target, ignore_index)
+    for x in logits[1:]:
+        total = total + segmentation_loss(x, target, ignore_index)
+    return total / len(logits)
 
 
 def bg_mining_loss(bg_logits: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, eps: float = 1e-5) -> torch.Tensor:

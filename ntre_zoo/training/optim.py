@@ -44,7 +44,7 @@ def parameter_groups(model: nn.Module) -> list[dict[str, object]]:
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
     groups: list[dict[str, object]] = []
-    taken = set()
+    taken: set[str] = set()
     for ref_name, pattern in PARAMETER_GROUPS:
         regex = re.compile(pattern)
         params = [p for n, p in named if n not in taken and regex.fullmatch(n)]

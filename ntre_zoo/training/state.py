@@ -16,7 +16,7 @@ from .._atomic import atomic_write
 
 __all__ = ["atomic_save", "isolated_rng", "load_checkpoint", "rng_state", "seed_everything", "set_rng_state"]
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -34,10 +34,10 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every RNG's state, in types ``torch.load(weights_only=True)`` accepts."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "numpy": (name, torch.from_numpy(np.asarray(keys).astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

@@ -290,7 +290,8 @@ class Trainer:
     def _set_train_mode(self) -> None:
         self.network.train()
         if self.config.backbone_bn == "eval":
-            self.model.backbone.eval()
+            backbone: Any = self.model.backbone
+            backbone.eval()
 
     def _reached_max_steps(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
@@ -386,7 +387,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ files
     def _write_config(self) -> None:
-        model_config = getattr(self.model, "config", None)
+        model_config: Any = getattr(self.model, "config", None)
         payload = {
             "train": self.config.to_dict(),
             "model": model_config.to_dict() if hasattr(model_config, "to_dict") else None,

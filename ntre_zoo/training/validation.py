@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset
 
+from ..data.episodes import EpisodeDataset
 from ..evaluation import FewShotMeter, score_episodes
 from .config import TrainConfig
 from .distributed import DistributedContext
@@ -21,7 +21,7 @@ from .distributed import DistributedContext
 __all__ = ["evaluate_sharded", "make_evaluate_fn"]
 
 
-def _protocol_dataset(dataset: Dataset, episodes: int | None, seed: int | None) -> Dataset:
+def _protocol_dataset(dataset: EpisodeDataset, episodes: int | None, seed: int | None) -> EpisodeDataset:
     """A shallow copy of an evaluation ``EpisodeDataset`` with the requested episode count and seed."""
     if getattr(dataset, "split", "val") != "val":
         raise ValueError(f"Validation needs an evaluation dataset (split='val'), got split={dataset.split!r}.")
@@ -35,7 +35,7 @@ def _protocol_dataset(dataset: Dataset, episodes: int | None, seed: int | None) 
 
 def evaluate_sharded(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: EpisodeDataset,
     *,
     episodes: int | None = None,
     seed: int | None = None,
@@ -68,7 +68,7 @@ def evaluate_sharded(
                 model,
                 dataset,
                 range(ctx.rank, len(dataset), ctx.world_size),
-                meter,  # type: ignore[arg-type]
+                meter,
                 workers=workers,
                 progress=progress and ctx.is_main,
             )
@@ -88,7 +88,7 @@ def evaluate_sharded(
 
 
 def make_evaluate_fn(
-    dataset: Dataset, config: TrainConfig, workers: int = 0
+    dataset: EpisodeDataset, config: TrainConfig, workers: int = 0
 ) -> Callable[[nn.Module], dict[str, float]]:
     """The trainer's validation callback: ``config.val_episodes`` episodes under ``config.val_seed``."""
 

@@ -14,6 +14,7 @@ Everything is read with ``torch.load(weights_only=True)``: no pickled code runs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ __all__ = [
     "to_reference_state_dict",
 ]
 
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 StateDict = dict[str, torch.Tensor]
 
 #: Reference module -> ntre_zoo module, for modules that are not lists.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TypedDict
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -18,10 +19,27 @@ from huggingface_hub.errors import (
 from .._version import __version__
 from ..errors import ChecksumMismatchError, WeightsUnavailableError
 
-__all__ = ["cached_path", "default_cache_dir", "hub_download", "resolve_endpoint", "sha256_file", "verify_sha256"]
+__all__ = [
+    "DownloadOptions",
+    "cached_path",
+    "default_cache_dir",
+    "hub_download",
+    "resolve_endpoint",
+    "sha256_file",
+    "verify_sha256",
+]
 
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 _TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+class DownloadOptions(TypedDict):
+    """How to reach the Hub, as ``from_pretrained`` receives it and :func:`hub_download` takes it."""
+
+    cache_dir: PathLike | None
+    local_files_only: bool
+    endpoint: str | None
+    token: str | None
 
 
 def resolve_endpoint(endpoint: str | None = None) -> str | None:
@@ -78,17 +96,24 @@ def hub_download(
     local_files_only: bool = False,
     endpoint: str | None = None,
     token: str | bool | None = None,
+    download_command: str | None = None,
 ) -> Path:
     """Fetch one file with ``hf_hub_download`` (progress bar, cache, ``HF_HUB_OFFLINE``), or its cached copy.
+
+    Args:
+        download_command: the command that fetches this file into the cache, for the offline message
+            (default ``ntre-zoo download hf-hub:REPO[@REVISION]``).
 
     Raises:
         WeightsUnavailableError: the repository, revision or file does not exist, or the file is not cached
             while downloads are off; the message names the repository, revision, endpoint and cache.
+        PermissionError: the cache cannot be written or read by this user; the message names it.
     """
     endpoint = resolve_endpoint(endpoint)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     offline = local_files_only or _offline()
     where = f"{repo_id}@{revision or 'main'} on {endpoint or hf_constants.ENDPOINT}"
+    command = download_command or f"ntre-zoo download hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
     try:
         path = hf_hub_download(
             repo_id,
@@ -114,10 +139,16 @@ def hub_download(
             reason = "downloads are off (local_files_only=True or HF_HUB_OFFLINE=1)"
         raise WeightsUnavailableError(
             f"{filename!r} of {where} is not in the cache {str(cache)!r} and {reason}. Download it once online "
-            "(`ntre-zoo download NAME`), or set HF_ENDPOINT to a reachable mirror."
+            f"(`{command}`), or set HF_ENDPOINT to a reachable mirror."
         ) from error
     except RemoteEntryNotFoundError as error:
         raise WeightsUnavailableError(f"File {filename!r} is not in {where}.") from error
+    except PermissionError as error:
+        raise PermissionError(
+            f"Permission denied on {error.filename or str(cache)!r} while fetching {filename!r} of {where} into the "
+            f"cache {str(cache)!r}. A cache must be writable by this user: pass another one (cache_dir=, "
+            "--cache-dir, or HF_HUB_CACHE), or ask its owner for access."
+        ) from error
     return Path(path)
 
 

@@ -10,21 +10,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
+import safetensors
+import torch
 
 from ..errors import WeightsUnavailableError
-from ..model.config import ModelConfig
+from ..model.config import ModelConfig, resolve_device
 from ..model.ntrenet import NTRENet
-from .download import hub_download, verify_sha256
+from .download import DownloadOptions, hub_download, verify_sha256
 from .loading import load_state_dict_strict
 from .manifest import Manifest, ManifestEntry, load_manifest
-from .saving import ARCHITECTURE, CONFIG_NAME, WEIGHTS_NAME
+from .saving import ARCHITECTURE, CONFIG_NAME, HEADER_CONFIG_KEY, WEIGHTS_NAME
 
-__all__ = ["LOAD_OVERRIDES", "fetch_entry", "from_pretrained", "load_pretrained_dir"]
+__all__ = ["LOAD_OVERRIDES", "download_hf_hub", "fetch_entry", "from_pretrained", "load_pretrained_dir"]
 
 #: ModelConfig fields that may differ at load time; the others change the architecture.
 LOAD_OVERRIDES = ("test_size", "mean", "std", "reduce_dropout", "classifier_dropout")
@@ -39,21 +41,101 @@ _ARCHITECTURE_FIELDS = (
     "channels",
     "stem_width",
 )
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
+
+
+def _permission_denied(path: Path) -> PermissionError:
+    return PermissionError(
+        f"{str(path)!r}: permission denied (the file exists but this user cannot read it). Ask its owner to make "
+        "it readable (chmod a+r; ntre-zoo writes files with the umask's mode), or copy the model directory."
+    )
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    """A ``config.json`` written by ``save_pretrained``, checked to be one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}."
-        )
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if config.get("architecture") != ARCHITECTURE or "model_config" not in config:
+        ) from None
+    except PermissionError:
+        raise _permission_denied(path) from None
+    except (IsADirectoryError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable {CONFIG_NAME} ({error}).") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
         raise ValueError(
-            f"{str(path)!r} is not an ntre-zoo NTRENet config (architecture {config.get('architecture')!r}); "
-            "was it written by save_pretrained?"
+            f"{str(path)!r} is not valid JSON ({error}); save the model again with save_pretrained, or fix the file."
+        ) from None
+    return _check_config(config, repr(str(path)))
+
+
+def _check_config(config: Any, where: str) -> dict[str, Any]:
+    if not isinstance(config, dict) or config.get("architecture") != ARCHITECTURE or "model_config" not in config:
+        found = config.get("architecture") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(
+            f"{where} is not an ntre-zoo NTRENet config (architecture {found!r}); was it written by save_pretrained?"
+        )
+    model_config = config["model_config"]
+    if not isinstance(model_config, dict) or "test_size" not in model_config:
+        raise ValueError(
+            f"{where}: model_config must be a JSON object with test_size (the canvas side the weights expect, 473 "
+            "in the reference protocol); it is not guessed. Save the model again with save_pretrained, or add it."
         )
     return config
+
+
+def _model_config(config: Mapping[str, Any], where: str) -> ModelConfig:
+    """The ``ModelConfig`` of a checked config; bad values are reported with the file they came from."""
+    try:
+        return ModelConfig.from_dict(config["model_config"])
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from None
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The tensors of a safetensors file, and the ``config.json`` dict its header carries (None in files
+    written before ``save_pretrained`` stored it), read from one open file."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{str(path)!r} does not exist; save weights with save_pretrained.") from None
+    except PermissionError:
+        raise _permission_denied(path) from None
+    try:
+        with safetensors.safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises its own SafetensorError for a bad header
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {error}.") from error
+    stored = header.get(HEADER_CONFIG_KEY)
+    if stored is None:
+        return state, None
+    try:
+        return state, _check_config(json.loads(stored), f"the config stored in {str(path)!r}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{str(path)!r} carries a config that is not valid JSON ({error}).") from None
+
+
+def _choose_config(on_disk: dict[str, Any] | None, stored: dict[str, Any] | None, config_path: Path) -> dict:
+    """``config.json``, unless it is a leftover of an earlier save than the weights (its ``save_id`` differs
+    from theirs: a save killed between the two renames); then the config the weights were saved with."""
+    if stored is None or (on_disk is not None and on_disk.get("save_id") == stored.get("save_id")):
+        if on_disk is None:
+            raise FileNotFoundError(
+                f"{str(config_path)!r} does not exist; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}."
+            )
+        return on_disk
+    if on_disk is not None:
+        warnings.warn(
+            f"{str(config_path)!r} is from another save than {WEIGHTS_NAME} (an interrupted save_pretrained?); "
+            "loading the weights with the config they were saved with. Save the model again to rewrite it.",
+            stacklevel=3,
+        )
+    return stored
 
 
 def _apply_overrides(config: ModelConfig, overrides: Mapping[str, Any]) -> ModelConfig:
@@ -73,14 +155,14 @@ def _apply_overrides(config: ModelConfig, overrides: Mapping[str, Any]) -> Model
 def _load_files(
     config_path: Path, weights_path: Path, source: str, device: Any | None, overrides: Mapping[str, Any]
 ) -> NTRENet:
-    config = _read_config(config_path)
-    model_config = _apply_overrides(ModelConfig.from_dict(config["model_config"]), overrides)
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"{str(weights_path)!r} does not exist; save weights with save_pretrained.")
-    try:
-        state = safetensors.torch.load_file(str(weights_path), device="cpu")
-    except Exception as error:  # safetensors raises its own SafetensorError for a bad header
-        raise ValueError(f"{str(weights_path)!r} is not a readable safetensors file: {error}.") from error
+    device = resolve_device(device)
+    # config.json is read before the weights are opened, so that a save switching both in between is seen
+    # either whole (the weights' own config wins) or not at all.
+    on_disk = _read_config(config_path) if config_path.exists() or not weights_path.exists() else None
+    state, stored = _read_weights(weights_path)
+    config = _choose_config(on_disk, stored, config_path)
+    where = repr(str(config_path)) if config is on_disk else f"the config stored in {str(weights_path)!r}"
+    model_config = _apply_overrides(_model_config(config, where), overrides)
     model = NTRENet(model_config)
     load_state_dict_strict(model, state, source=source, hint="The weights belong to another architecture or version.")
     model.pretrained_metadata = dict(config.get("metadata") or {})
@@ -91,6 +173,14 @@ def _load_files(
 def load_pretrained_dir(directory: PathLike, *, device: Any | None = None, **overrides: Any) -> NTRENet:
     """Load a directory written by :func:`save_pretrained` (``config.json`` + ``model.safetensors``)."""
     directory = Path(directory)
+    if not (directory / CONFIG_NAME).exists() and not (directory / WEIGHTS_NAME).exists():
+        exported = [directory / sub for sub in ("best", "last") if (directory / sub / CONFIG_NAME).is_file()]
+        if exported:
+            raise FileNotFoundError(
+                f"{str(directory)!r} is a training run's output directory, not a saved model; load the weights it "
+                f"exported: {' or '.join(repr(str(p)) for p in exported)} (best: the best validation score; last: "
+                "the last epoch)."
+            )
     return _load_files(directory / CONFIG_NAME, directory / WEIGHTS_NAME, repr(str(directory)), device, overrides)
 
 
@@ -128,16 +218,27 @@ def fetch_entry(
             if not path.is_file():
                 raise FileNotFoundError(f"{entry.name}: packaged file {str(path)!r} is missing; reinstall ntre-zoo.")
     else:
-        options = {
-            "revision": entry.hub.revision,
-            "cache_dir": cache_dir,
-            "local_files_only": local_files_only,
-            "endpoint": endpoint,
-            "token": token,
-        }
-        weights = hub_download(entry.hub.repo_id, entry.hub.filename, **options)
-        config = hub_download(entry.hub.repo_id, CONFIG_NAME, **options)
+        options = DownloadOptions(
+            cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token
+        )
+        repo_id, filename, revision = entry.hub.pinned()
+        command = f"ntre-zoo download {entry.name}"
+        weights = hub_download(repo_id, filename, revision=revision, download_command=command, **options)
+        config = hub_download(repo_id, CONFIG_NAME, revision=revision, download_command=command, **options)
     verify_sha256(weights, entry.expected_sha256, entry.name)
+    return config, weights
+
+
+def download_hf_hub(
+    spec: str, options: DownloadOptions, *, revision: str | None = None, manifest: PathLike | None = None
+) -> tuple[Path, Path]:
+    """``(config, weights)`` paths of an ``hf-hub:<repo_id>[@<revision>]`` id, downloaded into the cache if
+    needed (``options``: cache, offline mode, endpoint, token) and sha256-checked when the manifest lists
+    that commit."""
+    repo_id, rev = _parse_hf_hub(spec, revision)
+    weights = hub_download(repo_id, WEIGHTS_NAME, revision=rev, **options)
+    config = hub_download(repo_id, CONFIG_NAME, revision=rev, **options)
+    _verify_known_commit(load_manifest(manifest), repo_id, weights)
     return config, weights
 
 
@@ -193,7 +294,7 @@ def from_pretrained(
         StateDictMismatchError: weights that do not fit the config, naming the keys.
         ValueError: conflicting or architecture-changing arguments.
     """
-    download = {"cache_dir": cache_dir, "local_files_only": local_files_only, "endpoint": endpoint, "token": token}
+    download = DownloadOptions(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token)
     if name_or_path is None:
         if backbone is None or dataset is None or fold is None:
             raise ValueError("Pass a name, an 'hf-hub:' id or a directory, or all of backbone=, dataset= and fold=.")
@@ -206,10 +307,7 @@ def from_pretrained(
         )
     spec = str(name_or_path)
     if spec.startswith("hf-hub:"):
-        repo_id, rev = _parse_hf_hub(spec, revision)
-        weights = hub_download(repo_id, WEIGHTS_NAME, revision=rev, **download)
-        config = hub_download(repo_id, CONFIG_NAME, revision=rev, **download)
-        _verify_known_commit(load_manifest(manifest), repo_id, weights)
+        config, weights = download_hf_hub(spec, download, revision=revision, manifest=manifest)
         return _load_files(config, weights, spec, device, overrides)
     path = Path(spec).expanduser()
     if path.is_dir():

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import fnmatch
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ _SOURCES = ("hub", "package")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MEASURED_REQUIRED = ("episodes", "seed", "command")
-PathLike = str | Path
+PathLike = str | os.PathLike[str]
 
 
 def default_manifest_path() -> Path:
@@ -69,6 +70,12 @@ class HubLocation:
     @property
     def is_empty(self) -> bool:
         return all(v is None for v in dataclasses.astuple(self))
+
+    def pinned(self) -> tuple[str, str, str]:
+        """``(repo_id, filename, revision)`` of published weights; ManifestError when any is missing."""
+        if self.repo_id is None or self.filename is None or self.revision is None:
+            raise ManifestError(f"Hub location {self} lacks repo_id, filename or revision; it cannot be downloaded.")
+        return self.repo_id, self.filename, self.revision
 
 
 @dataclass(frozen=True)

@@ -70,13 +70,16 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
         "## Training",
         "",
     ]
-    lines.append(f"- Benchmark: {_DATASETS.get(dataset, dataset) or 'not recorded'}")
+    lines.append(f"- Benchmark: {_DATASETS.get(str(dataset), dataset) or 'not recorded'}")
     lines.append(f"- Fold: {fold if fold is not None else 'not recorded'}")
+    lines.append(
+        f"- Protocol: {meta.get('protocol') or 'not recorded'} (lists, episodes and preprocessing; docs/evaluation.md)"
+    )
     lines.append(f"- Shots at training: {model_config.get('shot')}")
     for key, label in (("train_classes", "Train classes"), ("test_classes", "Test classes (unseen during training)")):
         if meta.get(key):
             lines.append(f"- {label}: {', '.join(map(str, meta[key]))}")
-    shown = {"name", "dataset", "fold", "train_classes", "test_classes", "metrics"}
+    shown = {"name", "dataset", "fold", "protocol", "train_classes", "test_classes", "metrics"}
     extra = {k: v for k, v in meta.items() if k not in shown}
     if extra:
         lines += ["", "Other metadata:", "", "```json", json.dumps(extra, indent=2, default=str), "```"]

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from .._version import __version__
+from ..model.types import FewShotSegmenter
 from .download import resolve_endpoint, sha256_file
 from .manifest import HubLocation, ManifestEntry, load_manifest, model_name
 from .saving import WEIGHTS_NAME, save_pretrained
@@ -39,7 +38,7 @@ class PushResult:
 
 
 def push_to_hub(
-    model: nn.Module,
+    model: FewShotSegmenter,
     repo_id: str,
     *,
     metadata: Mapping[str, Any] | None = None,

@@ -2,30 +2,54 @@
 
 ``config.json`` holds the architecture (:class:`~ntre_zoo.model.config.ModelConfig`), the preprocessing,
 the package version and free metadata; the weights are safetensors (no pickle).
+
+A save is atomic as a whole: every file of the new version is written to a temporary file first, then the
+weights are moved into place, then ``config.json`` and the card. The weights file carries its own config in
+its header, so it is the commit point: a reader that finds new weights beside an old ``config.json`` (a save
+killed between two renames) loads the new model with the config it was saved with
+(:func:`ntre_zoo.zoo.hub.load_pretrained_dir`). Both files record a ``save_id`` (the config's sha256), which
+tells such a leftover ``config.json`` from one a user edited on purpose (that one is honoured).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
-from torch import nn
 
-from .._atomic import atomic_write, atomic_write_text
+from .._atomic import atomic_write_many, remove_stale_temporaries
 from .._version import __version__
 from ..data.classnames import BENCHMARK_CLASSES, fold_classes
+from ..model.types import FewShotSegmenter
 from .model_card import render_model_card
 
-__all__ = ["ARCHITECTURE", "CONFIG_NAME", "MODEL_CARD_NAME", "WEIGHTS_NAME", "build_config", "save_pretrained"]
+__all__ = [
+    "ARCHITECTURE",
+    "CONFIG_NAME",
+    "HEADER_CONFIG_KEY",
+    "MODEL_CARD_NAME",
+    "WEIGHTS_NAME",
+    "build_config",
+    "card_is_ours",
+    "save_id",
+    "save_pretrained",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 ARCHITECTURE = "ntrenet"
-PathLike = str | Path
+#: The safetensors header entry that holds the ``config.json`` the weights were saved with.
+HEADER_CONFIG_KEY = "ntre_zoo_config"
+_CARD_STAMP = re.compile(r"\n<!-- ntre-zoo model card, sha256 of the text above: (?P<digest>[0-9a-f]{64}) -->\n\Z")
+PathLike = str | os.PathLike[str]
 
 
 def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -45,7 +69,7 @@ def _full_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return meta
 
 
-def build_config(model: nn.Module, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_config(model: FewShotSegmenter, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` dict of ``model``."""
     cfg = model.config
     return {
@@ -62,11 +86,49 @@ def build_config(model: nn.Module, metadata: Mapping[str, Any] | None = None) ->
     }
 
 
-def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
+def save_id(config: Mapping[str, Any]) -> str:
+    """The sha256 of a ``config.json`` dict (without its own ``save_id``), in canonical JSON."""
+    content = {k: v for k, v in config.items() if k != "save_id"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _stamped(card: str) -> str:
+    """The card with a last line saying that ntre-zoo wrote it (and what it wrote, to notice edits)."""
+    digest = hashlib.sha256(card.encode()).hexdigest()
+    return f"{card}\n<!-- ntre-zoo model card, sha256 of the text above: {digest} -->\n"
+
+
+def card_is_ours(path: Path, config_path: Path | None = None) -> bool:
+    """Whether ``path`` (a ``README.md``) is absent or a card ntre-zoo wrote and nobody edited since.
+
+    A stamped card must still match its stamp; a card from before the stamp must equal the card of the
+    ``config.json`` beside it. Anything else is the user's, and :func:`save_pretrained` keeps it.
+    """
+    if not path.exists():
+        return True
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    stamp = _CARD_STAMP.search(text)
+    if stamp:
+        return hashlib.sha256(text[: stamp.start()].encode()).hexdigest() == stamp["digest"]
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path else None
+        return config is not None and text == render_model_card(config, repo_id=config["metadata"].get("repo_id", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def save_pretrained(
+    model: FewShotSegmenter, save_directory: PathLike, *, metadata: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card to ``save_directory``.
 
-    Each file is written to a temporary file in the same directory and moved into place, so an interrupted
-    save leaves the previous files intact and no partial ``model.safetensors``.
+    The save is atomic as a whole (see the module docstring): a reader sees the previous model or the new
+    one, whenever the save is interrupted or killed; temporary files of killed saves are removed by the next
+    save. Files follow the umask. A ``README.md`` that ntre-zoo did not write (or that was edited since) is
+    kept, with a warning; delete it to get the generated card.
 
     Args:
         model: the model to save.
@@ -79,17 +141,30 @@ def save_pretrained(model: nn.Module, save_directory: PathLike, *, metadata: Map
 
     Raises:
         TypeError: metadata that is not JSON-serialisable.
+        FileExistsError: ``save_directory`` is a file.
     """
     directory = Path(save_directory)
     config = build_config(model, metadata)
+    config["save_id"] = save_id(config)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"save_directory {str(directory)!r} is a file; pass a directory (it is created).")
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory, (WEIGHTS_NAME, CONFIG_NAME, MODEL_CARD_NAME))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(
-        directory / WEIGHTS_NAME,
-        lambda tmp: safetensors.torch.save_file(state, tmp, metadata={"format": "pt", "ntre_zoo_version": __version__}),
-    )
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
-    atomic_write_text(
-        directory / MODEL_CARD_NAME, render_model_card(config, repo_id=config["metadata"].get("repo_id", ""))
-    )
+    header = {"format": "pt", "ntre_zoo_version": __version__, HEADER_CONFIG_KEY: json.dumps(config)}
+    files: list[tuple[Path, Any]] = [
+        (directory / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_file(state, tmp, metadata=header)),
+        (directory / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")),
+    ]
+    card_path = directory / MODEL_CARD_NAME
+    if card_is_ours(card_path, directory / CONFIG_NAME):
+        card = _stamped(render_model_card(config, repo_id=config["metadata"].get("repo_id", "")))
+        files.append((card_path, lambda tmp: tmp.write_text(card, encoding="utf-8")))
+    else:
+        warnings.warn(
+            f"{str(card_path)!r} was not written by ntre-zoo (or was edited since), so it was kept; delete it and "
+            "save again to get the generated model card.",
+            stacklevel=2,
+        )
+    atomic_write_many(files)
     return directory
