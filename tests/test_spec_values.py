@@ -149,7 +149,7 @@ def test_predict_gives_the_model_these_canvases():
 
     model.encode_support_tensors = spy
     label = torch.zeros(H, W, dtype=torch.long)
-    label[3:15, 5:30] = 1
+    label[:15, 5:30] = 1
     portrait = ramp_image().transpose(1, 2)  # 40 x 24: value at (y, x) is ramp(x, y)
     model.predict(ramp_image(), label, portrait)
     expected = torch.zeros(3, SIZE, SIZE)  # 40 x 24 -> 16 x 8: row i samples y = 2.5i + 0.75, column j x = 3j + 1
@@ -161,5 +161,5 @@ def test_predict_gives_the_model_these_canvases():
     torch.testing.assert_close(seen["query"][0], expected, rtol=0, atol=1e-5)
     masks = torch.full((SIZE, SIZE), 255, dtype=torch.long)
     masks[:8, :16] = 0
-    masks[1:5, 2:12] = 1  # rows 3i in [3, 15): i = 1..4; columns floor(2.5j) in [5, 30): j = 2..11
+    masks[:5, 2:12] = 1  # rows 3i in [0, 15): i = 0..4; columns floor(2.5j) in [5, 30): j = 2..11
     assert torch.equal(seen["masks"].reshape(SIZE, SIZE).long(), masks)
