@@ -163,7 +163,7 @@ def test_feature_reuse_gives_the_per_episode_metrics(synthetic_root, model, shot
     try:
         plain = evaluate(model, dataset, reuse_features=False, progress=False)
         reused = evaluate(model, dataset, reuse_features=True, batch_size=3, progress=False)
-        tight = evaluate(model, dataset, reuse_features=True, cache_mb=0.05, workers=2, progress=False)
+        tight = evaluate(model, dataset, reuse_features=True, cache_mb=0.05, progress=False)
     finally:
         model.fast_inference = True
     assert 0.1 < plain.miou < 0.9
