@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ntre_zoo import Box, Points, Scribble, Segmentation, segment
 from ntre_zoo.app.logic import (
     ModelCache,
     describe_support,
@@ -15,6 +16,7 @@ from ntre_zoo.app.logic import (
     new_support_image,
     result_panels,
     run_prediction,
+    status_line,
     write_examples,
     write_masks,
     zoo_choices,
@@ -44,8 +46,8 @@ def test_brush_strokes_become_the_support_mask(episode):
     supports, masks, _, _ = episode
     support = editor_support(supports[0], _editor(supports[0], masks[0]), None, 0)
     assert np.array_equal(support.image, supports[0])
-    assert np.array_equal(support.mask, masks[0])
-    assert new_support_image(supports[0], None, 0)[0]["layers"] == []  # a new image clears the strokes
+    assert np.array_equal(support.annotation, masks[0])
+    assert new_support_image(supports[0], None, "mask", None, 0)[0]["layers"] == []  # a new image clears the strokes
     with pytest.raises(ValueError, match="strokes were drawn on a 800x800 canvas, not on the 200x200 image"):
         editor_support(supports[0], _editor(supports[0], np.ones((800, 800), np.uint8)), None, 0)
 
@@ -55,15 +57,15 @@ def test_an_uploaded_mask_wins_over_strokes(episode):
     painted = np.zeros_like(masks[0])
     painted[:10, :10] = 1
     support = editor_support(supports[0], _editor(supports[0], painted), masks[0] * np.uint8(255), 1)
-    assert np.array_equal(support.mask, masks[0])
-    line = describe_support(supports[0], _editor(supports[0]), masks[0] * np.uint8(255), 1)
+    assert np.array_equal(support.annotation, masks[0])
+    line = describe_support(supports[0], _editor(supports[0]), masks[0] * np.uint8(255), "mask", "", 1)
     assert line == f"Support 2: 200 x 200 px, {int(masks[0].sum())} object pixels (uploaded mask)."
 
 
 def test_missing_or_mismatched_annotations_say_what_to_do(episode):
     supports, masks, _, _ = episode
     assert editor_support(None, None, None, 0) is None
-    assert describe_support(None, None, None, 2) == "Support 3: empty."
+    assert describe_support(None, None, None, "mask", None, 2) == "Support 3: empty."
     with pytest.raises(ValueError, match="Support 1 has no target pixel: paint the object"):
         editor_support(supports[0], _editor(supports[0]), None, 0)
     with pytest.raises(ValueError, match="Support 2 has a mask but no image"):
@@ -119,3 +121,80 @@ def test_app_command_arguments():
     assert (args.model, args.host, args.port) == ("runs/x/best", "0.0.0.0", 8080)
     defaults = build_parser().parse_args(["app"])
     assert (defaults.model, defaults.host, defaults.port) == (None, "127.0.0.1", 7860)
+
+
+def _two_strokes(shape: tuple[int, int]) -> np.ndarray:
+    """Two separate 11 x 11 brush strokes centred at (x=65, y=45) and (x=125, y=105)."""
+    painted = np.zeros(shape, np.uint8)
+    painted[40:51, 60:71] = 1
+    painted[100:111, 120:131] = 1
+    return painted
+
+
+def test_box_points_and_scribble_from_strokes_predict_like_the_api(episode):
+    supports, _, query, _ = episode
+    model = ModelCache().get(None).model
+    painted = _two_strokes(supports[0].shape[:2])
+    expected = {
+        "box": Box(60, 40, 131, 111),
+        "points": Points([(65, 45), (125, 105)]),
+        "scribble": Scribble(painted),
+    }
+    for kind, annotation in expected.items():
+        support = editor_support(supports[0], _editor(supports[0], painted), None, 0, kind, "target")
+        if kind == "scribble":
+            assert np.array_equal(support.annotation.strokes, painted)
+        else:
+            assert support.annotation == annotation
+        (prediction,) = run_prediction(model, [support], [query])
+        assert np.array_equal(prediction.mask, model.predict(supports[0], annotation, query)), kind
+    line = describe_support(supports[0], _editor(supports[0], painted), None, "points", "dog", 0)
+    assert line == "Support 1: 200 x 200 px, 2 click(s) at (65, 45), (125, 105) (the strokes' centres). Class: dog."
+
+
+def test_two_classes_give_the_label_map_of_segment(tmp_path, episode):
+    supports, masks, query, _ = episode
+    other, _, _, _ = synthetic_episode(6, fold=0, shot=1, novel=True)
+    painted = _two_strokes(other[0].shape[:2])
+    loaded = ModelCache().get(None)
+    annotated = [
+        editor_support(supports[0], None, masks[0] * np.uint8(255), 0, "mask", "a"),
+        editor_support(other[0], _editor(other[0], painted), None, 1, "box", "b"),
+        editor_support(supports[0], _editor(supports[0], masks[0]), None, 2, "mask", " a "),  # same class "a"
+    ]
+    (result,) = run_prediction(loaded.model, annotated, [query])
+    expected = segment(
+        loaded.model, query, {"a": ([supports[0]] * 2, [masks[0]] * 2), "b": ([other[0]], [Box(60, 40, 131, 111)])}
+    )
+    assert isinstance(result, Segmentation) and result.classes == ("a", "b")
+    assert np.array_equal(result.label_map, expected.label_map)
+    assert np.allclose(result.probabilities, expected.probabilities, atol=1e-6)
+    captions = [caption.split(": ")[1] for _, caption in result_panels([query], ["q.jpg"], [result])]
+    assert captions == [
+        "classes",
+        "probability of a",
+        "probability of b",
+        "BG map (mined background)",
+        "DO map of a (eliminated distractors)",
+        "DO map of b (eliminated distractors)",
+    ]
+    (path,) = write_masks(tmp_path, ["q.jpg"], [result])
+    picture = Image.open(path)
+    assert path.name == "q_labels.png" and picture.mode == "P"
+    assert np.array_equal(np.asarray(picture), result.label_map)
+    line = status_line(loaded, annotated, 1, 0.5)
+    assert line.endswith("2 classes; label map: 0 = background, 1 = a, 2 = b.")
+    assert status_line(loaded, annotated[:1], 1, 0.5).endswith("in 0.50 s.")  # one class: the line as before
+
+
+def test_bad_annotation_combinations_say_what_to_do(episode):
+    supports, masks, _, _ = episode
+    with pytest.raises(ValueError, match="Support 1 has no target pixel: draw its box with the brush"):
+        editor_support(supports[0], _editor(supports[0]), None, 0, "box", "target")
+    with pytest.raises(ValueError, match="an uploaded mask is a 'mask' annotation, but the kind is 'points'"):
+        editor_support(supports[0], _editor(supports[0]), masks[0], 1, "points", "target")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        editor_support(supports[0], _editor(supports[0], masks[0]), None, 0, "lasso", "target")
+    assert describe_support(supports[0], _editor(supports[0]), None, "scribble", None, 2) == (
+        "Support 3 has no target pixel: draw its scribble with the brush."
+    )

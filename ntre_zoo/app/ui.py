@@ -1,5 +1,6 @@
 """``build_app``: the Gradio page (``pip install 'ntre-zoo[app]'``): choose a model, annotate supports with a brush
-(or upload their masks), add queries, run, see the overlays, probability, BG and DO maps, download the masks.
+(a mask, box, points or scribble) or upload their masks, name their classes, add queries, run, see the
+overlays, probabilities, BG and DO maps, download the masks (label maps for several classes).
 
 It works offline: Gradio's analytics and version check are off, its fonts are its own files, and nothing is
 fetched at run time (the browser test blocks every request that leaves the machine and finds none).
@@ -17,6 +18,8 @@ from typing import Any
 from ..demo import DEMO_MODEL
 from ..model.types import FewShotSegmenter
 from .logic import (
+    ANNOTATION_KINDS,
+    DEFAULT_CLASS,
     ModelCache,
     describe_support,
     editor_support,
@@ -40,7 +43,13 @@ _HOW_TO = (
     "Add a **support** image and upload the object's mask or paint the object with the brush, add one or "
     "more **queries**, and press **Segment**. More supports (tabs) show the object in other views. Each query "
     "gets an overlay of the predicted object, the target probability, the background that BG mining found and "
-    "the distracting objects that DOEM eliminated; the masks download as PNG (255 = object)."
+    "the distracting objects that DOEM eliminated; the masks download as PNG (255 = object).\n\n"
+    "**Annotation** of a support: *mask*: the uploaded mask, else the painted pixels; *box*: the bounding box "
+    "of the brush strokes; *points*: one click at the centre of each separate stroke (a disc around it); "
+    "*scribble*: the strokes, thickened. **Class**: supports with the same class name show one class; with "
+    "several names each query gets a label map (overlay with a legend, a probability per class) and the "
+    "download is a palette PNG whose pixels are the labels (0 = background, 1, 2, ... in the order the names "
+    "first appear)."
 )
 
 
@@ -90,7 +99,7 @@ def build_app(
             label="Model: a zoo name, a local directory written by save_pretrained, or hf-hub:<repo id>",
             elem_id="model",
         )
-        images, uploads, editors, notes = [], [], [], []
+        images, uploads, editors, kinds, labels, notes = [], [], [], [], [], []
         with gr.Row():
             with gr.Column(scale=3), gr.Tabs():
                 for i in range(MAX_SUPPORTS):
@@ -130,6 +139,18 @@ def build_app(
                                 elem_id=f"support-paint-{i}",
                             )
                         )
+                        with gr.Row():
+                            kinds.append(
+                                gr.Radio(
+                                    choices=list(ANNOTATION_KINDS),
+                                    value="mask",
+                                    label="Annotation: what the strokes mean",
+                                    elem_id=f"support-kind-{i}",
+                                )
+                            )
+                            labels.append(
+                                gr.Textbox(value=DEFAULT_CLASS, label="Class name", elem_id=f"support-class-{i}")
+                            )
                         notes.append(gr.Markdown(f"Support {i + 1}: empty.", elem_id=f"support-note-{i}"))
             with gr.Column(scale=2):
                 queries = gr.File(label="Query images", file_count="multiple", file_types=["image"], elem_id="queries")
@@ -138,7 +159,12 @@ def build_app(
         gallery = gr.Gallery(
             label="Results", columns=4, format="png", object_fit="contain", interactive=False, elem_id="results"
         )
-        masks = gr.File(label="Masks (PNG, 255 = object)", file_count="multiple", interactive=False, elem_id="masks")
+        masks = gr.File(
+            label="Masks (PNG, 255 = object) or label maps (palette PNG, several classes)",
+            file_count="multiple",
+            interactive=False,
+            elem_id="masks",
+        )
         gr.Examples(
             examples=[[str(s), str(m), [str(q)]] for s, m, q in examples],
             inputs=[images[0], uploads[0], queries],
@@ -155,9 +181,11 @@ def build_app(
             start = time.perf_counter()
             try:
                 loaded = models.get(name)
-                slot_values = zip(*(slots[k * MAX_SUPPORTS : (k + 1) * MAX_SUPPORTS] for k in range(3)), strict=True)
+                slot_values = zip(*(slots[k * MAX_SUPPORTS : (k + 1) * MAX_SUPPORTS] for k in range(5)), strict=True)
                 supports = [
-                    s for i, (im, ed, m) in enumerate(slot_values) if (s := editor_support(im, ed, m, i)) is not None
+                    s
+                    for i, (im, ed, m, kind, label) in enumerate(slot_values)
+                    if (s := editor_support(im, ed, m, i, kind, label)) is not None
                 ]
                 paths = list(query_files or [])
                 images = [read_query(path) for path in paths]
@@ -167,26 +195,31 @@ def build_app(
             names = [Path(path).name for path in paths]
             folder = Path(tempfile.mkdtemp(dir=outputs))  # one folder per run: names repeat across runs
             files = write_masks(folder, names, predictions)
-            line = status_line(loaded, len(supports), len(images), time.perf_counter() - start)
+            line = status_line(loaded, supports, len(images), time.perf_counter() - start)
             return result_panels(images, names, predictions), [str(f) for f in files], line
 
         model_box.change(choose, inputs=model_box, outputs=notice)
-        for i, (image, upload, editor, note) in enumerate(zip(images, uploads, editors, notes, strict=True)):
+        slots = zip(images, uploads, editors, kinds, labels, notes, strict=True)
+        for i, (image, upload, editor, kind, label, note) in enumerate(slots):
             image.change(
                 functools.partial(new_support_image, index=i),
-                inputs=[image, upload],
+                inputs=[image, upload, kind, label],
                 outputs=[editor, note],
                 show_progress="hidden",
             )
             gr.on(
-                [editor.change, upload.change],
+                [editor.change, upload.change, kind.change, label.change],
                 functools.partial(describe_support, index=i),
-                inputs=[image, editor, upload],
+                inputs=[image, editor, upload, kind, label],
                 outputs=note,
                 show_progress="hidden",
                 trigger_mode="always_last",
             )
-        run.click(segment, inputs=[model_box, queries, *images, *editors, *uploads], outputs=[gallery, masks, status])
+        run.click(
+            segment,
+            inputs=[model_box, queries, *images, *editors, *uploads, *kinds, *labels],
+            outputs=[gallery, masks, status],
+        )
     return app
 
 

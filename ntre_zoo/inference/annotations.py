@@ -45,6 +45,7 @@ __all__ = [
     "Points",
     "Scribble",
     "annotation_from_mask",
+    "components",
     "default_radius",
     "dilate_disc",
     "support_mask",
@@ -268,13 +269,16 @@ def _bounds(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
 
 
-def _largest_component(target: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a bool mask (ties: the one holding the last pixel in raster order).
+def components(target: np.ndarray) -> list[np.ndarray]:
+    """The 8-connected components of a bool ``(H, W)`` mask as bool masks, in the raster order of their last
+    pixel (none for an empty mask).
 
     Every target pixel starts with its own raster index and repeatedly takes the largest index of its 3x3
     neighbours, then the index that pixel holds (pointer jumping), until nothing changes: each component
     ends holding its last pixel's index, in a number of rounds that grows with the log of its size.
     """
+    if not target.any():
+        return []
     box = _bounds(target)
     keep = torch.from_numpy(target[box].copy())
     ids = torch.where(keep, torch.arange(keep.numel(), dtype=torch.float64).view(keep.shape), -1.0)
@@ -289,11 +293,19 @@ def _largest_component(target: np.ndarray) -> np.ndarray:
         if torch.equal(grown, ids):
             break
         ids = grown
-    labels, counts = torch.unique(ids[keep], return_counts=True)
-    best = labels[len(counts) - 1 - int(counts.flip(0).argmax())]
-    out = np.zeros_like(target)
-    out[box] = (ids == best).numpy()
+    out = []
+    for label in torch.unique(ids[keep]).tolist():
+        component = np.zeros_like(target)
+        component[box] = (ids == label).numpy()
+        out.append(component)
     return out
+
+
+def _largest_component(target: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a bool mask (ties: the one holding the last pixel in raster order)."""
+    found = components(target)
+    sizes = [int(c.sum()) for c in found]
+    return found[len(sizes) - 1 - sizes[::-1].index(max(sizes))]
 
 
 def _skeleton(mask: np.ndarray) -> np.ndarray:
