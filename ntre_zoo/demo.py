@@ -52,5 +52,5 @@ def run_demo(
     union = np.logical_or(prediction.mask == 1, query_mask == 1).sum()
     iou = float(inter / union) if union else 1.0
     title = f"{name} | synthetic fold 0, novel class, seed {seed} | {shot}-shot | IoU {iou:.3f}"
-    save_panel(output, query, prediction, (supports, masks), title=title)
+    save_panel(output, query, prediction, (supports, masks), title=title, tile=query.shape[0])  # unscaled
     return DemoResult(output, name, iou)

@@ -38,7 +38,7 @@ def test_demo_writes_a_png_offline(tmp_path, capsys):
         assert image.format == "PNG"
         panels = np.asarray(image.convert("RGB"))
     h, w = query.shape[:2]
-    pad, header = 8, 22  # panels: support, query, prediction, BG map, DO map
+    pad, header = 8, 8 + 22  # panels: support, query, prediction, BG map, DO map (visualize.panel's layout)
     panel = [panels[header : header + h, pad + i * (w + pad) : pad + i * (w + pad) + w] for i in range(5)]
     np.testing.assert_array_equal(panel[1], query)
     changed = (panel[2] != query).any(axis=2)

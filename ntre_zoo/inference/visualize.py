@@ -231,7 +231,8 @@ def panel(
         supports: what was passed as supports, to draw them: ``(images, annotations)`` for ``predict``,
             ``{name: (images, annotations)}`` for ``segment``; None leaves them out.
         title: a line under the tiles.
-        tile: height of every tile in pixels (the width follows the query's aspect, within 0.5x-2x).
+        tile: height of every tile in pixels (the width follows the query's aspect, within 0.5x-2x); each tile
+            has a 22 px caption above it, and tiles sit 8 px apart and from the border.
         max_width: tiles wrap into further rows beyond this width.
         canvas: the model's test size, so that clicks and scribbles are drawn with the radii ``predict`` used.
 
@@ -260,8 +261,7 @@ def _grid(
     tiles: list[tuple[str, Image.Image]], cell_w: int, tile: int, max_width: int, title: str | None
 ) -> Image.Image:
     """Captioned tiles, each fitted into a ``cell_w x tile`` cell, in rows no wider than ``max_width``."""
-    pad, font = 8, _font(max(11, tile // 18))
-    header = int(getattr(font, "size", 12)) + 8
+    pad, header, font = 8, 22, _font(14)  # a 22 px caption row above every tile
     rows = -(-len(tiles) // max(1, (max_width - pad) // (cell_w + pad)))
     columns = -(-len(tiles) // rows)  # balanced rows
     footer = header + pad if title else 0
