@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY
 
 from ntre_zoo import create_model
 from ntre_zoo.training.losses import (
@@ -17,14 +18,6 @@ from ntre_zoo.training.losses import (
     prototype_contrast_loss,
     segmentation_loss,
 )
-
-TINY = {
-    "layers": (1, 1, 1, 1),
-    "channels": (8, 16, 32, 64),
-    "stem_width": 8,
-    "reduce_dim": 16,
-    "pyramid_bins": (8, 4, 2),
-}
 
 
 def test_segmentation_loss_ignores_255_and_resizes():

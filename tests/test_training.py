@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from torch.utils.data import Dataset
 
 import ntre_zoo
@@ -22,14 +23,6 @@ from ntre_zoo.training.distributed import collate_episodes
 from ntre_zoo.training.fine_tune import fine_tune
 from ntre_zoo.training.losses import LossConfig
 from ntre_zoo.training.optim import PARAMETER_GROUPS
-
-TINY = {
-    "layers": (1, 1, 1, 1),
-    "channels": (8, 16, 32, 64),
-    "stem_width": 8,
-    "reduce_dim": 16,
-    "pyramid_bins": (8, 4, 2),
-}
 
 
 class RandomEpisodes(Dataset):
