@@ -6,12 +6,18 @@ Prints the FLOPs of one episode, this machine's measured 3x3-convolution and GEM
 times of both paths, the achieved fraction of the conv rate, the amortised time per query when one
 support set serves many queries, and the peak resident memory of a predict() call (in a fresh process).
 On CUDA it also reports fp32 / bf16 / fp16 autocast, channels_last, batch 1 and batched.
+
+On CPU it also puts fp32 and bf16 autocast side by side (unless --no-bf16): the CPU's capabilities as torch
+sees them and what precision="auto" resolves to, the conv/GEMM rates in bf16, the amortised time per query
+in bf16 against the fp32 baseline episode, and the mask agreement of bf16 with fp32, on the random-weight
+episodes and on synthetic-benchmark episodes with the shipped model (--agreement-episodes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +29,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import ntre_zoo
+from ntre_zoo.data import synthetic_episode
+from ntre_zoo.demo import DEMO_MODEL
+from ntre_zoo.inference.precision import cpu_capabilities, native_bf16, resolve_precision
 
 
 def _sync(device: torch.device) -> None:
@@ -49,14 +58,102 @@ def interleaved(paths: dict[str, Callable[[], object]], repeats: int, device: to
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def machine_rates(device: torch.device, repeats: int) -> dict[str, float]:
-    """GFLOP/s of a 512->512 3x3 convolution on a 60x60 map and of a 2048^3 fp32 GEMM."""
-    x = torch.randn(1, 512, 60, 60, device=device)
-    w = torch.randn(512, 512, 3, 3, device=device)
-    a = torch.randn(2048, 2048, device=device)
-    with torch.inference_mode():
+def machine_rates(
+    device: torch.device,
+    repeats: int,
+    dtype: torch.dtype | None = None,
+    layout: torch.memory_format = torch.contiguous_format,
+    n: int = 2048,
+) -> dict[str, float]:
+    """GFLOP/s of a 512->512 3x3 convolution on a 60x60 map and of an ``n``^3 GEMM, in fp32 or under autocast to
+    ``dtype``, the convolution in ``layout``."""
+    x = torch.randn(1, 512, 60, 60, device=device).contiguous(memory_format=layout)
+    w = torch.randn(512, 512, 3, 3, device=device).contiguous(memory_format=layout)
+    a = torch.randn(n, n, device=device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         times = interleaved({"conv": lambda: F.conv2d(x, w, padding=1), "gemm": lambda: a @ a}, repeats * 3, device)
-    return {"conv3x3": 2 * 512 * 512 * 9 * 3600 / times["conv"] / 1e9, "gemm": 2 * 2048**3 / times["gemm"] / 1e9}
+    conv = "conv3x3" if layout == torch.contiguous_format else "conv3x3_cl"
+    return {conv: 2 * 512 * 512 * 9 * 3600 / times["conv"] / 1e9, "gemm": 2 * n**3 / times["gemm"] / 1e9}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def synthetic_agreement(episodes: int) -> dict[str, float]:
+    """Mask agreement of bf16 autocast with fp32 for the shipped model on synthetic-benchmark episodes (fold 0,
+    novel classes, seeds 0..episodes-1), and its time per episode in both."""
+    model = ntre_zoo.from_pretrained(DEMO_MODEL)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model runs fastest on one
+    equal = total = 0
+    seconds = {"fp32": 0.0, "bf16": 0.0}
+    for seed in range(episodes):
+        supports, masks, query, _ = synthetic_episode(seed, fold=0, shot=1, novel=True)
+        out = {}
+        for precision in seconds:
+            start = time.perf_counter()
+            out[precision] = model.predict(supports, masks, query, precision=precision)
+            seconds[precision] += time.perf_counter() - start
+        equal += int((out["fp32"] == out["bf16"]).sum())
+        total += out["fp32"].size
+    torch.set_num_threads(threads)
+    return {
+        "synthetic_agreement": equal / total,
+        "synthetic_episodes": episodes,
+        "synthetic_fp32_episode_s": seconds["fp32"] / episodes,
+        "synthetic_bf16_episode_s": seconds["bf16"] / episodes,
+    }
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def cpu_precisions(fast, queries, supports, masks, args, baseline_s: float) -> dict[str, object]:
+    """fp32 vs bf16 autocast on the CPU: rates, one cached support set serving the queries, mask agreement."""
+    device = torch.device("cpu")
+
+    def many(dtype: torch.dtype | None, count: int) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                support = fast.encode_support(supports, masks)
+                batches = [fast(queries[i : min(i + 4, count)], support=support).logits for i in range(0, count, 4)]
+                return torch.cat(batches).float()
+
+        return run
+
+    many(torch.bfloat16, 1)()  # warm-up (one query) of the bf16 kernels; fp32 ran already
+    logits: dict[str, torch.Tensor] = {}
+    samples: dict[str, list[float]] = {name: [] for name in PRECISIONS}
+    for _ in range(args.bf16_repeats):  # alternately, so that drift hits both alike (bf16 is slow: no extra warm-up)
+        for name, dtype in PRECISIONS.items():
+            start = time.perf_counter()
+            logits[name] = many(dtype, len(queries))()
+            samples[name].append(time.perf_counter() - start)
+    agreement = (logits["fp32"].argmax(1) == logits["bf16"].argmax(1)).double().mean().item()
+    times = {name: statistics.median(values) for name, values in samples.items()}
+    # a 1024^3 GEMM: emulated bf16 can run 100x slower than fp32
+    rates = {name: machine_rates(device, 1, dtype, torch.channels_last, 1024) for name, dtype in PRECISIONS.items()}
+    out: dict[str, object] = {
+        "cpu": cpu_name(),
+        "cpu_capabilities": cpu_capabilities(),
+        "native_bf16": native_bf16("cpu"),
+        "auto_resolves_to": resolve_precision("auto", "cpu"),
+        **{f"{name}_{op}_gflops": rates[name][op] for name in PRECISIONS for op in ("conv3x3_cl", "gemm")},
+        "fp32_many_per_query_s": times["fp32"] / len(queries),
+        "bf16_many_per_query_s": times["bf16"] / len(queries),
+        "bf16_many_vs_baseline_episode": times["bf16"] / len(queries) / baseline_s,
+        "bf16_vs_fp32_per_query": times["bf16"] / times["fp32"],
+        "bf16_mask_agreement_random_weights": agreement,
+    }
+    if args.agreement_episodes:
+        out.update(synthetic_agreement(args.agreement_episodes))
+    return out
 
 
 def episode_inputs(args: argparse.Namespace, device: torch.device):
@@ -95,6 +192,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-bf16", action="store_true", help="CPU: skip the bf16 autocast comparison")
+    parser.add_argument("--bf16-repeats", type=int, default=1, help="timed runs of each precision (default: 1)")
+    parser.add_argument("--agreement-episodes", type=int, default=100, help="synthetic episodes for the agreement")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -155,6 +255,8 @@ def main() -> None:
     }
     if device.type == "cpu":
         result["peak_rss_predict_mb"] = peak_rss_of_predict(args)
+        if not args.no_bf16:
+            result.update(cpu_precisions(fast, queries_cl, supports_cl, masks, args, times["baseline"]))
     else:
         result.update(gpu_variants(fast, queries, supports, masks, args.repeats, device))
 
@@ -173,6 +275,27 @@ def main() -> None:
     print(f"  max |logit diff|           {diff:.2e}")
     if "peak_rss_predict_mb" in result:
         print(f"  peak RSS of predict()      {result['peak_rss_predict_mb']:8.0f} MB")
+    if "bf16_many_per_query_s" in result:
+        flags = result["cpu_capabilities"]
+        print(f"  CPU                        {result['cpu']}: {', '.join(f'{k}={v}' for k, v in flags.items())}")
+        print(f"  native bf16                {result['native_bf16']}; 'auto' resolves to {result['auto_resolves_to']}")
+        for name in PRECISIONS:
+            conv, gemm = result[f"{name}_conv3x3_cl_gflops"], result[f"{name}_gemm_gflops"]
+            print(f"  {name} 3x3 conv NHWC / GEMM 1024^3 {conv:6.1f} / {gemm:.1f} GFLOP/s")
+        for name in ("fp32", "bf16"):
+            per_query = result[f"{name}_many_per_query_s"]
+            print(
+                f"  {args.queries} queries, one support  {name} {per_query:8.3f} s/query = "
+                f"{per_query / times['baseline']:.3f} x baseline episode"
+            )
+        print(f"  bf16 / fp32 per query      {result['bf16_vs_fp32_per_query']:8.2f}")
+        print(f"  bf16 mask agreement        {result['bf16_mask_agreement_random_weights']:.4%} (random weights)")
+        if "synthetic_agreement" in result:
+            print(
+                f"  shipped model, {result['synthetic_episodes']} synthetic episodes: bf16 mask agreement "
+                f"{result['synthetic_agreement']:.4%}, {result['synthetic_fp32_episode_s']:.4f} s fp32 vs "
+                f"{result['synthetic_bf16_episode_s']:.4f} s bf16 per episode"
+            )
     for key, value in result.items():
         if key.startswith("gpu_"):
             print(f"  {key:26s} {value:8.4f} s")

@@ -2,7 +2,8 @@
 
 from ._version import __version__
 from .evaluation import evaluate
-from .inference import Prediction, predict
+from .export import export_onnx
+from .inference import Box, Points, Prediction, Scribble, Segmentation, predict, segment, visualize
 from .model import (
     BackboneConfig,
     ModelConfig,
@@ -18,17 +19,24 @@ from .zoo.manifest import list_models
 
 __all__ = [
     "BackboneConfig",
+    "Box",
     "ModelConfig",
     "NTRENet",
     "NTRENetOutput",
+    "Points",
     "Prediction",
     "QueryFeatures",
+    "Scribble",
+    "Segmentation",
     "SupportFeatures",
     "__version__",
     "create_model",
     "evaluate",
+    "export_onnx",
     "from_official_checkpoint",
     "from_pretrained",
     "list_models",
     "predict",
+    "segment",
+    "visualize",
 ]

@@ -1,5 +1,5 @@
 """The offline demo: one synthetic episode, predicted and drawn as a PNG (support, query, prediction,
-BG map, DO map side by side)."""
+BG map, DO map side by side, by :func:`ntre_zoo.inference.visualize.save_panel`)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from ._atomic import atomic_write
 from .data.synthetic import synthetic_episode
-from .inference.predict import Prediction
+from .inference.visualize import save_panel
 from .model import NTRENet
 from .zoo.hub import from_pretrained
 
-__all__ = ["DEMO_MODEL", "DemoResult", "render_episode", "run_demo"]
+__all__ = ["DEMO_MODEL", "DemoResult", "run_demo"]
 
 #: The trained model shipped inside the package for this demo.
 DEMO_MODEL = "ntrenet_tiny.synthetic_fold0"
@@ -28,49 +26,6 @@ class DemoResult:
     output: Path
     model_name: str
     iou: float
-
-
-def _overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    out = image.astype(np.float32)
-    out[mask.astype(bool)] = 0.45 * out[mask.astype(bool)] + 0.55 * np.array(colour, np.float32)
-    return out.astype(np.uint8)
-
-
-def _heat(values: np.ndarray) -> np.ndarray:
-    """[0, 1] map -> a blue-to-yellow RGB image."""
-    v = np.clip(values, 0.0, 1.0)[..., None]
-    low, high = np.array([30, 30, 120], np.float32), np.array([250, 220, 40], np.float32)
-    return (low + v * (high - low)).astype(np.uint8)
-
-
-def render_episode(
-    support_images: list[np.ndarray],
-    support_masks: list[np.ndarray],
-    query: np.ndarray,
-    prediction: Prediction,
-    title: str,
-) -> Image.Image:
-    """Side-by-side panels: supports with their masks, query, prediction, BG map, DO map."""
-    panels = [
-        (f"support {i + 1}", _overlay(im, m, (220, 40, 40)))
-        for i, (im, m) in enumerate(zip(support_images, support_masks, strict=False))
-    ]
-    panels += [
-        ("query", query),
-        ("prediction", _overlay(query, prediction.mask, (40, 200, 60))),
-        ("BG map (mined background)", _heat(prediction.bg_map)),
-        ("DO map (eliminated distractors)", _heat(prediction.do_map)),
-    ]
-    h, w = query.shape[:2]
-    pad, header, footer = 8, 22, 26
-    canvas = Image.new("RGB", (pad + len(panels) * (w + pad), header + h + footer + pad), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for i, (name, array) in enumerate(panels):
-        x = pad + i * (w + pad)
-        canvas.paste(Image.fromarray(array).resize((w, h)), (x, header))
-        draw.text((x, 5), name, fill=(0, 0, 0))
-    draw.text((pad, header + h + 8), title, fill=(0, 0, 0))
-    return canvas
 
 
 def run_demo(
@@ -97,6 +52,5 @@ def run_demo(
     union = np.logical_or(prediction.mask == 1, query_mask == 1).sum()
     iou = float(inter / union) if union else 1.0
     title = f"{name} | synthetic fold 0, novel class, seed {seed} | {shot}-shot | IoU {iou:.3f}"
-    image = render_episode(supports, masks, query, prediction, title)
-    atomic_write(output, lambda tmp: image.save(tmp, format="PNG"))
+    save_panel(output, query, prediction, (supports, masks), title=title, tile=query.shape[0])  # unscaled
     return DemoResult(output, name, iou)

@@ -30,8 +30,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
             item.add_marker(skip)
 
 
-def make_tiny_model(seed: int = 0, **options) -> ntre_zoo.NTRENet:
-    """A tiny NTRENet with random (seeded) weights and non-trivial BN statistics and BG prototype."""
+def make_tiny_model(seed: int = 0, support_gain: float = 20.0, **options) -> ntre_zoo.NTRENet:
+    """A tiny NTRENet with random (seeded) weights and non-trivial BN statistics and BG prototype.
+
+    A random head barely reads its support, so the feature-matching weights that take the support prototype
+    and the prior are multiplied by ``support_gain``: another support then moves the logits by 1e-2 or more,
+    far beyond the tolerances of the tests that compare two ways of computing them (each of those tests
+    checks that a different support would be seen)."""
     torch.manual_seed(seed)
     model = ntre_zoo.create_model("resnet50", **{**TINY, "test_size": 65, **options})
     with torch.no_grad():
@@ -39,7 +44,11 @@ def make_tiny_model(seed: int = 0, **options) -> ntre_zoo.NTRENet:
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
-        model.bg_prototype.normal_()
+        if model.bg_prototype is not None:
+            model.bg_prototype.normal_()
+        channels = model.config.reduce_dim
+        for block in model.bins:
+            block.feature_matching[0].weight[:, channels:] *= support_gain  # inputs: [query, prototype, prior]
     return model.eval()
 
 

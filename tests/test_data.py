@@ -182,8 +182,24 @@ def test_episodes_identical_across_workers_and_batch_sizes(voc):
         torch.testing.assert_close(
             torch.cat([b[key] for b in single]), torch.cat([b[key] for b in multi]), rtol=0, atol=1e-5
         )
-    other_seed = build_dataset(_config(voc, shot=2), "train", episodes=6, seed=12, progress=False)
-    assert not torch.equal(other_seed[0]["query_image"], single[0]["query_image"][0])
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_another_seed_draws_other_episodes_at_the_same_epoch(voc, split):
+    """Episodes are a function of (seed, epoch, index): compare seeds at one epoch, and epochs at one seed."""
+    a, b, a_again = (
+        build_dataset(_config(voc, shot=2), split, episodes=12, seed=s, progress=False) for s in (11, 12, 11)
+    )
+    for dataset in (a, b, a_again):
+        dataset.set_epoch(3)
+    draws = [[d.sample(i) for i in range(12)] for d in (a, b, a_again)]
+    assert draws[0] == draws[2] and draws[0] != draws[1]
+    assert [d[1:] for d in draws[0]] != [d[1:] for d in draws[1]]  # the class and supports, not only the query
+    if split == "train":  # the augmentation follows the seed too
+        assert torch.equal(a[0]["query_mask"], a_again[0]["query_mask"])
+        assert not torch.equal(a[0]["query_image"], b[0]["query_image"])
+    a_again.set_epoch(4)
+    assert [a_again.sample(i) for i in range(12)] != draws[0]
 
 
 # ------------------------------------------------------------------------------------------ augmentation

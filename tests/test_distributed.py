@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import TINY
 from torch.utils.data import Dataset
 
 from ntre_zoo import create_model
@@ -13,13 +14,6 @@ from ntre_zoo.evaluation import evaluate
 from ntre_zoo.training import TrainConfig, Trainer
 from ntre_zoo.training.validation import make_evaluate_fn
 
-TINY = {
-    "layers": (1, 1, 1, 1),
-    "channels": (8, 16, 32, 64),
-    "stem_width": 8,
-    "reduce_dim": 16,
-    "pyramid_bins": (8, 4, 2),
-}
 WORLD = 2
 
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import safetensors.torch
 import torch
+from conftest import make_tiny_model
 from hub_server import HubServer
 
 import ntre_zoo
@@ -220,6 +221,52 @@ def test_packaged_entry_loads_offline_and_checks_sha256(tiny_model, tmp_path):
     _write_manifest(manifest, {"ntrenet_tiny.synthetic_fold0": entry})
     with pytest.raises(ChecksumMismatchError, match="nothing was loaded"):
         ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0", manifest=manifest)
+
+
+def test_sha256_covers_the_whole_file_beyond_the_read_chunk(tmp_path):
+    from ntre_zoo.zoo.download import sha256_file, verify_sha256
+
+    path = tmp_path / "big.bin"
+    data = bytes(range(256)) * (3 * 4096 + 17)  # 3 MiB and a bit: more than one 1 MiB read
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    assert sha256_file(path) == digest and sha256_file(path, chunk_size=1000) == digest
+    verify_sha256(path, digest.upper(), "big")
+    for position in (0, len(data) // 2, len(data) - 2):
+        path.write_bytes(data[:position] + bytes([data[position] ^ 1]) + data[position + 1 :])
+        with pytest.raises(ChecksumMismatchError, match=digest):
+            verify_sha256(path, digest, "big")
+
+
+def test_a_tampered_byte_at_the_end_of_large_packaged_weights_is_refused(tmp_path):
+    """Weights of several MiB (a 48-wide head): one changed byte near the end of the file, inside the last
+    tensor's data, still loads as safetensors, so only a hash of the whole file refuses it."""
+    model = make_tiny_model(reduce_dim=48)
+    model.save_pretrained(tmp_path / "save")
+    (tmp_path / "weights").mkdir()
+    weights = tmp_path / "weights" / "big.safetensors"
+    (tmp_path / "save" / "model.safetensors").rename(weights)
+    (tmp_path / "save" / "config.json").rename(weights.with_suffix(".json"))
+    data = weights.read_bytes()
+    assert len(data) > 2 * 2**20  # more than two 1 MiB reads
+    entry = {
+        "backbone": "tiny",
+        "dataset": "synthetic",
+        "fold": 0,
+        "train_shot": 1,
+        "source": "package",
+        "file": "weights/big.safetensors",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "metrics": {"reference": {}, "measured": {}},
+        "status": "published",
+    }
+    manifest = _write_manifest(tmp_path / "manifest.json", {"big": entry})
+    _assert_same(model, ntre_zoo.from_pretrained("big", manifest=manifest))
+    weights.write_bytes(data[:-3] + bytes([data[-3] ^ 0x10]) + data[-2:])
+    tampered = safetensors.torch.load_file(str(weights))  # still a valid file, with one changed value
+    assert sum(not torch.equal(v, model.state_dict()[k]) for k, v in tampered.items()) == 1
+    with pytest.raises(ChecksumMismatchError, match="nothing was loaded"):
+        ntre_zoo.from_pretrained("big", manifest=manifest)
 
 
 def test_conflicting_arguments():

@@ -7,7 +7,7 @@ import ntre_zoo
 
 PACKAGE = Path(ntre_zoo.__file__).parent
 TOP_LEVEL = {"__init__.py", "__main__.py", "_atomic.py", "_version.py", "demo.py", "errors.py"}
-WINGS = {"model", "inference", "data", "evaluation", "training", "zoo", "cli"}
+WINGS = {"model", "inference", "data", "evaluation", "training", "zoo", "export", "app", "cli"}
 
 
 def _module_name(path: Path) -> str:
@@ -105,18 +105,25 @@ def test_public_api_is_unchanged():
     assert sorted(ntre_zoo.__all__) == sorted(
         [
             "BackboneConfig",
+            "Box",
             "ModelConfig",
             "NTRENet",
             "NTRENetOutput",
+            "Points",
             "Prediction",
             "QueryFeatures",
+            "Scribble",
+            "Segmentation",
             "SupportFeatures",
             "create_model",
             "evaluate",
+            "export_onnx",
             "from_official_checkpoint",
             "from_pretrained",
             "list_models",
             "predict",
+            "segment",
+            "visualize",
             "__version__",
         ]
     )

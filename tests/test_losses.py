@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY
 
 from ntre_zoo import create_model
 from ntre_zoo.training.losses import (
@@ -17,14 +18,6 @@ from ntre_zoo.training.losses import (
     prototype_contrast_loss,
     segmentation_loss,
 )
-
-TINY = {
-    "layers": (1, 1, 1, 1),
-    "channels": (8, 16, 32, 64),
-    "stem_width": 8,
-    "reduce_dim": 16,
-    "pyramid_bins": (8, 4, 2),
-}
 
 
 def test_segmentation_loss_ignores_255_and_resizes():
@@ -111,52 +104,181 @@ def test_bank_sample_and_state_dict_round_trip():
         DOPrototypeBank(capacity=5).load_state_dict(bank.state_dict())
 
 
-def _fake_output(b=1, k=1):
-    """A hand-made train-mode output with C=2 features at 2x2."""
-    # Channel 0 at the top row, channel 1 at the bottom row.
-    q = torch.stack([torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [1.0, 1.0]])]).expand(b, 2, 2, 2)
-    s = torch.stack([torch.tensor([[2.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 3.0]])])
-    s = s.expand(b, k, 2, 2, 2)
-    not_bg = torch.tensor([[[5.0, 5.0], [5.0, 5.0]], [[0.0, 0.0], [0.0, 0.0]]])  # nothing is background
-    head = torch.stack(
-        [torch.tensor([[0.0, 1.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])]
-    )  # target at (0, 0)
+# ------------------------------------------------------------------------------ the full loss, by hand
+# A hand-made train-mode output of one 2-shot episode (B=1, K=2), C=2 features at 2x2, whose every term is
+# worked out below with pencil and paper (p = softmax of the logits; "logits (a, b)" is the same at every pixel).
+LN2, LN3, LN4, LN43 = math.log(2.0), math.log(3.0), math.log(4.0), math.log(4.0 / 3.0)
+QUERY_MASK = torch.tensor([[[1, 255], [0, 0]]])  # target (0, 0); (0, 1) ignored
+SUPPORT_MASKS = torch.tensor([[[[1, 0], [0, 0]], [[0, 0], [1, 1]]]])  # shot 0: (0, 0); shot 1: the bottom row
+EPS = 5e-4  # weighted_gap's, added to the mask area
+
+
+def approx(value: float):
+    """Float32 arithmetic against float64 pencil and paper."""
+    return pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def _constant(first: float, second: float, size=(2, 2)) -> torch.Tensor:
+    return torch.tensor([first, second]).view(1, 2, 1, 1).expand(1, 2, *size).clone()
+
+
+def _features(channel0, channel1) -> torch.Tensor:
+    return torch.tensor([channel0, channel1], dtype=torch.float32)
+
+
+QUERY = _features([[1, 1], [0, 0]], [[0, 0], [1, 1]])  # channel 0 on the top row, channel 1 on the bottom one
+SHOT0 = _features([[2, 0], [0, 0]], [[0, 0], [0, 3]])
+SHOT1 = _features([[0, 0], [4, 0]], [[0, 0], [0, 4]])
+
+
+def _hand_made_output(shots=(SHOT0, SHOT1)):
     return SimpleNamespace(
-        query_features=q,
-        support=SimpleNamespace(features=s),
-        bg_logits=not_bg.expand(b, 2, 2, 2),
-        support_bg_logits=not_bg.expand(b, k, 2, 2, 2),
-        head_logits=head.expand(b, 2, 2, 2),
+        logits=_constant(0.0, LN3),  # p1 = 3/4 everywhere
+        head_logits=_features([[0, 1], [1, 1]], [[1, 0], [0, 0]])[None],  # predicted target: (0, 0)
+        bin_logits=[torch.zeros(1, 2, 2, 2), _constant(0.0, LN3, (1, 1))],  # ln 2 everywhere; the main map
+        initial_logits=[_constant(LN3, 0.0)],  # p0 = 3/4
+        bg_logits=_constant(LN3, 0.0),  # p0 = 3/4: "not background" everywhere
+        support_bg_logits=torch.stack([_constant(LN3, 0.0), _constant(0.0, LN3)], dim=1),  # shot 1: all BG
+        query_features=QUERY[None],
+        support=SimpleNamespace(features=torch.stack(shots)[None]),
     )
 
 
-def test_pcl_term_hand_computed():
-    loss = NTRENetLoss(LossConfig(bank_size=10))
-    out = _fake_output()
-    query_mask = torch.tensor([[[1, 255], [0, 0]]])  # 255 counts as not-target: DO = pixels 1, 2, 3
-    support_mask = torch.tensor([[[[1, 0], [0, 0]]]])  # support target at (0, 0)
-    value = loss._contrast(out, query_mask, support_mask, torch.tensor([4]), None)
-    area = 3 + 5e-4
-    query_do = torch.tensor([1.0, 2.0]) / area  # q summed over pixels 1, 2, 3
-    support_do = torch.tensor([0.0, 3.0]) / (3 + 5e-4)  # s over its non-target pixels
-    anchor = torch.tensor([1.0, 0.0]) / (1 + 5e-4)  # predicted target (0, 0) of q
-    positive = torch.tensor([2.0, 0.0]) / (1 + 5e-4)
-    bank = loss.bank.prototypes(4)
-    assert torch.allclose(bank, torch.stack([query_do, support_do]))
-    cos = torch.nn.functional.cosine_similarity
-    pos = math.exp(cos(anchor, positive, dim=0).item())
-    neg = sum(math.exp(cos(anchor, v, dim=0).item()) for v in (query_do, support_do))
-    assert value.item() == pytest.approx(-math.log(pos / neg + 1e-8), rel=1e-5)
+#: CE of the final head over the 3 labelled pixels: target (0, 0) at p1 = 3/4, two background pixels at p0 = 1/4.
+MAIN = (LN43 + 2 * LN4) / 3
+FINAL_BINS = (LN2 + MAIN) / 2  # mean of the two bins: ln 2 everywhere, and the main map again
+INITIAL_BINS = (2 * LN43 + LN4) / 3  # p0 = 3/4 on the two background pixels, 1/4 on the target
 
 
-def test_pcl_k_shot_uses_every_shot():
-    loss = NTRENetLoss(LossConfig(bank_size=10))
-    out = _fake_output(b=2, k=3)
-    query_mask = torch.zeros(2, 2, 2, dtype=torch.long)
-    support_masks = torch.zeros(2, 3, 2, 2, dtype=torch.long)
-    loss._contrast(out, query_mask, support_masks, torch.tensor([0, 1]), None)
-    # per class: 1 query DO + 3 support DOs
-    assert loss.bank.prototypes(0).shape == (4, 2) and loss.bank.prototypes(1).shape == (4, 2)
+def bg_term(alpha=0.5, eps=1e-5):
+    """(query + shot 0 + shot 1) / (K + 1); each is sum_T(-log p0) / (|T| + eps) + alpha * mean_all(-log p1)."""
+    query = LN43 / (1 + eps) + alpha * LN4  # T = (0, 0) only: 255 is not target, but counts in the regulariser
+    shot0 = LN43 / (1 + eps) + alpha * LN4
+    shot1 = 2 * LN4 / (2 + eps) + alpha * LN43  # p0 = 1/4 on its two target pixels, p1 = 3/4 everywhere
+    return (query + shot0 + shot1) / 3
+
+
+def _cos(a, b):
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+ANCHOR = (1 / (1 + EPS), 0.0)  # the query features at the predicted target (0, 0)
+POSITIVE = (  # mean over the shots of the support features at their own target pixels
+    (2 / (1 + EPS) + 4 / (2 + EPS)) / 2,
+    (0 + 4 / (2 + EPS)) / 2,
+)
+#: DO prototypes, newest first: the query's (not BG, not target: (0, 1), (1, 0), (1, 1)), shot 0's (the same
+#: pixels), shot 1's (all background: an empty mask, a zero prototype whose cosine is 0).
+QUERY_DO, SHOT0_DO, SHOT1_DO = (1 / (3 + EPS), 2 / (3 + EPS)), (0.0, 3 / (3 + EPS)), (0.0, 0.0)
+
+
+def pcl_term(negatives=(QUERY_DO, SHOT0_DO, SHOT1_DO), temperature=1.0, eps=1e-8):
+    positive = math.exp(_cos(ANCHOR, POSITIVE) / temperature)
+    return -math.log(positive / sum(math.exp(_cos(ANCHOR, v) / temperature) for v in negatives) + eps)
+
+
+def _total(config: LossConfig, bg=None, pcl=None) -> float:
+    bg = bg_term(config.bg_alpha, config.bg_eps) if bg is None else bg
+    pcl = pcl_term(temperature=config.pcl_temperature, eps=config.pcl_eps) if pcl is None else pcl
+    return (
+        config.main_weight * MAIN
+        + config.final_bins_weight * FINAL_BINS
+        + config.initial_bins_weight * INITIAL_BINS
+        + config.bg_weight * bg
+        + config.pcl_weight * pcl
+    )
+
+
+def _loss(config: LossConfig, query_mask=QUERY_MASK):
+    return NTRENetLoss(config)(_hand_made_output(), query_mask, SUPPORT_MASKS, torch.tensor([4]))
+
+
+def test_every_term_of_the_two_shot_loss_by_hand():
+    result = _loss(LossConfig())
+    hand = {"main": MAIN, "final_bins": FINAL_BINS, "initial_bins": INITIAL_BINS, "bg": bg_term(), "pcl": pcl_term()}
+    assert {k: approx(v) for k, v in hand.items()} == {k: v.item() for k, v in result.terms.items()}
+    # The reference's weights: 1, 0.4, 0.6, 1, 0.01.
+    total = MAIN + 0.4 * FINAL_BINS + 0.6 * INITIAL_BINS + bg_term() + 0.01 * pcl_term()
+    assert result.total.item() == approx(total)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("main_weight", 2.5),
+        ("final_bins_weight", 3.0),
+        ("initial_bins_weight", 0.0),
+        ("bg_weight", 0.25),
+        ("bg_alpha", 2.0),
+        ("bg_eps", 1.0),
+        ("pcl_weight", 5.0),
+        ("pcl_temperature", 0.25),
+        ("pcl_eps", 0.5),
+    ],
+)
+def test_each_loss_weight_and_constant_takes_effect(field, value):
+    config = LossConfig(**{field: value})
+    expected = _total(config)
+    assert expected != pytest.approx(_total(LossConfig()), rel=1e-3)  # the value changes the hand-computed total
+    assert _loss(config).total.item() == approx(expected)
+
+
+def test_pcl_weight_zero_switches_pcl_and_its_bank_off():
+    criterion = NTRENetLoss(LossConfig(pcl_weight=0.0))
+    result = criterion(_hand_made_output(), QUERY_MASK, SUPPORT_MASKS, torch.tensor([4]))
+    assert "pcl" not in result.terms and len(criterion.bank) == 0
+    assert result.total.item() == approx(_total(LossConfig(pcl_weight=0.0)))
+
+
+def test_bank_size_bounds_the_negatives():
+    """Capacity 2 keeps the two newest of the episode's three DO prototypes: shot 1's is dropped."""
+    config = LossConfig(bank_size=2)
+    criterion = NTRENetLoss(config)
+    result = criterion(_hand_made_output(), QUERY_MASK, SUPPORT_MASKS, torch.tensor([4]))
+    assert result.terms["pcl"].item() == approx(pcl_term(negatives=(QUERY_DO, SHOT0_DO)))
+    assert criterion.bank.prototypes(4).tolist() == [pytest.approx(QUERY_DO), pytest.approx(SHOT0_DO)]
+    assert pcl_term(negatives=(QUERY_DO, SHOT0_DO)) != pytest.approx(pcl_term(), rel=1e-3)
+
+
+def test_pcl_negatives_samples_that_many_from_the_bank():
+    torch.manual_seed(0)
+    value = _loss(LossConfig(pcl_negatives=2)).terms["pcl"].item()
+    pairs = [(QUERY_DO, SHOT0_DO), (QUERY_DO, SHOT1_DO), (SHOT0_DO, SHOT1_DO)]
+    assert value in [approx(pcl_term(negatives=p)) for p in pairs]
+    assert value != pytest.approx(pcl_term(), rel=1e-3)
+
+
+def test_ignore_index_is_the_label_value_the_segmentation_terms_skip():
+    """With ignore_index=7 a 7 in the query label is skipped as 255 is by default (PCL off: its label
+    handling follows the reference's 255)."""
+    config = LossConfig(ignore_index=7, pcl_weight=0.0)
+    sevens = torch.where(QUERY_MASK == 255, 7, QUERY_MASK)
+    assert _loss(config, sevens).total.item() == approx(_total(config))
+    # The default counts the 7 pixel as a (bogus) class and so cannot give the same total.
+    with pytest.raises((IndexError, RuntimeError)):
+        _loss(LossConfig(pcl_weight=0.0), sevens)
+
+
+def test_each_item_and_shot_sends_its_own_do_prototypes_to_its_class():
+    """B=2, K=2: class 4 gets item 0's query DO, then its shot 0 and shot 1 DOs; class 9 item 1's."""
+    item0, item1 = _hand_made_output(), _hand_made_output(shots=(SHOT1, SHOT0))
+    both = SimpleNamespace(
+        **{
+            key: torch.cat([getattr(item0, key), getattr(item1, key)])
+            for key in ("logits", "head_logits", "bg_logits", "support_bg_logits", "query_features")
+        },
+        bin_logits=[torch.cat([a, b]) for a, b in zip(item0.bin_logits, item1.bin_logits, strict=True)],
+        initial_logits=[torch.cat([a, b]) for a, b in zip(item0.initial_logits, item1.initial_logits, strict=True)],
+        support=SimpleNamespace(features=torch.cat([item0.support.features, item1.support.features])),
+    )
+    criterion = NTRENetLoss(LossConfig())
+    criterion(both, QUERY_MASK.expand(2, -1, -1), SUPPORT_MASKS.expand(2, -1, -1, -1), torch.tensor([4, 9]))
+    # Item 1's shot 0 has SHOT1's features under shot 0's mask and BG logits: its DO pixels (0, 1), (1, 0), (1, 1).
+    item1_shot0 = (4 / (3 + EPS), 4 / (3 + EPS))
+    assert criterion.bank.prototypes(4).tolist() == [pytest.approx(v) for v in (QUERY_DO, SHOT0_DO, SHOT1_DO)]
+    assert criterion.bank.prototypes(9).tolist() == [pytest.approx(v) for v in (QUERY_DO, item1_shot0, SHOT1_DO)]
 
 
 @pytest.mark.parametrize("shot", [1, 2])
@@ -172,11 +294,12 @@ def test_full_loss_on_tiny_model(shot):
     criterion = NTRENetLoss()
     out = model(query, support, support_masks)
     result = criterion(out, query_mask, support_masks, torch.tensor([0, 3]))
-    t = result.terms
-    expected = t["main"] + 0.4 * t["final_bins"] + 0.6 * t["initial_bins"] + t["bg"] + 0.01 * t["pcl"]
-    assert result.total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert sorted(result.terms) == ["bg", "final_bins", "initial_bins", "main", "pcl"]
+    # Every term is a CE of a 2-class map or a log-ratio, positive here; the weights are checked by hand above.
+    assert all(0 < t.item() < 20 for t in result.terms.values()) and result.total.requires_grad
     result.total.backward()
-    assert model.down_support[0].weight.grad is not None and model.bg_prototype.grad is not None
+    assert model.down_support[0].weight.grad.abs().sum() > 0 and model.bg_prototype.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.backbone.parameters())  # frozen
     assert criterion.bank.prototypes(0).shape == (1 + shot, 16)
     with pytest.raises(ValueError, match="train"):
         criterion(model.eval()(query, support, support_masks), query_mask, support_masks, torch.tensor([0, 3]))

@@ -5,6 +5,7 @@ import torch
 from conftest import make_tiny_model
 
 import ntre_zoo
+from ntre_zoo.model import SupportFeatures
 from ntre_zoo.model.config import ModelConfig
 
 
@@ -33,18 +34,15 @@ def test_real_size_parameter_checksums_match_the_reference(backbone, head, total
     assert torch.count_nonzero(model.bg_prototype) == 0  # zero-initialised, as the reference
 
 
-@pytest.mark.parametrize("backbone", ["resnet50", "resnet101", "vgg16_bn"])
-def test_real_size_backbones_give_logits_at_input_size(backbone):
+def test_real_size_resnet101_gives_every_output_at_its_size():
+    """ResNet-50 and VGG-16-BN at full size are pinned value by value in test_golden_outputs.py."""
     torch.manual_seed(0)
-    model = ntre_zoo.create_model(backbone).eval()
+    model = ntre_zoo.create_model("resnet101").eval()
     with torch.no_grad():
         out = model(*_episode(size=(49, 65)))
     assert out.logits.shape == (1, 2, 49, 65)
-    feature = (7, 9) if backbone != "vgg16_bn" else (4, 5)
-    assert out.bg_logits.shape == (1, 2, *feature)
-    assert out.prior.shape == (1, 1, *feature)
-    assert [m.shape[-1] for m in out.do_masks] == [60, 30, 15, 8]
-    assert torch.isfinite(out.logits).all()
+    assert out.head_logits.shape == out.bg_logits.shape == (1, 2, 7, 9) and out.prior.shape == (1, 1, 7, 9)
+    assert [tuple(m.shape[-2:]) for m in out.do_masks] == [(60, 60), (30, 30), (15, 15), (8, 8)]
 
 
 @pytest.mark.parametrize("size", [(65, 65), (50, 77), (64, 64), (33, 97)])
@@ -63,8 +61,19 @@ def test_k_identical_supports_equal_one_shot(tiny_model):
     torch.testing.assert_close(five, one, rtol=1e-5, atol=1e-5)
 
 
+def _shots(images, masks, seed=1):
+    """K different supports: each shot's image and target differ."""
+    g = torch.Generator().manual_seed(seed)
+    images = images + torch.randn(images.shape, generator=g)
+    masks = masks.clone()
+    for k in range(masks.shape[1]):
+        masks[:, k] = masks[:, k].roll(shifts=(7 * k, 11 * k), dims=(-2, -1))
+    return images, masks
+
+
 def test_k_shot_averages_prototype_and_prior(tiny_model):
     query, images, masks = _episode(shot=3)
+    images, masks = _shots(images, masks)
     with torch.no_grad():
         joint = tiny_model.encode_support(images, masks)
         shots = [tiny_model.encode_support(images[:, k : k + 1], masks[:, k : k + 1]) for k in range(3)]
@@ -72,42 +81,73 @@ def test_k_shot_averages_prototype_and_prior(tiny_model):
         priors = [tiny_model(query, support=s).prior for s in shots]
     torch.testing.assert_close(joint.prototype, torch.stack([s.prototype for s in shots]).mean(0))
     torch.testing.assert_close(out.prior, torch.stack(priors).mean(0))
+    assert (shots[0].prototype - shots[1].prototype).abs().max() > 1e-2  # the shots do differ
+    assert (priors[0] - priors[1]).abs().max() > 1e-2
+
+
+def test_combine_shots_gives_the_k_shot_encoding(tiny_model):
+    """What feature reuse does: K cached one-shot encodings combined equal the K-shot encoding."""
+    query, images, masks = _episode(shot=3)
+    images, masks = _shots(images, masks)
+    with torch.no_grad():
+        joint = tiny_model.encode_support(images, masks)
+        shots = [tiny_model.encode_support(images[:, k : k + 1], masks[:, k : k + 1]) for k in range(3)]
+        combined = SupportFeatures.combine_shots(shots)
+        inference_only = SupportFeatures.combine_shots(
+            [SupportFeatures(None, None, s.prototype, s.masked_high) for s in shots]
+        )
+        expected = tiny_model(query, support=joint).logits
+        got = tiny_model(query, support=inference_only).logits
+        first_only = tiny_model(query, support=shots[0]).logits
+    torch.testing.assert_close(combined.prototype, joint.prototype)
+    for name in ("features", "masks", "masked_high"):
+        torch.testing.assert_close(getattr(combined, name), getattr(joint, name))
+    assert inference_only.features is None and inference_only.shot == 3
+    torch.testing.assert_close(got, expected)
+    assert (first_only - expected).abs().max() > 1e-3  # a one-shot result would be told apart
 
 
 def test_cached_support_gives_the_same_logits(tiny_model):
     query, images, masks = _episode(batch=1, shot=2)
+    images, masks = _shots(images, masks)
     with torch.no_grad():
         direct = tiny_model(query, images, masks).logits
         support = tiny_model.encode_support(images, masks)
         cached = tiny_model(query.expand(3, -1, -1, -1), support=support).logits
+        other = tiny_model(query, images.flip(-1), masks).logits
     torch.testing.assert_close(cached, direct.expand(3, -1, -1, -1))
+    assert (other - direct).abs().max() > 1e-3  # the logits do depend on the support
 
 
 def test_ignore_pixels_count_as_not_target(tiny_model):
     query, images, masks = _episode()
-    ignored = masks.clone()
-    ignored[..., :5, :] = 255
-    zeroed = masks.clone()
-    zeroed[..., :5, :] = 0
+    ignored, zeroed, target = masks.clone(), masks.clone(), masks.clone()
+    ignored[..., :20, :] = 255
+    zeroed[..., :20, :] = 0
+    target[..., :20, :] = 1
     with torch.no_grad():
-        torch.testing.assert_close(tiny_model(query, images, ignored).logits, tiny_model(query, images, zeroed).logits)
+        as_zero = tiny_model(query, images, zeroed).logits
+        torch.testing.assert_close(tiny_model(query, images, ignored).logits, as_zero)
+        assert (tiny_model(query, images, target).logits - as_zero).abs().max() > 1e-3  # 255 as target would show
 
 
-def test_forward_is_deterministic_and_seeded_models_are_equal():
-    a, b = make_tiny_model(seed=3), make_tiny_model(seed=3)
+def test_seeded_models_are_equal_and_other_seeds_differ():
+    a, b, c = make_tiny_model(seed=3), make_tiny_model(seed=3), make_tiny_model(seed=4)
     episode = _episode()
     with torch.no_grad():
-        assert torch.equal(a(*episode).logits, a(*episode).logits)
         assert torch.equal(a(*episode).logits, b(*episode).logits)
+        assert not torch.allclose(a(*episode).logits, c(*episode).logits)
 
 
-def test_training_mode_returns_the_loss_inputs(tiny_model):
+def test_training_mode_returns_the_loss_inputs_and_gradients_reach_the_head_only(tiny_model):
     tiny_model.train()
     out = tiny_model(*_episode(batch=2, shot=2))
     assert len(out.bin_logits) == len(out.initial_logits) == 3
-    assert out.support_bg_logits.shape[:3] == (2, 2, 2)
-    assert out.logits.requires_grad
-    assert all(p.grad is None for p in tiny_model.backbone.parameters())
+    assert out.support_bg_logits.shape == (2, 2, *out.bg_logits.shape[1:])
+    (out.logits.sum() + sum(x.sum() for x in out.bin_logits) + out.support_bg_logits.sum()).backward()
+    assert all(p.grad is None for p in tiny_model.backbone.parameters())  # frozen, run under no_grad
+    for module in (tiny_model.down_query, tiny_model.down_support, tiny_model.bg_mining, tiny_model.classifier):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
 def test_eval_mode_skips_the_training_only_heads(tiny_model):

@@ -1,10 +1,13 @@
 """predict(): every input form, original-size output, the support cache, and clear errors on bad input."""
 
+import golden_cases
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+import ntre_zoo
 from ntre_zoo.data.preprocessing import canvas_shape
 
 
@@ -30,10 +33,23 @@ def test_single_query_gives_uint8_mask_at_original_size(tiny_model):
     assert set(np.unique(result)) <= {0, 1}
 
 
+def _probability(model, *args, **kwargs):
+    """predict's target probability: unlike the random tiny model's masks (all background), it shows any
+    change of input."""
+    details = model.predict(*args, return_details=True, **kwargs)
+    return [d.probability for d in details] if isinstance(details, list) else details.probability
+
+
+def _assert_same(a, b):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def test_every_image_and_mask_form_gives_the_same_prediction(tiny_model, tmp_path):
     image, mask = _scene()
     query, _ = _scene(seed=2)
-    expected = tiny_model.predict(image, mask, query)
+    expected = _probability(tiny_model, image, mask, query)
+    moved = _probability(tiny_model, image, np.roll(mask, 10, axis=1), query)
+    assert np.abs(moved - expected).max() > 1e-3  # another mask shows
     Image.fromarray(image).save(tmp_path / "s.png")
     Image.fromarray(mask * 255).save(tmp_path / "m.png")
     palette = Image.fromarray(mask, mode="P")
@@ -48,57 +64,121 @@ def test_every_image_and_mask_form_gives_the_same_prediction(tiny_model, tmp_pat
         (image, mask[..., None]),
     ]
     for support_image, support_mask in forms:
-        np.testing.assert_array_equal(tiny_model.predict(support_image, support_mask, query), expected)
+        _assert_same(_probability(tiny_model, support_image, support_mask, query), expected)
 
 
 def test_grayscale_and_16_bit_images_are_converted(tiny_model, tmp_path):
     image, mask = _scene()
     gray = image[..., 0]
-    as_rgb = tiny_model.predict(np.repeat(gray[..., None], 3, axis=2), mask, image)
-    np.testing.assert_array_equal(tiny_model.predict(gray, mask, image), as_rgb)
-    np.testing.assert_array_equal(tiny_model.predict(Image.fromarray(gray, "L"), mask, image), as_rgb)
+    as_rgb = _probability(tiny_model, np.repeat(gray[..., None], 3, axis=2), mask, image)
+    assert np.abs(as_rgb - _probability(tiny_model, image, mask, image)).max() > 1e-3  # colour shows
+    _assert_same(_probability(tiny_model, gray, mask, image), as_rgb)
+    _assert_same(_probability(tiny_model, Image.fromarray(gray, "L"), mask, image), as_rgb)
     sixteen = gray.astype(np.uint16) * 257  # the same intensities in 16 bits
     Image.fromarray(sixteen).save(tmp_path / "g16.png")
     assert Image.open(tmp_path / "g16.png").mode.startswith("I")
-    np.testing.assert_array_equal(tiny_model.predict(tmp_path / "g16.png", mask, image), as_rgb)
+    _assert_same(_probability(tiny_model, tmp_path / "g16.png", mask, image), as_rgb)
 
 
 def test_list_of_queries_reuses_the_supports(tiny_model):
     supports = [_scene(seed=s) for s in range(3)]
     images, masks = [s[0] for s in supports], [s[1] for s in supports]
     queries = [_scene(40 + 10 * i, 60, seed=10 + i)[0] for i in range(5)]
-    batched = tiny_model.predict(images, masks, queries, batch_size=2)
+    batched = _probability(tiny_model, images, masks, queries, batch_size=2)
     assert [r.shape for r in batched] == [q.shape[:2] for q in queries]
-    one_by_one = [tiny_model.predict(images, masks, q) for q in queries]
-    for a, b in zip(batched, one_by_one, strict=False):
-        np.testing.assert_array_equal(a, b)
+    one_by_one = [_probability(tiny_model, images, masks, q) for q in queries]
+    for a, b in zip(batched, one_by_one, strict=True):
+        _assert_same(a, b)
     support = tiny_model.encode_support(images, masks)
-    for a, b in zip(tiny_model.predict(support, queries), one_by_one, strict=False):
-        np.testing.assert_array_equal(a, b)
+    for a, b in zip(_probability(tiny_model, support, queries), one_by_one, strict=True):
+        _assert_same(a, b)
+    first_only = _probability(tiny_model, images[:1], masks[:1], queries[0])
+    assert np.abs(first_only - one_by_one[0]).max() > 1e-3  # all three shots count
+    masks_out = tiny_model.predict(support, queries)
+    assert [m.shape for m in masks_out] == [q.shape[:2] for q in queries] and masks_out[0].dtype == np.uint8
 
 
-def test_details_hold_probability_bg_and_do_maps(tiny_model):
+@pytest.fixture(scope="module")
+def shipped():
+    """The trained shipped model: its predictions are neither empty nor full, so the crop is visible."""
+    return ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0")
+
+
+def _capture(model):
+    """Forward outputs of ``model`` collected while the returned hook is registered."""
+    outputs = []
+    return outputs, model.register_forward_hook(lambda module, args, output: outputs.append(output))
+
+
+@pytest.mark.parametrize("size", [(157, 111), (111, 157), (131, 131)])
+def test_maps_are_the_canvas_logits_upsampled_to_the_long_side_and_cropped(shipped, size):
+    """Spec section 8: logits (bilinear, align_corners=True) to L x L, L = max(h, w), then the top-left h x w;
+    the mask is their argmax, the probability their softmax, BG and DO maps the same mapping of their maps."""
+    episode = golden_cases.shipped_episode()
+    h, w = size
+    scene = episode["query"] if h >= w else episode["query"].transpose(1, 0, 2)  # 181 x 147, or 147 x 181
+    query = np.ascontiguousarray(scene[:h, :w])
+    outputs, hook = _capture(shipped)
+    try:
+        details = shipped.predict(episode["support"], episode["support_mask"], query, return_details=True)
+    finally:
+        hook.remove()
+    (out,) = outputs
+    side = max(h, w)
+
+    def to_original(maps):
+        return F.interpolate(maps.float(), size=(side, side), mode="bilinear", align_corners=True)[0, :, :h, :w]
+
+    logits = to_original(out.logits)
+    probability = logits.softmax(dim=0)[1]
+    assert details.mask.shape == details.probability.shape == details.bg_map.shape == details.do_map.shape == size
+    np.testing.assert_allclose(details.probability, probability.numpy(), rtol=0, atol=1e-5)
+    decided = (logits[1] - logits[0]).abs() > 1e-4  # pixels whose argmax float rounding cannot flip
+    assert decided.float().mean() > 0.99
+    expected_mask = logits.argmax(dim=0).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(details.mask[decided.numpy()], expected_mask[decided.numpy()])
+    assert 0.03 < details.mask.mean() < 0.5  # a real segmentation, so a misplaced crop moves pixels
+    canvas = out.logits.shape[-2:]
+    bg = to_original(
+        F.interpolate(out.bg_logits.softmax(dim=1)[:, 1:], size=canvas, mode="bilinear", align_corners=True)
+    )
+    np.testing.assert_allclose(details.bg_map, bg[0].numpy(), rtol=0, atol=1e-5)
+    do = torch.stack([F.interpolate(m, size=canvas, mode="bilinear", align_corners=True) for m in out.do_masks])
+    np.testing.assert_allclose(details.do_map, to_original(do.mean(dim=0))[0].numpy(), rtol=0, atol=1e-5)
+
+
+def test_predict_restores_training_mode_and_runs_as_in_eval_mode_without_autograd(tiny_model):
+    """In train mode, predict gives the eval-mode result (no dropout, BN running statistics), records no
+    graph and leaves the model in train mode."""
     image, mask = _scene()
-    details = tiny_model.predict(image, mask, image, return_details=True)
-    for array in (details.probability, details.bg_map, details.do_map):
-        assert array.shape == (50, 70) and array.dtype == np.float32
-        assert 0.0 <= array.min() and array.max() <= 1.0
-    np.testing.assert_array_equal(details.mask, (details.probability > 0.5).astype(np.uint8))
-
-
-def test_predict_restores_training_mode_and_leaves_no_grad(tiny_model):
+    query, _ = _scene(seed=3)
+    expected = tiny_model.predict(image, mask, query, return_details=True)
+    seen = []
+    tiny_model.register_forward_hook(
+        lambda module, args, output: seen.append(
+            (module.training, torch.is_grad_enabled(), output.logits.requires_grad)
+        )
+    )
     tiny_model.train()
-    image, mask = _scene()
-    tiny_model.predict(image, mask, image)
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    got = tiny_model.predict(image, mask, query, return_details=True)
     assert tiny_model.training
+    assert seen == [(False, False, False)]
+    np.testing.assert_array_equal(got.probability, expected.probability)
+    assert all(p.grad is None for p in tiny_model.parameters())
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in before.items())  # BN statistics untouched
 
 
-def test_predict_is_deterministic_and_runs_under_autocast(tiny_model):
+def test_amp_dtype_runs_the_network_under_autocast(tiny_model):
     image, mask = _scene()
-    first = tiny_model.predict(image, mask, image, device="cpu")
-    np.testing.assert_array_equal(tiny_model.predict(image, mask, image), first)
+    dtypes = []
+    tiny_model.fuse.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
+    fp32 = tiny_model.predict(image, mask, image, return_details=True)
     bf16 = tiny_model.predict(image, mask, image, amp_dtype=torch.bfloat16, return_details=True)
-    assert bf16.mask.shape == first.shape and bf16.probability.dtype == np.float32
+    assert dtypes == [torch.float32, torch.bfloat16]
+    assert bf16.probability.dtype == np.float32 and bf16.mask.shape == fp32.mask.shape
+    difference = np.abs(bf16.probability - fp32.probability).max()
+    assert 0 < difference < 0.05  # bf16 rounding: close to fp32, not equal to it
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -10,7 +10,7 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: Modules of this package that define subcommands, in the order ``--help`` lists them.
-_COMMAND_MODULES = ("demo", "zoo", "prepare", "evaluate", "train", "reproduce")
+_COMMAND_MODULES = ("demo", "predict", "zoo", "prepare", "evaluate", "train", "reproduce", "export", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, KeyError, RuntimeError) as error:
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, KeyError, RuntimeError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"ntre-zoo {args.command}: error: {message}", file=sys.stderr)
         return 1

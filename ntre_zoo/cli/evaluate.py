@@ -55,7 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--novel-classes", type=int, nargs="+", default=None, help="folder dataset: the test class ids")
     parser.add_argument("--device", default="cpu", help="e.g. cuda, cuda:1 (default: %(default)s)")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="run under autocast (default: fp32)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        default=None,
+        help="fp32 (default: the protocol's), bf16/fp16 autocast, or auto (bf16 where native)",
+    )
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="older spelling of --precision")
     parser.add_argument("--batch-size", type=int, default=1, help="episodes per forward pass (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
@@ -93,8 +99,6 @@ def _seeds(args: argparse.Namespace, protocol: Any) -> list[int]:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
-
-    import torch
 
     from ..data import DataConfig, build_dataset
     from ..evaluation.loop import evaluate_seeds
@@ -135,7 +139,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=args.device,
         progress=not args.no_progress,
-        amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp),
+        precision=_precision(args),
     )
     for run in result.runs:
         print(f"\n{args.dataset} fold {args.fold}, {args.shot}-shot, seed {run.seed}")
@@ -209,11 +213,18 @@ def _protocol(
         "resize": dataset.resize,
         "scoring": dataset.scoring,
         "query_order": "val list order, cycled",
-        "amp": args.amp,
+        "precision": _precision(args),
         "batch_size": args.batch_size,
         "workers": args.workers,
         "device": args.device,
     }
+
+
+def _precision(args: argparse.Namespace) -> str:
+    """``--precision``, or its older spelling ``--amp``; both at once must agree."""
+    if args.amp and args.precision and args.amp != args.precision:
+        raise ValueError(f"--amp {args.amp} and --precision {args.precision} disagree; pass only --precision.")
+    return args.precision or args.amp or "fp32"
 
 
 def _run_make_synthetic(args: argparse.Namespace) -> int:

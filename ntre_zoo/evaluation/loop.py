@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data.builder import DataConfig, build_dataset
 from ..data.episodes import EpisodeDataset, collate_episodes
 from ..data.preprocessing import logits_to_original
+from ..inference.precision import autocast_dtype
 from ..model.config import check_amp_dtype, check_int, resolve_device
 from ..model.types import FewShotSegmenter
 from .feature_reuse import score_grouped
@@ -146,6 +147,7 @@ def evaluate(
     progress: bool = True,
     reuse_features: bool = True,
     cache_mb: float = 2048,
+    precision: str = "fp32",
     amp_dtype: torch.dtype | None = None,
 ) -> FoldResult:
     """Run ``model`` on the episodes of ``dataset`` and score them (spec section 8).
@@ -171,7 +173,10 @@ def evaluate(
         reuse_features: encode each query image once per evaluation and each (support image, class) pair
             once while ``cache_mb`` allows (the fast path); False runs every episode from scratch.
         cache_mb: memory budget of the support cache.
-        amp_dtype: run under autocast with this dtype (``torch.bfloat16``, or ``torch.float16`` on CUDA).
+        precision: ``fp32`` (the default: the protocol's numbers, and the manifest's, are fp32), ``bf16`` or
+            ``fp16`` (autocast), or ``auto`` (bf16 where the device computes it natively; see
+            :mod:`ntre_zoo.inference.precision`).
+        amp_dtype: the older spelling of ``precision`` (``torch.bfloat16`` = ``"bf16"``).
 
     Returns:
         :class:`FoldResult`, with the protocol's name.
@@ -183,6 +188,7 @@ def evaluate(
     batch_size, workers = check_int(batch_size, "batch_size", 1), check_int(workers, "workers", 0)
     amp_dtype = check_amp_dtype(amp_dtype)
     device = resolve_device(device) or torch.device("cpu")
+    dtype = autocast_dtype(precision, device, amp_dtype, default="fp32")
     named = get_protocol(protocol) if protocol is not None else None
     dataset = _resolve(model, dataset, named, progress)
     if named is not None:
@@ -194,7 +200,7 @@ def evaluate(
     model.eval()
     model.to(device)
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             score_episodes(
                 model,
                 dataset,

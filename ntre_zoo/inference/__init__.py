@@ -1,6 +1,34 @@
-"""The inference wing: ``predict`` and ``encode_support`` on images in every form, and reading those images."""
+"""The inference wing: ``predict``, ``encode_support`` and multi-class ``segment`` on images in every form, weak
+support annotations (boxes, points, scribbles), the precision choice, pictures of results, and reading images."""
 
+from . import visualize
+from .annotations import Box, Points, Scribble, annotation_from_mask, support_mask
 from .image_io import as_list, load_image, load_mask
+from .precision import PRECISIONS, autocast_dtype, cpu_capabilities, native_bf16, resolve_precision
 from .predict import Prediction, encode_support, predict, prepare_image
+from .segment import Segmentation, encode_supports, resolve_overlaps, segment
 
-__all__ = ["Prediction", "as_list", "encode_support", "load_image", "load_mask", "predict", "prepare_image"]
+__all__ = [
+    "PRECISIONS",
+    "Box",
+    "Points",
+    "Prediction",
+    "Scribble",
+    "Segmentation",
+    "annotation_from_mask",
+    "as_list",
+    "autocast_dtype",
+    "cpu_capabilities",
+    "encode_support",
+    "encode_supports",
+    "load_image",
+    "load_mask",
+    "native_bf16",
+    "predict",
+    "prepare_image",
+    "resolve_overlaps",
+    "resolve_precision",
+    "segment",
+    "support_mask",
+    "visualize",
+]

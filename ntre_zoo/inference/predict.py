@@ -29,10 +29,12 @@ from ..data.preprocessing import (
 )
 from ..model.config import check_amp_dtype, check_int, resolve_device
 from ..model.heads import resize
-from ..model.types import FewShotSegmenter, SupportFeatures
-from .image_io import as_list, check_mask_threshold, load_image, load_mask
+from ..model.types import FewShotSegmenter, NTRENetOutput, SupportFeatures
+from .annotations import support_mask
+from .image_io import as_list, check_mask_threshold, load_image
+from .precision import autocast_dtype
 
-__all__ = ["Prediction", "encode_support", "predict", "prepare_image"]
+__all__ = ["Prediction", "canvas_maps", "encode_support", "predict", "prepare_image"]
 
 
 @dataclass
@@ -110,10 +112,11 @@ def encode_support(
     support_masks: Any,
     *,
     device: str | torch.device | None = None,
+    precision: str = "auto",
     amp_dtype: torch.dtype | None = None,
     mask_threshold: float | None = None,
 ) -> SupportFeatures:
-    """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms).
+    """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms and ``precision``).
 
     Raises:
         ValueError: K images vs a different number of masks, a mask whose size differs from its image,
@@ -133,7 +136,7 @@ def encode_support(
     canvases, canvas_masks, sizes = [], [], []
     for i, (image_value, mask_value) in enumerate(zip(images, masks, strict=False)):
         image = load_image(image_value, f"support_imgs[{i}]")
-        mask = load_mask(mask_value, f"support_masks[{i}]", mask_threshold)
+        mask = support_mask(mask_value, tuple(image.shape[-2:]), f"support_masks[{i}]", mask_threshold, size)
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"support_masks[{i}] is {mask.shape[0]}x{mask.shape[1]} but support_imgs[{i}] is "
@@ -148,6 +151,7 @@ def encode_support(
         canvas_masks.append(mask_to_canvas(mask, size))
         sizes.append((int((mask == 1).sum()), *mask.shape))
     device = _device_of(model, device)
+    amp_dtype = autocast_dtype(precision, device, amp_dtype)
     with _inference(device, amp_dtype):
         batch = _to_device(torch.stack(canvases), model, device)
         support = _eval_view(model).encode_support(batch[None], torch.stack(canvas_masks)[None].to(device))
@@ -196,6 +200,7 @@ def predict(
     *,
     return_details: bool = False,
     device: str | torch.device | None = None,
+    precision: str = "auto",
     amp_dtype: torch.dtype | None = None,
     batch_size: int = 4,
     mask_threshold: float | None = None,
@@ -208,12 +213,16 @@ def predict(
             uint8 numpy array or a ``3xHxW`` tensor (uint8 or float in [0, 1]); grayscale, RGBA and
             16-bit inputs are converted. Or a :class:`SupportFeatures` from ``model.encode_support``,
             in which case the next positional argument is the query.
-        support_masks: one mask per support image, same size: path, PIL (L/P/1, or grey RGB), numpy or
-            tensor; bool, {0, 1} or {0, 255}. Files are read in their displayed (EXIF) orientation.
+        support_masks: one annotation per support image: a mask of its size (path, PIL (L/P/1, or grey RGB),
+            numpy or tensor; bool, {0, 1} or {0, 255}; files are read in their displayed (EXIF) orientation), or
+            a :class:`~ntre_zoo.Box`, :class:`~ntre_zoo.Points` or :class:`~ntre_zoo.Scribble` (rules in
+            :mod:`ntre_zoo.inference.annotations`).
         query: one image or a list of images (supports are encoded once and reused for every query).
         return_details: return :class:`Prediction` objects instead of masks.
         device: run there (the model is moved); default: where the model is.
-        amp_dtype: e.g. ``torch.bfloat16`` to run under autocast; default fp32.
+        precision: ``fp32``, ``bf16``, ``fp16`` (autocast) or ``auto``: bf16 where the device computes it
+            natively, fp32 elsewhere (:mod:`ntre_zoo.inference.precision`).
+        amp_dtype: the older spelling of ``precision`` (``torch.bfloat16`` = ``"bf16"``).
         batch_size: queries per forward pass.
         mask_threshold: binarise soft support masks (anti-aliased, JPEG): target where the value is above it,
             in the mask's scale (127 for 0..255, 0.5 for [0, 1]). Default: masks must be binary.
@@ -240,9 +249,16 @@ def predict(
         if support_masks is None:
             raise ValueError("support_masks is required: pass one mask per support image.")
         support = encode_support(
-            model, support_imgs, support_masks, device=device, amp_dtype=amp_dtype, mask_threshold=mask_threshold
+            model,
+            support_imgs,
+            support_masks,
+            device=device,
+            precision=precision,
+            amp_dtype=amp_dtype,
+            mask_threshold=mask_threshold,
         )
         device = support.prototype.device
+    amp_dtype = autocast_dtype(precision, device, amp_dtype)
     if query is None:
         raise ValueError("query is required: pass an image or a list of images to segment.")
     single = not isinstance(query, (list, tuple))
@@ -261,11 +277,21 @@ def predict(
     return results[0] if single else results
 
 
-def _to_original(out: Any, sizes: Sequence[tuple[int, int]], details: bool) -> list[Any]:
+def canvas_maps(out: NTRENetOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """The BG and DO maps of a forward pass at the canvas size: ``(B, 1, S, S)`` float32 each.
+
+    BG: the BG-mining probability of background (what BGEM eliminates); DO: the distracting-object masks
+    averaged over the pyramid bins (what DOEM eliminates). Zeros for a model without BG mining / DOEM.
+    """
     canvas = tuple(out.logits.shape[-2:])
     blank = out.logits.new_zeros((out.logits.shape[0], 1, *canvas), dtype=torch.float32)
     bg = blank if out.bg_logits is None else resize(out.bg_logits.float().softmax(dim=1)[:, 1:], canvas)
     do = torch.stack([resize(m.float(), canvas) for m in out.do_masks]).mean(dim=0) if out.do_masks else blank
+    return bg, do
+
+
+def _to_original(out: NTRENetOutput, sizes: Sequence[tuple[int, int]], details: bool) -> list[Any]:
+    bg, do = canvas_maps(out)
     results: list[Any] = []
     for i, (h, w) in enumerate(sizes):
         logits = logits_to_original(out.logits[i : i + 1].float(), h, w)[0]

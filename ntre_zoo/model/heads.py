@@ -53,12 +53,11 @@ def prior_mask(
         rows = []
         for i in range(b):
             keep = s_norm[i, :, 0] > 0
-            best = q.new_zeros(h * w)
-            if bool(keep.any()):
-                best = (torch.mm(s[i][keep], q[i]) / (torch.mm(s_norm[i][keep], q_norm[i]) + eps)).max(dim=0).values
-                if not bool(keep.all()):
-                    best = best.clamp_min(0)
-            rows.append(best)
+            kept = torch.mm(s[i][keep], q[i]) / (torch.mm(s_norm[i][keep], q_norm[i]) + eps)
+            # One extra row stands for the skipped positions: 0 (their exact similarity) where any was
+            # skipped, -inf where none was. No branch on the data, so the graph exports to ONNX as it is.
+            skipped = torch.where(keep.all(), float("-inf"), 0.0).to(q.dtype).expand(1, h * w)
+            rows.append(torch.cat([kept, skipped]).max(dim=0).values)
         similarity = torch.stack(rows)
     lo = similarity.min(dim=1, keepdim=True).values
     hi = similarity.max(dim=1, keepdim=True).values

@@ -1,4 +1,4 @@
-"""``ModelMixin``: the model's convenience methods (predict, encode_support, save_pretrained, push_to_hub).
+"""``ModelMixin``: the model's convenience methods (predict, segment, encode_support, save_pretrained, push_to_hub).
 
 As ``transformers``/``huggingface_hub`` models do, NTRENet carries these methods, but they live here and
 call the inference and zoo functions. This module never imports the model class, so the model's file
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..inference.predict import encode_support, predict
+from ..inference.segment import segment
 from ..zoo.publish import PushResult, push_to_hub
 from ..zoo.saving import save_pretrained
 from .types import FewShotSegmenter, SupportFeatures
@@ -34,7 +35,7 @@ class ModelMixin:
                 takes (one or a list of K), which are then preprocessed as ``predict`` does.
             support_masks: ``(B, K, H, W)`` with 1 = target, 0 = not, 255 = ignore (counts as not
                 target), or masks in any form ``predict`` takes.
-            **kwargs: ``device``, ``amp_dtype``, ``mask_threshold`` for the image form.
+            **kwargs: ``device``, ``precision`` (or ``amp_dtype``), ``mask_threshold`` for the image form.
 
         Returns:
             :class:`~ntre_zoo.model.types.SupportFeatures`.
@@ -48,6 +49,11 @@ class ModelMixin:
     ) -> Any:
         """Segment images from a few annotated supports; see :func:`ntre_zoo.inference.predict.predict`."""
         return predict(self, support_imgs, support_masks, query, **kwargs)
+
+    def segment(self: FewShotSegmenter, query: Any, supports: Mapping[str, Any], **kwargs: Any) -> Any:
+        """Segment several classes at once, ``supports = {"dog": (imgs, masks), "cat": (imgs, boxes)}``;
+        see :func:`ntre_zoo.inference.segment.segment`."""
+        return segment(self, query, supports, **kwargs)
 
     def save_pretrained(
         self: FewShotSegmenter, save_directory: Any, *, metadata: Mapping[str, Any] | None = None

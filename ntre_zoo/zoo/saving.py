@@ -51,9 +51,10 @@ MODEL_CARD_NAME = "README.md"
 ARCHITECTURE = "ntrenet"
 #: The safetensors header entry that holds the ``config.json`` the weights were saved with.
 HEADER_CONFIG_KEY = "ntre_zoo_config"
-#: The rest of every weights file's header, in the order written (the shipped model's order). A weights file with
-#: only these entries is a function of its tensors alone (and the version): ``reproduce`` and ``publish`` write that.
-WEIGHTS_METADATA = {"ntre_zoo_version": __version__, "format": "pt"}
+#: The rest of every weights file's header, in the order written. A weights file with only these entries is a
+#: function of its tensors alone (no package version: a later release reproduces the same bytes); ``reproduce`` and
+#: ``publish`` write that, and the shipped model's file is one.
+WEIGHTS_METADATA = {"format": "pt"}
 _CARD_STAMP = re.compile(r"\n<!-- ntre-zoo model card, sha256 of the text above: (?P<digest>[0-9a-f]{64}) -->\n\Z")
 PathLike = str | os.PathLike[str]
 

@@ -1,0 +1,31 @@
+"""``ntre-zoo app``: serve the web app (Gradio) on this machine."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "app",
+        help="serve the web app: annotate supports with a brush, segment queries, download the masks",
+        description="Serves a Gradio page on HOST:PORT that runs the whole predict workflow offline: choose a "
+        "model, paint (or upload) the supports' masks, add queries, see the overlays, probability, BG and DO maps, "
+        "download the masks. Needs pip install 'ntre-zoo[app]'.",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="the model shown first: zoo name, local directory or hf-hub:ID (default: the shipped demo model)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..app import launch
+    from ..demo import DEMO_MODEL
+
+    launch(args.model or DEMO_MODEL, host=args.host, port=args.port)
+    return 0

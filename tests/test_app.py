@@ -1,0 +1,200 @@
+"""The web app's logic without a browser: annotations from the editor, the model notice, masks to download,
+examples; and ``ntre-zoo app``'s arguments. The page itself is driven in tests/test_app_browser.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ntre_zoo import Box, Points, Scribble, Segmentation, segment
+from ntre_zoo.app.logic import (
+    ModelCache,
+    describe_support,
+    editor_support,
+    model_notice,
+    new_support_image,
+    result_panels,
+    run_prediction,
+    status_line,
+    write_examples,
+    write_masks,
+    zoo_choices,
+)
+from ntre_zoo.cli import build_parser
+from ntre_zoo.data import synthetic_episode
+from ntre_zoo.demo import DEMO_MODEL
+
+
+def _editor(image: np.ndarray, painted: np.ndarray | None = None) -> dict:
+    """What Gradio's ImageEditor gives: an RGBA background and one RGBA layer of brush strokes."""
+    h, w = (painted if painted is not None else image).shape[:2]
+    background = np.full((h, w, 4), 255, np.uint8)
+    background[: image.shape[0], : image.shape[1], :3] = image[:h, :w]
+    layer = np.zeros((h, w, 4), np.uint8)
+    if painted is not None:
+        layer[painted.astype(bool)] = (255, 42, 42, 255)
+    return {"background": background, "layers": [layer], "composite": background}
+
+
+@pytest.fixture(scope="module")
+def episode():
+    return synthetic_episode(5, fold=0, shot=1, novel=True)
+
+
+def test_brush_strokes_become_the_support_mask(episode):
+    supports, masks, _, _ = episode
+    support = editor_support(supports[0], _editor(supports[0], masks[0]), None, 0)
+    assert np.array_equal(support.image, supports[0])
+    assert np.array_equal(support.annotation, masks[0])
+    assert new_support_image(supports[0], None, "mask", None, 0)[0]["layers"] == []  # a new image clears the strokes
+    with pytest.raises(ValueError, match="strokes were drawn on a 800x800 canvas, not on the 200x200 image"):
+        editor_support(supports[0], _editor(supports[0], np.ones((800, 800), np.uint8)), None, 0)
+
+
+def test_an_uploaded_mask_wins_over_strokes(episode):
+    supports, masks, _, _ = episode
+    painted = np.zeros_like(masks[0])
+    painted[:10, :10] = 1
+    support = editor_support(supports[0], _editor(supports[0], painted), masks[0] * np.uint8(255), 1)
+    assert np.array_equal(support.annotation, masks[0])
+    line = describe_support(supports[0], _editor(supports[0]), masks[0] * np.uint8(255), "mask", "", 1)
+    assert line == f"Support 2: 200 x 200 px, {int(masks[0].sum())} object pixels (uploaded mask)."
+
+
+def test_missing_or_mismatched_annotations_say_what_to_do(episode):
+    supports, masks, _, _ = episode
+    assert editor_support(None, None, None, 0) is None
+    assert describe_support(None, None, None, "mask", None, 2) == "Support 3: empty."
+    with pytest.raises(ValueError, match="Support 1 has no target pixel: paint the object"):
+        editor_support(supports[0], _editor(supports[0]), None, 0)
+    with pytest.raises(ValueError, match="Support 2 has a mask but no image"):
+        editor_support(None, None, masks[0], 1)
+    with pytest.raises(ValueError, match="the mask is 20x20 but the image is 200x200"):
+        editor_support(supports[0], None, np.ones((20, 20), np.uint8), 0)
+    with pytest.raises(ValueError, match="at least one query"):
+        run_prediction(None, [editor_support(supports[0], None, masks[0], 0)], [])
+    with pytest.raises(ValueError, match="at least one support"):
+        run_prediction(None, [], [supports[0]])
+
+
+def test_prediction_panels_and_mask_files(tmp_path, episode):
+    supports, masks, query, _ = episode
+    cache = ModelCache()
+    loaded = cache.get("")
+    assert loaded is cache.get(DEMO_MODEL)  # loaded once
+    predictions = run_prediction(loaded.model, [editor_support(supports[0], None, masks[0], 0)], [query])
+    assert np.array_equal(predictions[0].mask, loaded.model.predict(supports[0], masks[0], query))
+    panels = result_panels([query], ["q.jpg"], predictions)
+    assert [caption.split(": ")[1] for _, caption in panels] == [
+        "prediction",
+        "target probability",
+        "BG map (mined background)",
+        "DO map (eliminated distractors)",
+    ]
+    assert all(image.shape == (*query.shape[:2], 3) and image.dtype == np.uint8 for image, _ in panels)
+    (path,) = write_masks(tmp_path, ["q.jpg"], predictions)
+    assert path.name == "q_mask.png"
+    assert np.array_equal(np.asarray(Image.open(path)) // 255, predictions[0].mask)
+
+
+def test_the_synthetic_demo_model_is_named_plainly():
+    cache = ModelCache()
+    assert cache.get(None).synthetic
+    assert "not on photos" in model_notice(cache.get(None))
+    assert zoo_choices()[0] == DEMO_MODEL
+    other = ModelCache(cache.get(None).model, label="my model").get(None)
+    assert other.name == "my model" and not other.synthetic
+    assert model_notice(other) == "Model: `my model`."
+
+
+def test_examples_are_synthetic_episodes_on_disk(tmp_path):
+    ((support, mask, query),) = write_examples(tmp_path, seeds=(3,))
+    supports, masks, expected_query, _ = synthetic_episode(3, fold=0, shot=1, novel=True)
+    assert np.array_equal(np.asarray(Image.open(support)), supports[0])
+    assert np.array_equal(np.asarray(Image.open(mask)) // 255, masks[0])
+    assert np.array_equal(np.asarray(Image.open(query)), expected_query)
+
+
+def test_app_command_arguments():
+    args = build_parser().parse_args(["app", "--model", "runs/x/best", "--host", "0.0.0.0", "--port", "8080"])
+    assert (args.model, args.host, args.port) == ("runs/x/best", "0.0.0.0", 8080)
+    defaults = build_parser().parse_args(["app"])
+    assert (defaults.model, defaults.host, defaults.port) == (None, "127.0.0.1", 7860)
+
+
+def _two_strokes(shape: tuple[int, int]) -> np.ndarray:
+    """Two separate 11 x 11 brush strokes centred at (x=65, y=45) and (x=125, y=105)."""
+    painted = np.zeros(shape, np.uint8)
+    painted[40:51, 60:71] = 1
+    painted[100:111, 120:131] = 1
+    return painted
+
+
+def test_box_points_and_scribble_from_strokes_predict_like_the_api(episode):
+    supports, _, query, _ = episode
+    model = ModelCache().get(None).model
+    painted = _two_strokes(supports[0].shape[:2])
+    expected = {
+        "box": Box(60, 40, 131, 111),
+        "points": Points([(65, 45), (125, 105)]),
+        "scribble": Scribble(painted),
+    }
+    for kind, annotation in expected.items():
+        support = editor_support(supports[0], _editor(supports[0], painted), None, 0, kind, "target")
+        if kind == "scribble":
+            assert np.array_equal(support.annotation.strokes, painted)
+        else:
+            assert support.annotation == annotation
+        (prediction,) = run_prediction(model, [support], [query])
+        assert np.array_equal(prediction.mask, model.predict(supports[0], annotation, query)), kind
+    line = describe_support(supports[0], _editor(supports[0], painted), None, "points", "dog", 0)
+    assert line == "Support 1: 200 x 200 px, 2 click(s) at (65, 45), (125, 105) (the strokes' centres). Class: dog."
+
+
+def test_two_classes_give_the_label_map_of_segment(tmp_path, episode):
+    supports, masks, query, _ = episode
+    other, _, _, _ = synthetic_episode(6, fold=0, shot=1, novel=True)
+    painted = _two_strokes(other[0].shape[:2])
+    loaded = ModelCache().get(None)
+    annotated = [
+        editor_support(supports[0], None, masks[0] * np.uint8(255), 0, "mask", "a"),
+        editor_support(other[0], _editor(other[0], painted), None, 1, "box", "b"),
+        editor_support(supports[0], _editor(supports[0], masks[0]), None, 2, "mask", " a "),  # same class "a"
+    ]
+    (result,) = run_prediction(loaded.model, annotated, [query])
+    expected = segment(
+        loaded.model, query, {"a": ([supports[0]] * 2, [masks[0]] * 2), "b": ([other[0]], [Box(60, 40, 131, 111)])}
+    )
+    assert isinstance(result, Segmentation) and result.classes == ("a", "b")
+    assert np.array_equal(result.label_map, expected.label_map)
+    assert np.allclose(result.probabilities, expected.probabilities, atol=1e-6)
+    captions = [caption.split(": ")[1] for _, caption in result_panels([query], ["q.jpg"], [result])]
+    assert captions == [
+        "classes",
+        "probability of a",
+        "probability of b",
+        "BG map (mined background)",
+        "DO map of a (eliminated distractors)",
+        "DO map of b (eliminated distractors)",
+    ]
+    (path,) = write_masks(tmp_path, ["q.jpg"], [result])
+    picture = Image.open(path)
+    assert path.name == "q_labels.png" and picture.mode == "P"
+    assert np.array_equal(np.asarray(picture), result.label_map)
+    line = status_line(loaded, annotated, 1, 0.5)
+    assert line.endswith("2 classes; label map: 0 = background, 1 = a, 2 = b.")
+    assert status_line(loaded, annotated[:1], 1, 0.5).endswith("in 0.50 s.")  # one class: the line as before
+
+
+def test_bad_annotation_combinations_say_what_to_do(episode):
+    supports, masks, _, _ = episode
+    with pytest.raises(ValueError, match="Support 1 has no target pixel: draw its box with the brush"):
+        editor_support(supports[0], _editor(supports[0]), None, 0, "box", "target")
+    with pytest.raises(ValueError, match="an uploaded mask is a 'mask' annotation, but the kind is 'points'"):
+        editor_support(supports[0], _editor(supports[0]), masks[0], 1, "points", "target")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        editor_support(supports[0], _editor(supports[0], masks[0]), None, 0, "lasso", "target")
+    assert describe_support(supports[0], _editor(supports[0]), None, "scribble", None, 2) == (
+        "Support 3 has no target pixel: draw its scribble with the brush."
+    )
