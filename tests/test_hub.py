@@ -370,12 +370,12 @@ def test_push_to_hub_prints_the_manifest_entry(tiny_model, monkeypatch, capsys, 
     def create_repo(self, repo_id, **kwargs):
         uploaded["created"] = repo_id
 
-    def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        uploaded["files"] = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+    def create_commit(self, *, repo_id, operations, **kwargs):
+        uploaded["files"] = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}
         return SimpleNamespace(oid="a" * 40, commit_url=f"https://hub.example/{repo_id}/commit/{'a' * 40}")
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
     metrics = {"miou_1shot": 12.5, "episodes": 1000, "seed": 321, "command": "ntre-zoo evaluate ..."}
     result = tiny_model.push_to_hub(
         "me/ntrenet_resnet50.pascal5i_fold0", metadata={"dataset": "pascal5i", "fold": 0, "metrics": metrics}

@@ -144,3 +144,18 @@ def test_offline_or_stale_weights_fail_before_anything_is_sent(hub, variant, mon
     with pytest.raises(ValueError, match="canonical layout"):
         publish(directory, f"me/{NAME}", manifest=manifest)
     assert hub.requests == []
+
+
+def test_the_uploaded_card_loads_from_the_hub_and_a_card_the_user_wrote_goes_up_as_written(hub, variant):
+    directory, manifest, *_ = variant
+    local_card = (directory / "README.md").read_text()
+    assert "from_pretrained('path/to/this/directory')" in local_card
+    commit = publish(directory, f"ntre-zoo/{NAME}", manifest=manifest).commit
+    uploaded = hub.repos[f"ntre-zoo/{NAME}"].commits[commit]["README.md"].decode()
+    assert f"model = ntre_zoo.from_pretrained('hf-hub:ntre-zoo/{NAME}')" in uploaded
+    assert (directory / "README.md").read_text() == local_card  # the local directory is not rewritten
+    assert ModelCard(uploaded).data.to_dict()["library_name"] == "ntre-zoo"
+
+    (directory / "README.md").write_text("# my own card\n")
+    commit = publish(directory, f"ntre-zoo/{NAME}", manifest=manifest).commit
+    assert hub.repos[f"ntre-zoo/{NAME}"].commits[commit]["README.md"] == b"# my own card\n"

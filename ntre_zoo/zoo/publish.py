@@ -27,7 +27,15 @@ from .._version import __version__
 from ..model.types import FewShotSegmenter
 from .download import resolve_endpoint, sha256_file
 from .manifest import HubLocation, ManifestEntry, default_manifest_path, load_manifest, model_name
-from .saving import ARCHITECTURE, CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+from .saving import (
+    ARCHITECTURE,
+    CONFIG_NAME,
+    MODEL_CARD_NAME,
+    WEIGHTS_NAME,
+    card_is_ours,
+    save_pretrained,
+    stamped_card,
+)
 
 __all__ = ["ENTRY_FILE", "PublishResult", "PushResult", "publish", "push_to_hub"]
 
@@ -79,10 +87,27 @@ def _api(token: str | None, endpoint: str | None) -> Any:
     return HfApi(endpoint=resolve_endpoint(endpoint), token=token, library_name="ntre-zoo", library_version=__version__)
 
 
-def _upload(api: Any, repo_id: str, folder: Path, private: bool | None, branch: str | None, message: str) -> Any:
-    """Create the repository if needed and upload ``folder`` as one commit; returns the ``CommitInfo``."""
+def _upload(
+    api: Any, repo_id: str, files: Mapping[str, Path | bytes], private: bool | None, branch: str | None, message: str
+) -> Any:
+    """Create the repository if needed and upload ``files`` (name in the repository -> file or content) as one
+    commit; returns the ``CommitInfo``."""
+    from huggingface_hub import CommitOperationAdd
+
     api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=branch, commit_message=message)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source) for name, source in files.items()]
+    return api.create_commit(repo_id=repo_id, operations=operations, revision=branch, commit_message=message)
+
+
+def _files_to_upload(directory: Path, repo_id: str) -> dict[str, Path | bytes]:
+    """The directory's files; a generated model card is written again for ``repo_id``, so that its "How to load"
+    says ``from_pretrained("hf-hub:<repo_id>")`` (a card the user wrote goes up as it is)."""
+    files: dict[str, Path | bytes] = {p.name: p for p in sorted(directory.iterdir()) if p.is_file()}
+    card = directory / MODEL_CARD_NAME
+    if card.is_file() and card_is_ours(card, directory / CONFIG_NAME):
+        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+        files[MODEL_CARD_NAME] = stamped_card(config, repo_id).encode("utf-8")
+    return files
 
 
 def _reference_metrics(name: str) -> dict[str, Any]:
@@ -170,9 +195,8 @@ def push_to_hub(
         meta.setdefault("repo_id", repo_id)
         save_pretrained(model, tmp, metadata=meta)
         digest = sha256_file(Path(tmp) / WEIGHTS_NAME)
-        info = _upload(
-            _api(token, endpoint), repo_id, Path(tmp), private, branch, commit_message or f"Upload {entry.name}"
-        )
+        files: dict[str, Path | bytes] = {p.name: p for p in sorted(Path(tmp).iterdir())}
+        info = _upload(_api(token, endpoint), repo_id, files, private, branch, commit_message or f"Upload {entry.name}")
     result = PushResult(
         entry=_published(entry, repo_id, info.oid, digest), commit=info.oid, commit_url=str(info.commit_url)
     )
@@ -284,7 +308,8 @@ def publish(
     commit = None
     if not dry_run:
         message = commit_message or f"Upload {entry.name}"
-        commit = _upload(_api(token, endpoint), repo_id, directory, private, branch, message).oid
+        files = _files_to_upload(directory, repo_id)
+        commit = _upload(_api(token, endpoint), repo_id, files, private, branch, message).oid
         print(f"uploaded {directory} to {repo_id} at commit {commit}")
     final = _published(entry, repo_id, commit or _DRY_RUN_COMMIT, digest)
     old, new = _manifest_text(manifest_path, final)

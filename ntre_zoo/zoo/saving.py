@@ -42,6 +42,7 @@ __all__ = [
     "card_is_ours",
     "save_id",
     "save_pretrained",
+    "stamped_card",
     "write_safetensors",
 ]
 
@@ -117,8 +118,10 @@ def save_id(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _stamped(card: str) -> str:
-    """The card with a last line saying that ntre-zoo wrote it (and what it wrote, to notice edits)."""
+def stamped_card(config: Mapping[str, Any], repo_id: str = "") -> str:
+    """The model card of ``config`` (loading from ``hf-hub:<repo_id>`` when given, else from its metadata's
+    ``repo_id``), with a last line saying that ntre-zoo wrote it (and what it wrote, to notice edits)."""
+    card = render_model_card(config, repo_id=repo_id or config["metadata"].get("repo_id", ""))
     digest = hashlib.sha256(card.encode()).hexdigest()
     return f"{card}\n<!-- ntre-zoo model card, sha256 of the text above: {digest} -->\n"
 
@@ -183,7 +186,7 @@ def save_pretrained(
     ]
     card_path = directory / MODEL_CARD_NAME
     if card_is_ours(card_path, directory / CONFIG_NAME):
-        card = _stamped(render_model_card(config, repo_id=config["metadata"].get("repo_id", "")))
+        card = stamped_card(config)
         files.append((card_path, lambda tmp: tmp.write_text(card, encoding="utf-8")))
     else:
         warnings.warn(
