@@ -272,6 +272,7 @@ def test_cli_train_resume_and_fine_tune(tmp_path, capsys):
     _states_equal(a.state_dict(), b.state_dict())
     card = json.loads((part / "last" / "config.json").read_text())["metadata"]
     assert card["dataset"] == "synthetic" and card["train_classes"] == list(range(6, 21))
+    assert card["test_classes"] == [1, 2, 3, 4, 5]  # the fold's, although this run never validated
     # fine-tune from the exported weights, with validation and a loss ablation
     tuned = tmp_path / "tuned"
     assert (

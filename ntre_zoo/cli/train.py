@@ -387,9 +387,11 @@ def _with_protocol(args: argparse.Namespace, data: Any) -> Any:
 
 
 def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> Any:
+    """``(train, val, test_classes)``: the training episodes, the validation episodes (None without validation)
+    and the fold's novel classes (None for a folder dataset trained without validation)."""
     import torch.distributed as dist
 
-    from ..data import AugmentConfig, DataConfig, build_dataset
+    from ..data import AugmentConfig, DataConfig, build_dataset, fold_split
 
     mc = model.config
     data = DataConfig(
@@ -414,7 +416,9 @@ def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> An
         val = build_dataset(data, "val", episodes=config.val_episodes, seed=config.val_seed, progress=progress)
     if ctx.enabled and ctx.is_main:
         dist.barrier()
-    return train, val
+    if val is not None:
+        return train, val, list(val.classes)
+    return train, val, list(fold_split(data).test_classes) if data.dataset != "folder" else None
 
 
 def _backbone_record(args: argparse.Namespace, plan: dict[str, Any]) -> dict[str, Any] | None:
@@ -444,7 +448,7 @@ def _run(args: argparse.Namespace) -> int:
     ctx = DistributedContext.initialize_from_launcher()
     seed_everything(config.seed, config.deterministic)  # the new head's initial weights follow the seed
     model = _build_model(args, saved["model"] if saved else None, plan["backbone"])
-    train, val = _datasets(args, model, config, ctx)
+    train, val, test_classes = _datasets(args, model, config, ctx)
     command = saved["command"] if saved else _command_line(args)
     if ctx.is_main and not saved:
         out.mkdir(parents=True, exist_ok=True)
@@ -459,7 +463,7 @@ def _run(args: argparse.Namespace) -> int:
         "shot": args.shot,
         "command": command,
         "train_classes": list(train.classes),
-        "test_classes": list(val.classes) if val is not None else None,
+        "test_classes": test_classes,
     }
     if args.init:
         metadata["init"] = args.init
