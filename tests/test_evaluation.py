@@ -181,19 +181,25 @@ def _record_decoding(model):
 
 
 @pytest.mark.parametrize("reuse_features", [True, False])
-def test_evaluate_runs_in_eval_mode_without_autograd_and_restores_train_mode(synthetic_root, model, reuse_features):
+def test_evaluate_runs_in_eval_mode_without_autograd_and_never_changes_the_models_mode(
+    synthetic_root, model, reuse_features
+):
     dataset = _dataset(synthetic_root, 4)
     expected = evaluate(model, dataset, reuse_features=reuse_features, progress=False)
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     seen, handle = _record_decoding(model)
+    modes_during = []  # the model itself, as another thread sees it while the evaluation runs
+    hook = model.classifier.register_forward_hook(lambda *_: modes_during.append(model.training))
     model.train()
     try:
         result = evaluate(model, dataset, reuse_features=reuse_features, progress=False)
         assert model.training
     finally:
         handle.remove()
+        hook.remove()
         model.eval()
     assert seen and set(seen) == {(False, False, torch.float32)}
+    assert modes_during and all(modes_during)
     assert result.to_dict() == expected.to_dict()
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in buffers.items())  # BN statistics untouched
 

@@ -1,7 +1,7 @@
 """The evaluation wing: few-shot metrics, the evaluation loop, and feature reuse across episodes."""
 
 from .feature_reuse import QueryGroups, SupportCache, score_grouped
-from .loop import evaluate, evaluate_seeds, score_episodes
+from .loop import evaluate, evaluate_seeds, score_episodes, with_episodes
 from .metrics import (
     STAT_FIELDS,
     FewShotMeter,
@@ -24,4 +24,5 @@ __all__ = [
     "format_table",
     "score_episodes",
     "score_grouped",
+    "with_episodes",
 ]

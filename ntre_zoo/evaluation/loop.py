@@ -16,17 +16,25 @@ from ..data.episodes import EpisodeDataset, collate_episodes
 from ..data.preprocessing import logits_to_original
 from ..inference.precision import autocast_dtype
 from ..model.config import check_amp_dtype, check_int, resolve_device
+from ..model.eval_view import eval_view
 from ..model.types import FewShotSegmenter
 from .feature_reuse import score_grouped
 from .metrics import FewShotMeter, FoldResult, MultiSeedResult, episode_stats
 from .protocols import Protocol, get_protocol
 
-__all__ = ["evaluate", "evaluate_seeds", "for_model", "score_episodes"]
+__all__ = ["evaluate", "evaluate_seeds", "for_model", "score_episodes", "with_episodes"]
 
 
-def _with(dataset: EpisodeDataset, episodes: int | None, seed: int | None) -> EpisodeDataset:
-    if dataset.split != "val":
-        raise ValueError(f"evaluate needs an evaluation dataset (split='val'), got split={dataset.split!r}.")
+def with_episodes(dataset: EpisodeDataset, episodes: int | None, seed: int | None) -> EpisodeDataset:
+    """``dataset`` (an evaluation dataset, ``split='val'``) with another episode count and seed: a shallow
+    copy, or ``dataset`` itself when neither is given.
+
+    Raises:
+        ValueError: a training dataset, or ``episodes < 1``.
+    """
+    split = getattr(dataset, "split", "val")  # any dataset following the episode contract may come here
+    if split != "val":
+        raise ValueError(f"Evaluation needs an evaluation dataset (split='val'), got split={split!r}.")
     if episodes is None and seed is None:
         return dataset
     out = copy.copy(dataset)
@@ -99,8 +107,9 @@ def score_episodes(
     reuse_features: bool = True,
     cache_mb: float = 2048,
 ) -> None:
-    """Score episodes ``indices`` of ``dataset`` into ``meter``; the model must be in eval mode, on its device,
-    under ``torch.inference_mode``.
+    """Score episodes ``indices`` of ``dataset`` into ``meter``, with the model on its device, under
+    ``torch.inference_mode``. The episodes run on an eval-mode view of the model
+    (:func:`~ntre_zoo.model.eval_view.eval_view`), so its ``train()``/``eval()`` mode is never changed.
 
     With ``reuse_features`` (and an :class:`EpisodeDataset`, whose episodes can be listed without loading
     them) the episodes are grouped by query image and one-shot support encodings are cached
@@ -108,6 +117,7 @@ def score_episodes(
     give the same counts.
     """
     device = next(model.parameters()).device
+    model = eval_view(model)
     if reuse_features and isinstance(dataset, EpisodeDataset):
         score_grouped(
             model,
@@ -194,26 +204,21 @@ def evaluate(
     if named is not None:
         episodes = named.episodes(dataset.source.benchmark) if episodes is None else episodes
         seed = named.seeds[0] if seed is None else seed
-    dataset = _with(dataset, episodes, seed)
+    dataset = with_episodes(dataset, episodes, seed)
     meter = FewShotMeter(dataset.classes, {c: dataset.class_name(c) for c in dataset.classes})
-    was_training = model.training
-    model.eval()
     model.to(device)
-    try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            score_episodes(
-                model,
-                dataset,
-                range(len(dataset)),
-                meter,
-                batch_size=batch_size,
-                workers=workers,
-                progress=progress,
-                reuse_features=reuse_features,
-                cache_mb=cache_mb,
-            )
-    finally:
-        model.train(was_training)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        score_episodes(
+            model,
+            dataset,
+            range(len(dataset)),
+            meter,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            reuse_features=reuse_features,
+            cache_mb=cache_mb,
+        )
     return meter.result(seed=dataset.seed, protocol=named.name if named is not None else None)
 
 

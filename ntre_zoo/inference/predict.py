@@ -4,8 +4,9 @@ Preprocessing is the reference evaluation protocol (spec section 8): the test re
 ``test_size`` canvas (:mod:`ntre_zoo.data.preprocessing`), ImageNet normalisation, and logits upsampled back
 to ``max(h, w)`` squared then cropped to the original ``h x w``.
 
-Thread safety: the forward passes run on an eval-mode view of the model (:func:`_eval_view`: its own module
-objects, sharing every parameter and buffer), so a call never flips the model's ``train()``/``eval()`` flags,
+Thread safety: the forward passes run on an eval-mode view of the model
+(:func:`~ntre_zoo.model.eval_view.eval_view`: its own module objects, sharing every parameter and buffer), so a
+call never flips the model's ``train()``/``eval()`` flags,
 never updates BatchNorm statistics, and gives the same answer whatever mode the model is in and whatever
 other threads do with it.
 """
@@ -13,7 +14,6 @@ other threads do with it.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from ..data.preprocessing import (
     normalize,
 )
 from ..model.config import check_amp_dtype, check_int, resolve_device
+from ..model.eval_view import eval_view
 from ..model.heads import resize
 from ..model.types import FewShotSegmenter, NTRENetOutput, SupportFeatures
 from .annotations import support_mask
@@ -80,21 +81,6 @@ def _to_device(images: torch.Tensor, model: FewShotSegmenter, device: torch.devi
     """``(N, 3, S, S)`` batch on ``device``, channels_last on the fast path."""
     images = images.to(device)
     return images.contiguous(memory_format=torch.channels_last) if model.fast_inference else images
-
-
-def _eval_view(module: Any) -> Any:
-    """``module`` in eval mode without touching it: a copy of every module object (so each has its own
-    ``training`` flag, set to False) whose parameters and buffers are the original's tensors, not copies.
-
-    BatchNorm then uses its running statistics and dropout is off, as in ``model.eval()``, while the model
-    and every thread using it keep their own mode; nothing is written to the shared tensors.
-    """
-    view = copy.copy(module)
-    view.__dict__["_modules"] = {
-        name: None if child is None else _eval_view(child) for name, child in module._modules.items()
-    }
-    view.training = False
-    return view
 
 
 def _inference(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.ExitStack[bool | None]:
@@ -154,7 +140,7 @@ def encode_support(
     amp_dtype = autocast_dtype(precision, device, amp_dtype)
     with _inference(device, amp_dtype):
         batch = _to_device(torch.stack(canvases), model, device)
-        support = _eval_view(model).encode_support(batch[None], torch.stack(canvas_masks)[None].to(device))
+        support = eval_view(model).encode_support(batch[None], torch.stack(canvas_masks)[None].to(device))
     _check_targets_survive(support, sizes, size)
     return support
 
@@ -263,7 +249,7 @@ def predict(
         raise ValueError("query is required: pass an image or a list of images to segment.")
     single = not isinstance(query, (list, tuple))
     queries = [query] if single else list(query)
-    view = _eval_view(model)
+    view = eval_view(model)
     results: list[Any] = []
     for start in range(0, len(queries), batch_size):
         prepared = [

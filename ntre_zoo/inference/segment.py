@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from ..model.config import check_int
+from ..model.eval_view import eval_view
 from ..model.types import FewShotSegmenter, SupportFeatures
 from .precision import autocast_dtype
 from .predict import (
     _check_support_fits,
     _device_of,
-    _eval_view,
     _inference,
     _to_device,
     _to_original,
@@ -168,7 +168,7 @@ def segment(
     queries = [query] if single else list(query)
     if not queries:
         raise ValueError("query is an empty list; pass an image or a list of images to segment.")
-    view = _eval_view(model)
+    view = eval_view(model)
     results = []
     for start in range(0, len(queries), batch_size):
         prepared = [

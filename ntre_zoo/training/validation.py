@@ -6,7 +6,6 @@ are integers, so their ``all_reduce`` gives exactly the numbers one process woul
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -14,23 +13,11 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.episodes import EpisodeDataset
-from ..evaluation import FewShotMeter, score_episodes
+from ..evaluation import FewShotMeter, score_episodes, with_episodes
 from .config import TrainConfig
 from .distributed import DistributedContext
 
 __all__ = ["evaluate_sharded", "make_evaluate_fn"]
-
-
-def _protocol_dataset(dataset: EpisodeDataset, episodes: int | None, seed: int | None) -> EpisodeDataset:
-    """A shallow copy of an evaluation ``EpisodeDataset`` with the requested episode count and seed."""
-    if getattr(dataset, "split", "val") != "val":
-        raise ValueError(f"Validation needs an evaluation dataset (split='val'), got split={dataset.split!r}.")
-    out = copy.copy(dataset)
-    if episodes is not None and hasattr(out, "episodes"):
-        out.episodes = int(episodes)
-    if seed is not None and hasattr(out, "seed"):
-        out.seed = int(seed)
-    return out
 
 
 def evaluate_sharded(
@@ -58,22 +45,17 @@ def evaluate_sharded(
         ``{"miou", "fb_iou", "precision", "episodes"}``, identical on every rank.
     """
     ctx = distributed or DistributedContext.current()
-    dataset = _protocol_dataset(dataset, episodes, seed)
+    dataset = with_episodes(dataset, episodes, seed)
     meter = FewShotMeter(dataset.classes)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            score_episodes(
-                model,
-                dataset,
-                range(ctx.rank, len(dataset), ctx.world_size),
-                meter,
-                workers=workers,
-                progress=progress and ctx.is_main,
-            )
-    finally:
-        model.train(was_training)
+    with torch.inference_mode():
+        score_episodes(
+            model,
+            dataset,
+            range(ctx.rank, len(dataset), ctx.world_size),
+            meter,
+            workers=workers,
+            progress=progress and ctx.is_main,
+        )
     if ctx.enabled:
         counts = meter.counts.to(next(model.parameters()).device)
         dist.all_reduce(counts)
