@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import ntre_zoo
 from ntre_zoo.data import synthetic_episode
 from ntre_zoo.demo import DEMO_MODEL
 from ntre_zoo.inference.precision import cpu_capabilities, native_bf16, resolve_precision
+from ntre_zoo.training.environment import cpu_model
 
 
 def _sync(device: torch.device) -> None:
@@ -74,15 +74,6 @@ def machine_rates(
         times = interleaved({"conv": lambda: F.conv2d(x, w, padding=1), "gemm": lambda: a @ a}, repeats * 3, device)
     conv = "conv3x3" if layout == torch.contiguous_format else "conv3x3_cl"
     return {conv: 2 * 512 * 512 * 9 * 3600 / times["conv"] / 1e9, "gemm": 2 * n**3 / times["gemm"] / 1e9}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def synthetic_agreement(episodes: int) -> dict[str, float]:
@@ -140,7 +131,7 @@ def cpu_precisions(fast, queries, supports, masks, args, baseline_s: float) -> d
     # a 1024^3 GEMM: emulated bf16 can run 100x slower than fp32
     rates = {name: machine_rates(device, 1, dtype, torch.channels_last, 1024) for name, dtype in PRECISIONS.items()}
     out: dict[str, object] = {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "cpu_capabilities": cpu_capabilities(),
         "native_bf16": native_bf16("cpu"),
         "auto_resolves_to": resolve_precision("auto", "cpu"),

@@ -273,6 +273,7 @@ def test_cli_train_resume_and_fine_tune(tmp_path, capsys):
     card = json.loads((part / "last" / "config.json").read_text())["metadata"]
     assert card["dataset"] == "synthetic" and card["train_classes"] == list(range(6, 21))
     assert card["test_classes"] == [1, 2, 3, 4, 5]  # the fold's, although this run never validated
+    assert card["training"]["environment"]["torch"] == torch.__version__  # where the weights came from
     # fine-tune from the exported weights, with validation and a loss ablation
     tuned = tmp_path / "tuned"
     assert (

@@ -79,10 +79,17 @@ def epoch_line(record: Mapping[str, Any], epochs: int, best: bool = False) -> st
 
 
 def card_metadata(
-    metadata: Mapping[str, Any], metrics: Mapping[str, Any], config: TrainConfig, epoch: int, step: int, world_size: int
+    metadata: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    world_size: int,
+    environment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``save_pretrained`` metadata of exported weights: the run's metadata, the validation metrics with
-    the ``episodes``/``seed``/``command`` that ``push_to_hub`` needs to record them as measured, and the recipe."""
+    the ``episodes``/``seed``/``command`` that ``push_to_hub`` needs to record them as measured, the recipe,
+    and the machine it ran on (:func:`~ntre_zoo.training.environment.run_environment`)."""
     measured = dict(metrics)
     if measured:
         measured.setdefault("episodes", config.val_episodes)
@@ -100,6 +107,7 @@ def card_metadata(
             "batch_size": config.batch_size,
             "seed": config.seed,
             "world_size": world_size,
+            **({"environment": dict(environment)} if environment is not None else {}),
         },
     }
 

@@ -38,6 +38,7 @@ from .distributed import (
     check_batch_split,
     collate_episodes,
 )
+from .environment import run_environment
 from .losses import NTRENetLoss
 from .optim import build_optimizer, poly_lr, set_lr
 from .outputs import append_jsonl, card_metadata, epoch_line, tensorboard_writer, write_json
@@ -420,5 +421,8 @@ class Trainer:
         save = getattr(self.model, "save_pretrained", None)
         if self.output_dir is None or not self.dist.is_main or save is None:
             return
-        card = card_metadata(self.metadata, metrics, self.config, self.epoch, self.step, self.dist.world_size)
+        environment = run_environment(self.device)
+        card = card_metadata(
+            self.metadata, metrics, self.config, self.epoch, self.step, self.dist.world_size, environment
+        )
         save(self.output_dir / name, metadata=card)

@@ -125,6 +125,15 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
     if init:
         origin = f"{init.get('source')} (sha256 {init.get('sha256')})" if init.get("source") else "random weights"
         lines.append(f"- Backbone initialisation: {init.get('kind')}, {origin}")
+    machine = (meta.get("training") or {}).get("environment")
+    if machine:
+        numerics = " ".join(f"{k}={v}" for k, v in (machine.get("numerics") or {}).items())
+        lines.append(
+            f"- Trained on: {machine.get('gpu') or machine.get('cpu')} ({machine.get('device')}; CPU kernels "
+            f"{machine.get('cpu_capability')}, {machine.get('threads')} threads; torch {machine.get('torch')}"
+            + (f"; {numerics}" if numerics else "")
+            + "). The same recipe gives the same bytes only on the same kernels (docs/reproducing.md)."
+        )
     extra = {k: v for k, v in meta.items() if k not in _SHOWN and k not in _COMMANDS}
     if extra:
         lines += ["", "Other metadata:", "", "```json", json.dumps(extra, indent=2, default=str), "```"]

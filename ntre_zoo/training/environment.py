@@ -1,0 +1,55 @@
+"""The machine a run computed on, recorded with its outputs: the same recipe gives the same bytes only on the
+same kernels, so a card that says where its weights came from tells a later run what to compare with."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..inference.precision import cpu_capabilities
+
+__all__ = ["NUMERICS_VARIABLES", "cpu_model", "run_environment"]
+
+#: Environment variables that choose the kernels (and so the rounding) of a CPU or GPU run.
+NUMERICS_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "CUBLAS_WORKSPACE_CONFIG",
+)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``, else ``unknown``)."""
+    path = Path("/proc/cpuinfo")
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    return platform.processor() or "unknown"
+
+
+def run_environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``{"torch", "device", "cpu", "cpu_capability", "threads", "numerics"}`` (plus ``"gpu"`` on CUDA):
+    the torch build, the CPU model and the ATen kernel level torch chose, the intra-op threads, and the
+    :data:`NUMERICS_VARIABLES` that are set."""
+    device = torch.device(device)
+    record: dict[str, Any] = {
+        "torch": torch.__version__,
+        "device": device.type,
+        "cpu": cpu_model(),
+        "cpu_capability": cpu_capabilities()["capability"],
+        "threads": torch.get_num_threads(),
+        "numerics": {name: os.environ[name] for name in NUMERICS_VARIABLES if name in os.environ},
+    }
+    if device.type == "cuda" and torch.cuda.is_available():
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
