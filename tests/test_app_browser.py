@@ -3,7 +3,8 @@
 The test serves the app on a free loopback port, uploads a support, paints on it with the brush (the server
 reads the strokes as its mask), uploads its mask (which replaces the strokes) and a query, presses Segment, waits
 for the result image, downloads the mask and checks that it equals ``model.predict`` on the same files; then
-runs an example episode from the gallery.
+runs an example episode from the gallery. A second test gives two supports two class names and checks the
+downloaded label map against ``model.segment``.
 Every request that would leave the machine is blocked and recorded: the page must make none.
 
 Set ``NTRE_ZOO_APP_SCREENSHOT=docs/app.png`` to save the page after the prediction (the README's picture).
@@ -176,3 +177,52 @@ def test_a_prediction_made_in_the_page_equals_model_predict(server, page, episod
     browser_page.click("#run")
     browser_page.locator('#masks [aria-label="episode2_query_mask.png"]').wait_for(timeout=TIMEOUT_MS)
     assert "1 query segmented from 1 support(s)" in browser_page.locator("#status").inner_text()
+
+
+def _upload_support(browser_page, index: int, image: Path, mask: Path, class_name: str) -> None:
+    """Fill support ``index`` (its tab, image, uploaded mask and class name) and wait until the server has it."""
+    browser_page.get_by_role("tab", name=f"Support {index + 1}", exact=True).click()
+    browser_page.locator(f"#support-{index} input[type=file]").set_input_files(str(image))
+    browser_page.locator(f"#support-mask-{index} input[type=file]").set_input_files(str(mask))
+    field = browser_page.locator(f"#support-class-{index} textarea, #support-class-{index} input").first
+    field.fill(class_name)
+    field.press("Tab")  # commit the text box's value to the server
+    target = int((np.asarray(Image.open(mask)) > 0).sum())
+    note = browser_page.locator(f"#support-note-{index}")
+    note.get_by_text(re.compile(rf"Support {index + 1}: .*{target} object pixels \(uploaded mask\)")).wait_for(
+        timeout=TIMEOUT_MS
+    )
+
+
+def test_two_classes_in_the_page_give_the_label_map_of_segment(server, page, episode, tmp_path):
+    browser_page, blocked = page
+    other_images, other_masks, _, _ = synthetic_episode(6, fold=0, shot=1, novel=True)
+    other = {"support": tmp_path / "other.png", "mask": tmp_path / "other_mask.png"}
+    Image.fromarray(other_images[0]).save(other["support"])
+    Image.fromarray(other_masks[0] * np.uint8(255)).save(other["mask"])
+
+    browser_page.goto(server)
+    browser_page.wait_for_selector("#run", timeout=TIMEOUT_MS)
+    _upload_support(browser_page, 0, episode["support"], episode["mask"], "circle")
+    _upload_support(browser_page, 1, other["support"], other["mask"], "stripes")
+    browser_page.locator("#queries input[type=file]").set_input_files(str(episode["query"]))
+    browser_page.locator('#queries [aria-label="query.png"]').wait_for(timeout=TIMEOUT_MS)
+    browser_page.click("#run")
+
+    browser_page.locator('#masks [aria-label="query_labels.png"]').wait_for(timeout=TIMEOUT_MS)
+    assert "1 query segmented from 2 support(s)" in browser_page.locator("#status").inner_text()
+    with browser_page.expect_download(timeout=TIMEOUT_MS) as download:
+        browser_page.locator("#masks a[download]").first.click()
+    downloaded = tmp_path / download.value.suggested_filename
+    download.value.save_as(downloaded)
+
+    model = ntre_zoo.from_pretrained(DEMO_MODEL)
+    expected = model.segment(
+        episode["query"],
+        {"circle": ([episode["support"]], [episode["mask"]]), "stripes": ([other["support"]], [other["mask"]])},
+    )
+    assert set(np.unique(expected.label_map)) == {0, 1, 2}  # both classes are found in this query
+    picture = Image.open(downloaded)
+    assert picture.mode == "P" and picture.size == (170, 200)
+    assert np.array_equal(np.asarray(picture), expected.label_map)
+    assert blocked == []
