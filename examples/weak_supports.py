@@ -11,7 +11,7 @@ so an image is annotated the same way in every episode it serves, and rasterised
 ``Scribble`` and ``Points``. The four kinds of one episode go through one ``model.segment`` call, where each
 is its own episode and the query is encoded once; a kind's prediction is its probability > 0.5, which is
 ``predict``'s mask, and is scored like ``evaluate`` (class mIoU, FB-IoU at the original size, 255 ignored).
-The mask row therefore reproduces the manifest's numbers (46.49 / 47.38 mIoU). A support set that
+The mask row therefore reproduces the manifest's numbers (46.28 / 47.11 mIoU). A support set that
 ``encode_support`` refuses (a target too small to survive the model's canvas, which a thin scribble or small
 click discs can be) gets no answer: the episode is scored as all background and counted as refused.
 """
