@@ -3,7 +3,7 @@
     python examples/ablation_synthetic.py --work runs/ablation [--jobs 2] [--epochs 30]
 
 Each variant is the shipped tiny model's recipe (narrow resnet50s, 16-channel head, synthetic fold 0,
-30 epochs of batch 8 on one CPU thread) with modules or losses switched off:
+30 epochs of batch 8 on one CPU thread, the CPU kernels pinned) with modules or losses switched off:
 
 | variant  | switches                                                        |
 |----------|-----------------------------------------------------------------|
@@ -12,7 +12,8 @@ Each variant is the shipped tiny model's recipe (narrow resnet50s, 16-channel he
 | +DOEM    | --loss pcl_weight=0                                             |
 | +PCL     | (the full model)                                                |
 
-Every variant's last-epoch weights are then evaluated on the 5 novel classes of fold 0 with the same
+The +PCL variant is the shipped model's command, so it writes the shipped weights file. Every variant's
+last-epoch weights are then evaluated on the 5 novel classes of fold 0 with the same
 1000 episodes (seed 321). Prints a table like the paper's Table 3 and writes it to --work/ablation.md
 and ablation.json. Variants run as separate processes, --jobs at a time.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 import ntre_zoo
 from ntre_zoo.data import DataConfig, build_dataset, make_synthetic_voc
 from ntre_zoo.evaluation import evaluate
+from ntre_zoo.training.environment import PINNED_CPU_KERNELS
 
 VARIANTS = {
     "baseline": ["--no-bg-eliminating", "--no-do-eliminating", "--loss", "pcl_weight=0"],
@@ -76,8 +78,9 @@ def main() -> None:
         make_synthetic_voc(data, seed=0, train=1000, val=300)
     root = data / "VOCdevkit" / "VOC2012"
 
-    # 1. Train the variants, --jobs at a time, each on one thread (the recipe of the shipped tiny model).
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # 1. Train the variants, --jobs at a time, each on one thread with the CPU kernels pinned (the recipe of the
+    # shipped tiny model, so the +PCL row is that model, byte for byte).
+    env = {**os.environ, **PINNED_CPU_KERNELS}
     pending = list(VARIANTS.items())
     running = []
     times = {}

@@ -12,7 +12,7 @@ import torch
 
 from ..inference.precision import cpu_capabilities
 
-__all__ = ["NUMERICS_VARIABLES", "cpu_model", "run_environment"]
+__all__ = ["NUMERICS_VARIABLES", "PINNED_CPU_KERNELS", "cpu_model", "run_environment"]
 
 #: Environment variables that choose the kernels (and so the rounding) of a CPU or GPU run.
 NUMERICS_VARIABLES = (
@@ -24,6 +24,17 @@ NUMERICS_VARIABLES = (
     "MKL_ENABLE_INSTRUCTIONS",
     "CUBLAS_WORKSPACE_CONFIG",
 )
+
+#: The environment of a CPU run that is meant to give the same bytes on other machines: one thread, and the same
+#: kernels on any x86-64 CPU with AVX2, Intel or AMD (ATen's at the AVX2 level, oneDNN's at most AVX2, MKL's
+#: vendor-independent COMPATIBLE branch). The shipped tiny model's recorded command sets exactly these; they must
+#: be set before torch is imported (docs/reproducing.md).
+PINNED_CPU_KERNELS = {
+    "OMP_NUM_THREADS": "1",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "COMPATIBLE",
+}
 
 
 def cpu_model() -> str:
