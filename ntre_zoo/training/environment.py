@@ -25,10 +25,10 @@ NUMERICS_VARIABLES = (
     "CUBLAS_WORKSPACE_CONFIG",
 )
 
-#: The environment of a CPU run that is meant to give the same bytes on other machines: one thread, and the same
-#: kernels on any x86-64 CPU with AVX2, Intel or AMD (ATen's at the AVX2 level, oneDNN's at most AVX2, MKL's
-#: vendor-independent COMPATIBLE branch). The shipped tiny model's recorded command sets exactly these; they must
-#: be set before torch is imported (docs/reproducing.md).
+#: The environment of a CPU run that is meant to give the same bytes on other machines: one thread, and kernels
+#: chosen independently of what an x86-64 CPU offers beyond AVX2 (ATen's at the AVX2 level, oneDNN's at most AVX2,
+#: MKL's COMPATIBLE branch). The shipped tiny model's recorded command sets exactly these; they must be set before
+#: torch is imported. An emulated Intel CPU still differs in two BN layers' statistics (docs/reproducing.md).
 PINNED_CPU_KERNELS = {
     "OMP_NUM_THREADS": "1",
     "ATEN_CPU_CAPABILITY": "avx2",
