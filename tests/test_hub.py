@@ -196,10 +196,11 @@ def test_strict_loading_names_bad_keys(tiny_model, tmp_path):
         ntre_zoo.from_pretrained(tmp_path)
 
 
-def test_packaged_entry_loads_offline_and_checks_sha256(tiny_model, tmp_path):
-    tiny_model.save_pretrained(tmp_path / "save")
+def _packaged_entry(model, tmp_path, filename: str) -> tuple[Path, dict]:
+    """``model`` saved as a packaged manifest entry under ``tmp_path``: its weights file and the entry."""
+    model.save_pretrained(tmp_path / "save")
     (tmp_path / "weights").mkdir()
-    weights = tmp_path / "weights" / "ntrenet_tiny.synthetic_fold0.safetensors"
+    weights = tmp_path / "weights" / filename
     (tmp_path / "save" / "model.safetensors").rename(weights)
     (tmp_path / "save" / "config.json").rename(weights.with_suffix(".json"))
     entry = {
@@ -208,11 +209,16 @@ def test_packaged_entry_loads_offline_and_checks_sha256(tiny_model, tmp_path):
         "fold": 0,
         "train_shot": 1,
         "source": "package",
-        "file": "weights/ntrenet_tiny.synthetic_fold0.safetensors",
+        "file": f"weights/{filename}",
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "metrics": {"reference": {}, "measured": {}},
         "status": "published",
     }
+    return weights, entry
+
+
+def test_packaged_entry_loads_offline_and_checks_sha256(tiny_model, tmp_path):
+    _, entry = _packaged_entry(tiny_model, tmp_path, "ntrenet_tiny.synthetic_fold0.safetensors")
     manifest = _write_manifest(tmp_path / "manifest.json", {"ntrenet_tiny.synthetic_fold0": entry})
     assert ntre_zoo.list_models(published_only=True, manifest=manifest) == ["ntrenet_tiny.synthetic_fold0"]
     _assert_same(tiny_model, ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0", manifest=manifest))
@@ -242,24 +248,9 @@ def test_a_tampered_byte_at_the_end_of_large_packaged_weights_is_refused(tmp_pat
     """Weights of several MiB (a 48-wide head): one changed byte near the end of the file, inside the last
     tensor's data, still loads as safetensors, so only a hash of the whole file refuses it."""
     model = make_tiny_model(reduce_dim=48)
-    model.save_pretrained(tmp_path / "save")
-    (tmp_path / "weights").mkdir()
-    weights = tmp_path / "weights" / "big.safetensors"
-    (tmp_path / "save" / "model.safetensors").rename(weights)
-    (tmp_path / "save" / "config.json").rename(weights.with_suffix(".json"))
+    weights, entry = _packaged_entry(model, tmp_path, "big.safetensors")
     data = weights.read_bytes()
     assert len(data) > 2 * 2**20  # more than two 1 MiB reads
-    entry = {
-        "backbone": "tiny",
-        "dataset": "synthetic",
-        "fold": 0,
-        "train_shot": 1,
-        "source": "package",
-        "file": "weights/big.safetensors",
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "metrics": {"reference": {}, "measured": {}},
-        "status": "published",
-    }
     manifest = _write_manifest(tmp_path / "manifest.json", {"big": entry})
     _assert_same(model, ntre_zoo.from_pretrained("big", manifest=manifest))
     weights.write_bytes(data[:-3] + bytes([data[-3] ^ 0x10]) + data[-2:])
