@@ -1,6 +1,5 @@
 """ntre-zoo: NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022) on timm backbones."""
 
-from ._version import __version__
 from .evaluation import evaluate
 from .export import export_onnx
 from .inference import Box, Points, Prediction, Scribble, Segmentation, predict, segment, visualize
@@ -16,6 +15,7 @@ from .model import (
 from .zoo.convert import from_official_checkpoint
 from .zoo.hub import from_pretrained
 from .zoo.manifest import list_models
+from .zoo.version import __version__
 
 __all__ = [
     "BackboneConfig",

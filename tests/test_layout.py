@@ -6,7 +6,7 @@ from pathlib import Path
 import ntre_zoo
 
 PACKAGE = Path(ntre_zoo.__file__).parent
-TOP_LEVEL = {"__init__.py", "__main__.py", "_atomic.py", "_version.py", "demo.py", "errors.py"}
+TOP_LEVEL = {"__init__.py", "__main__.py", "_atomic.py", "demo.py", "errors.py"}
 WINGS = {"model", "inference", "data", "evaluation", "training", "zoo", "export", "app", "cli"}
 
 

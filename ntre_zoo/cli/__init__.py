@@ -14,7 +14,7 @@ _COMMAND_MODULES = ("demo", "predict", "zoo", "prepare", "evaluate", "train", "r
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .._version import __version__
+    from ..zoo.version import __version__
 
     parser = argparse.ArgumentParser(prog="ntre-zoo", description="NTRENet few-shot segmentation model zoo.")
     parser.add_argument("--version", action="version", version=f"ntre-zoo {__version__}")

@@ -28,12 +28,12 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_write, atomic_write_json
-from .._version import __version__
 from ..data.preprocessing import IGNORE_INDEX
 from ..inference.predict import canvas_maps
 from ..model.types import FewShotSegmenter, SupportFeatures
 from ..zoo.download import sha256_file
 from ..zoo.hub import from_pretrained
+from ..zoo.version import __version__
 
 __all__ = ["ENCODE_SUPPORT_NAME", "ONNX_CONFIG_NAME", "SEGMENT_NAME", "OnnxExport", "export_onnx"]
 

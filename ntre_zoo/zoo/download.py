@@ -16,8 +16,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .._version import __version__
 from ..errors import ChecksumMismatchError, WeightsUnavailableError
+from .version import __version__
 
 __all__ = [
     "DownloadOptions",

@@ -23,7 +23,6 @@ from typing import Any
 import safetensors
 
 from .._atomic import atomic_write_text
-from .._version import __version__
 from ..model.types import FewShotSegmenter
 from .download import resolve_endpoint, sha256_file
 from .manifest import HubLocation, ManifestEntry, default_manifest_path, load_manifest, model_name
@@ -36,6 +35,7 @@ from .saving import (
     save_pretrained,
     stamped_card,
 )
+from .version import __version__
 
 __all__ = ["ENTRY_FILE", "PublishResult", "PushResult", "publish", "push_to_hub"]
 

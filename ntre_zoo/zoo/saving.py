@@ -26,10 +26,10 @@ from typing import Any
 import safetensors.torch
 
 from .._atomic import atomic_write_many, remove_stale_temporaries
-from .._version import __version__
 from ..data.classnames import BENCHMARK_CLASSES, fold_classes
 from ..model.types import FewShotSegmenter
 from .model_card import render_model_card
+from .version import __version__
 
 __all__ = [
     "ARCHITECTURE",
