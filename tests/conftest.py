@@ -1,6 +1,9 @@
-"""Shared fixtures: a narrow model of the real timm families, and the ``slow`` marker gate."""
+"""Shared fixtures: a narrow model of the real timm families, the ``slow`` marker gate, and the simulated CPU kind
+(``--cpu-bf16``)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -17,8 +20,41 @@ TINY = {
 }
 
 
+#: ``--cpu-bf16`` (or the environment variable of the same meaning): which kind of CPU ``precision="auto"`` sees.
+CPU_BF16_CHOICES = ("host", "native", "absent", "opposite")
+CPU_BF16_VARIABLE = "NTRE_ZOO_TEST_CPU_BF16"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+    parser.addoption(
+        "--cpu-bf16",
+        choices=CPU_BF16_CHOICES,
+        default=os.environ.get(CPU_BF16_VARIABLE, "host"),
+        help="run as if the CPU had native bf16 (AVX512-BF16/AMX: 'native'), had none ('absent'), were the other "
+        f"kind than this one ('opposite'), or as it is ('host', the default; also set by ${CPU_BF16_VARIABLE})",
+    )
+
+
+def simulate_cpu_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """Make torch (and so ``precision="auto"``) report a CPU with (or without) native bf16 instructions."""
+    for flag in ("avx512_bf16", "amx_tile"):
+        monkeypatch.setattr(torch.cpu, f"_is_{flag}_supported", lambda value=native: value, raising=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cpu_kind(request: pytest.FixtureRequest):
+    """Apply ``--cpu-bf16`` for the whole run; tests that simulate a kind themselves override it."""
+    choice = request.config.getoption("--cpu-bf16")
+    if choice == "host":
+        yield
+        return
+    from ntre_zoo.inference.precision import native_bf16
+
+    native = {"native": True, "absent": False, "opposite": not native_bf16("cpu")}[choice]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        simulate_cpu_bf16(monkeypatch, native)
+        yield
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:

@@ -173,7 +173,9 @@ def shipped_tiny_case() -> dict:
     outputs = []
     handle = model.register_forward_hook(lambda module, args, output: outputs.append(output))
     try:
-        details = model.predict(episode["support"], episode["support_mask"], episode["query"], return_details=True)
+        details = model.predict(
+            episode["support"], episode["support_mask"], episode["query"], return_details=True, precision="fp32"
+        )
     finally:
         handle.remove()
     (out,) = outputs

@@ -198,7 +198,7 @@ def evaluate(
     batch_size, workers = check_int(batch_size, "batch_size", 1), check_int(workers, "workers", 0)
     amp_dtype = check_amp_dtype(amp_dtype)
     device = resolve_device(device) or torch.device("cpu")
-    dtype = autocast_dtype(precision, device, amp_dtype, default="fp32")
+    dtype = autocast_dtype(precision, device, amp_dtype, default="fp32", model=model)
     named = get_protocol(protocol) if protocol is not None else None
     dataset = _resolve(model, dataset, named, progress)
     if named is not None:

@@ -4,7 +4,7 @@ support annotations (boxes, points, scribbles), the precision choice, pictures o
 from . import visualize
 from .annotations import Box, Points, Scribble, annotation_from_mask, support_mask
 from .image_io import as_list, load_image, load_mask
-from .precision import PRECISIONS, autocast_dtype, cpu_capabilities, native_bf16, resolve_precision
+from .precision import PRECISIONS, autocast_dtype, bf16_pays, cpu_capabilities, native_bf16, resolve_precision
 from .predict import Prediction, encode_support, predict, prepare_image
 from .segment import Segmentation, encode_supports, resolve_overlaps, segment
 
@@ -18,6 +18,7 @@ __all__ = [
     "annotation_from_mask",
     "as_list",
     "autocast_dtype",
+    "bf16_pays",
     "cpu_capabilities",
     "encode_support",
     "encode_supports",

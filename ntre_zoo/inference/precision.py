@@ -1,12 +1,22 @@
 """Numeric precision of inference: ``precision="fp32" | "bf16" | "fp16" | "auto"`` and what ``auto`` picks.
 
-``auto`` is bf16 autocast where the hardware computes bf16 natively and fp32 elsewhere:
+``auto`` is bf16 autocast where it pays and fp32 elsewhere. bf16 pays when both hold:
 
-* CPU: bf16 when torch reports AVX512-BF16 or AMX tiles (``torch.cpu._is_avx512_bf16_supported``,
-  ``_is_amx_tile_supported``). Without them bf16 is emulated and runs many times slower than fp32
-  (measured in ``docs/performance.md``), so ``auto`` never picks it there.
-* CUDA: bf16 on compute capability 8.0 and newer (Ampere, Hopper: bf16 tensor cores), fp32 before.
-* any other device: fp32.
+* the hardware computes bf16 natively:
+
+  * CPU: torch reports AVX512-BF16 or AMX tiles (``torch.cpu._is_avx512_bf16_supported``,
+    ``_is_amx_tile_supported``). Without them bf16 is emulated and runs many times slower than fp32
+    (measured in ``docs/performance.md``);
+  * CUDA: compute capability 8.0 and newer (Ampere, Hopper: bf16 tensor cores);
+  * any other device: never;
+
+* the model does enough work per query (:func:`bf16_pays`): a small model spends its time in the fixed cost of
+  each operation, which autocast's casts add to, not in the arithmetic bf16 speeds up. Measured on an AMD EPYC
+  with AVX512-BF16 (``docs/performance.md``): the shipped tiny model at its 129 px canvas is 1.1 to 1.5x slower
+  in bf16, while ResNet-50 at 473 is 3x faster per cached query.
+
+So ``auto`` is never the slower choice on the models the zoo ships, and its answer depends only on the model
+and the hardware (never on a timing), so the same call gives the same numbers every time on one machine.
 
 ``amp_dtype`` is the older spelling of the same choice and stays accepted: ``amp_dtype=torch.bfloat16`` is
 ``precision="bf16"`` and ``torch.float16`` is ``"fp16"`` (None: not given); passing it together with a
@@ -22,10 +32,13 @@ import torch
 from ..model.config import check_amp_dtype
 
 __all__ = [
+    "BF16_MIN_WORK",
     "PRECISIONS",
     "autocast_dtype",
+    "bf16_pays",
     "cpu_capabilities",
     "native_bf16",
+    "query_work",
     "resolve_precision",
 ]
 
@@ -34,6 +47,13 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 _CPU_FLAGS = ("avx2", "avx512", "avx512_bf16", "amx_tile", "amx_fp16", "vnni")
+
+#: The least work per query, in :func:`query_work` units (about multiply-accumulates), for which ``auto`` picks
+#: bf16. Measured on an AMD EPYC with AVX512-BF16 (no AMX), one thread, the shipped tiny model's layout: bf16
+#: is 1.1-1.5x slower than fp32 at 129 and 193 px (work 0.05e9 and 0.12e9), even at 257 px (0.20e9) and 0.73x
+#: at 353 px (0.39e9); the full-depth narrow ResNet-50 (460k parameters) at 473 px (1.6e9) is 0.64-0.71x and
+#: ResNet-50 at 473 (1.6e11) 0.33x. The threshold sits where the gain is clear on a CPU without AMX.
+BF16_MIN_WORK = 4e8
 
 
 def cpu_capabilities() -> dict[str, Any]:
@@ -57,18 +77,37 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return False
 
 
+def query_work(model: torch.nn.Module) -> float:
+    """A size-and-width estimate of one query pass: parameters x (test_size / 8)^2.
+
+    Every weight of the dilated backbone's later stages and of the head is applied at most once per position of
+    the stride-8 feature map, so this is about the multiply-accumulates of a query; it is an order of
+    magnitude to compare with :data:`BF16_MIN_WORK`, cheap to compute (no forward pass) and exact to repeat.
+    """
+    test_size = getattr(getattr(model, "config", None), "test_size", None) or 473
+    return sum(p.numel() for p in model.parameters()) * (test_size / 8) ** 2
+
+
+def bf16_pays(model: torch.nn.Module | None) -> bool:
+    """Whether ``model`` does enough work per query for bf16 to beat fp32 (None: a full-size model, yes)."""
+    return model is None or query_work(model) >= BF16_MIN_WORK
+
+
 def _check(precision: Any) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     return str(precision)
 
 
-def resolve_precision(precision: str = "auto", device: str | torch.device = "cpu") -> str:
-    """``fp32``, ``bf16`` or ``fp16``: ``precision`` itself, or what ``auto`` means on ``device``."""
+def resolve_precision(
+    precision: str = "auto", device: str | torch.device = "cpu", model: torch.nn.Module | None = None
+) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: ``precision`` itself, or what ``auto`` means for ``model`` on ``device``
+    (without a model: for a full-size one)."""
     precision = _check(precision)
     if precision != "auto":
         return precision
-    return "bf16" if native_bf16(device) else "fp32"
+    return "bf16" if native_bf16(device) and bf16_pays(model) else "fp32"
 
 
 def autocast_dtype(
@@ -77,8 +116,10 @@ def autocast_dtype(
     amp_dtype: torch.dtype | None = None,
     *,
     default: str = "auto",
+    model: torch.nn.Module | None = None,
 ) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` (or of the alias ``amp_dtype``) on ``device``; None means fp32.
+    """The autocast dtype of ``precision`` (or of the alias ``amp_dtype``) for ``model`` on ``device``; None
+    means fp32.
 
     Args:
         precision: one of :data:`PRECISIONS`.
@@ -86,6 +127,7 @@ def autocast_dtype(
         amp_dtype: the older spelling (``torch.bfloat16``, ``torch.float16`` or None); when given it stands for
             its precision name.
         default: the calling function's default ``precision`` (only a non-default one conflicts with ``amp_dtype``).
+        model: the model that will run (``auto`` weighs its work per query); None: a full-size model.
 
     Raises:
         ValueError: an unknown precision, or ``amp_dtype`` with a different non-default ``precision``.
@@ -100,4 +142,4 @@ def autocast_dtype(
                 "(amp_dtype is its older spelling)."
             )
         precision = _NAMES[amp_dtype]
-    return _DTYPES[resolve_precision(precision, device)]
+    return _DTYPES[resolve_precision(precision, device, model)]

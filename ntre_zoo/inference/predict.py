@@ -137,7 +137,7 @@ def encode_support(
         canvas_masks.append(mask_to_canvas(mask, size))
         sizes.append((int((mask == 1).sum()), *mask.shape))
     device = _device_of(model, device)
-    amp_dtype = autocast_dtype(precision, device, amp_dtype)
+    amp_dtype = autocast_dtype(precision, device, amp_dtype, model=model)
     with _inference(device, amp_dtype):
         batch = _to_device(torch.stack(canvases), model, device)
         support = eval_view(model).encode_support(batch[None], torch.stack(canvas_masks)[None].to(device))
@@ -207,7 +207,9 @@ def predict(
         return_details: return :class:`Prediction` objects instead of masks.
         device: run there (the model is moved); default: where the model is.
         precision: ``fp32``, ``bf16``, ``fp16`` (autocast) or ``auto``: bf16 where the device computes it
-            natively, fp32 elsewhere (:mod:`ntre_zoo.inference.precision`).
+            natively and the model is large enough to gain from it, fp32 elsewhere
+            (:mod:`ntre_zoo.inference.precision`). bf16 changes the numbers slightly (a few pixels of the
+            mask); ``precision="fp32"`` gives the reference numerics on every machine.
         amp_dtype: the older spelling of ``precision`` (``torch.bfloat16`` = ``"bf16"``).
         batch_size: queries per forward pass.
         mask_threshold: binarise soft support masks (anti-aliased, JPEG): target where the value is above it,
@@ -244,7 +246,7 @@ def predict(
             mask_threshold=mask_threshold,
         )
         device = support.prototype.device
-    amp_dtype = autocast_dtype(precision, device, amp_dtype)
+    amp_dtype = autocast_dtype(precision, device, amp_dtype, model=model)
     if query is None:
         raise ValueError("query is required: pass an image or a list of images to segment.")
     single = not isinstance(query, (list, tuple))

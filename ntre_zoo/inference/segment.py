@@ -162,7 +162,7 @@ def segment(
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
     encoded = encode_supports(model, supports, device=device, precision=precision, mask_threshold=mask_threshold)
     device = _device_of(model, device)
-    dtype = autocast_dtype(precision, device)
+    dtype = autocast_dtype(precision, device, model=model)
     names = tuple(encoded)
     single = not isinstance(query, (list, tuple))
     queries = [query] if single else list(query)
