@@ -134,7 +134,7 @@ def cpu_precisions(fast, queries, supports, masks, args, baseline_s: float) -> d
         "cpu": cpu_model(),
         "cpu_capabilities": cpu_capabilities(),
         "native_bf16": native_bf16("cpu"),
-        "auto_resolves_to": resolve_precision("auto", "cpu"),
+        "auto_resolves_to": resolve_precision("auto", "cpu", fast),
         **{f"{name}_{op}_gflops": rates[name][op] for name in PRECISIONS for op in ("conv3x3_cl", "gemm")},
         "fp32_many_per_query_s": times["fp32"] / len(queries),
         "bf16_many_per_query_s": times["bf16"] / len(queries),

@@ -126,6 +126,14 @@ def _reproduce(args: argparse.Namespace) -> int:
             other = {k: v for k, v in result.manifest_check.items() if k not in same}
             verdict = "matches the manifest" if not other else f"differs from the manifest in {other}"
             print(f"{result.name}: {verdict} ({', '.join(same)} equal)")
+        if result.weights_diff is not None:
+            diff = result.weights_diff
+            meaning = (
+                "the same training on another kind of CPU: only running statistics moved (docs/reproducing.md)"
+                if diff.same_training()
+                else "a different training"
+            )
+            print(f"{result.name}: against the shipped weights, {diff.summary()}: {meaning}")
     failed = [r.name for r in results if r.state != "done"]
     if failed:
         print(f"failed: {', '.join(failed)}; see {Path(args.output) / 'ledger.json'} and run the command again")

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..model.config import check_amp_dtype
+from ..model.types import FewShotSegmenter
 
 __all__ = [
     "BF16_MIN_WORK",
@@ -77,18 +78,17 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return False
 
 
-def query_work(model: torch.nn.Module) -> float:
+def query_work(model: FewShotSegmenter) -> float:
     """A size-and-width estimate of one query pass: parameters x (test_size / 8)^2.
 
     Every weight of the dilated backbone's later stages and of the head is applied at most once per position of
     the stride-8 feature map, so this is about the multiply-accumulates of a query; it is an order of
     magnitude to compare with :data:`BF16_MIN_WORK`, cheap to compute (no forward pass) and exact to repeat.
     """
-    test_size = getattr(getattr(model, "config", None), "test_size", None) or 473
-    return sum(p.numel() for p in model.parameters()) * (test_size / 8) ** 2
+    return sum(p.numel() for p in model.parameters()) * (model.config.test_size / 8) ** 2
 
 
-def bf16_pays(model: torch.nn.Module | None) -> bool:
+def bf16_pays(model: FewShotSegmenter | None) -> bool:
     """Whether ``model`` does enough work per query for bf16 to beat fp32 (None: a full-size model, yes)."""
     return model is None or query_work(model) >= BF16_MIN_WORK
 
@@ -100,7 +100,7 @@ def _check(precision: Any) -> str:
 
 
 def resolve_precision(
-    precision: str = "auto", device: str | torch.device = "cpu", model: torch.nn.Module | None = None
+    precision: str = "auto", device: str | torch.device = "cpu", model: FewShotSegmenter | None = None
 ) -> str:
     """``fp32``, ``bf16`` or ``fp16``: ``precision`` itself, or what ``auto`` means for ``model`` on ``device``
     (without a model: for a full-size one)."""
@@ -116,7 +116,7 @@ def autocast_dtype(
     amp_dtype: torch.dtype | None = None,
     *,
     default: str = "auto",
-    model: torch.nn.Module | None = None,
+    model: FewShotSegmenter | None = None,
 ) -> torch.dtype | None:
     """The autocast dtype of ``precision`` (or of the alias ``amp_dtype``) for ``model`` on ``device``; None
     means fp32.

@@ -50,6 +50,7 @@ from .recipes import (
     select_variants,
 )
 from .saving import CONFIG_NAME, WEIGHTS_METADATA, WEIGHTS_NAME, write_safetensors
+from .weights_diff import WeightsDiff, compare_weights
 
 __all__ = ["LEDGER_NAME", "Step", "VariantResult", "reproduce", "run_subprocess"]
 
@@ -124,6 +125,8 @@ class VariantResult:
         sha256: of ``model.safetensors``.
         manifest_check: for a variant the manifest already measured: ``{"sha256": bool, metric: (manifest, now)}``
             for every number both have.
+        weights_diff: for a variant shipped in the package whose bytes this run did not regenerate: how its
+            tensors differ from the shipped file's (on another kind of CPU, only running statistics may).
     """
 
     name: str
@@ -132,6 +135,7 @@ class VariantResult:
     measured: dict[str, Any]
     sha256: str | None = None
     manifest_check: dict[str, Any] | None = None
+    weights_diff: WeightsDiff | None = None
 
 
 class _Ledger:
@@ -286,7 +290,10 @@ class _Sweep:
             check = {"sha256": digest == entry.expected_sha256} if entry.expected_sha256 else {}
             for key in (k for k in before if isinstance(before[k], (int, float)) and k in measured):
                 check[key] = (before[key], measured[key])
-        return VariantResult(recipe.name, state, directory, measured, digest, check)
+        diff = None
+        if entry.source == "package" and entry.expected_sha256 and digest != entry.expected_sha256:
+            diff = compare_weights(directory / WEIGHTS_NAME, entry.package_paths()[0])
+        return VariantResult(recipe.name, state, directory, measured, digest, check, diff)
 
 
 def _data_roots(data_root: str | Path | Mapping[str, str | Path]) -> dict[str, Path]:
