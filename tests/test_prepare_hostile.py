@@ -137,6 +137,9 @@ def test_the_cap_is_a_keyword_and_a_cli_option(tmp_path, capsys):
     assert main([*command, "--no-progress", "--max-member-mib", "1"]) == 1
     assert "--max-member-mib" in capsys.readouterr().err and not out.exists()
     assert main([*command, "--no-progress", "--max-member-mib", "3"]) == 0
+    for wrong in ("0", "-1", "inf", "nan", "lots"):
+        with pytest.raises(SystemExit):
+            main([*command, "--max-member-mib", wrong])
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -261,6 +264,22 @@ def test_a_list_of_the_users_is_never_overwritten(tmp_path):
         prepare_pascal5i(*archives, out, progress=False)
     assert mine.read_text() == "my own list\n"
     assert sorted(p.name for p in (out / "VOCdevkit" / "VOC2012").iterdir()) == ["ImageSets"]
+
+
+def test_the_stage_goes_inside_out_when_only_out_is_writable(tmp_path, monkeypatch):
+    import tempfile
+
+    mkdtemp = tempfile.mkdtemp
+
+    def beside_out_forbidden(prefix: str, suffix: str, dir: Path) -> str:
+        if Path(dir) == tmp_path:
+            raise PermissionError(13, "Permission denied", str(dir))
+        return mkdtemp(prefix=prefix, suffix=suffix, dir=dir)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", beside_out_forbidden)
+    (tmp_path / "out").mkdir()
+    summary = prepare_pascal5i(*_archives(tmp_path / "archives", *pascal_members()), tmp_path / "out", progress=False)
+    assert summary.written == 3 + 3 + 4 and [p.name for p in (tmp_path / "out").iterdir()] == ["VOCdevkit"]
 
 
 def test_out_that_is_a_file_is_refused(tmp_path):

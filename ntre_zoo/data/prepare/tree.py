@@ -87,12 +87,19 @@ def _place(staged: Path, target: Path, replace: bool) -> bool:
 
 
 class _Stage:
-    """A hidden folder beside ``out`` (``.OUT.ntre-zoo-prepare-XXXX.tmp``) shaped as ``out`` will be."""
+    """A hidden folder beside ``out`` (``.OUT.ntre-zoo-prepare-XXXX.tmp``) shaped as ``out`` will be; inside
+    ``out`` when only ``out`` is writable (its files are never moved onto themselves: none is named so)."""
 
     def __init__(self, out: Path) -> None:
         self.created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
         out.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{out.name}.ntre-zoo-prepare-", suffix=".tmp", dir=out.parent))
+        prefix = f".{out.name}.ntre-zoo-prepare-"
+        try:
+            self.root = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=out.parent))
+        except PermissionError:
+            if not out.is_dir():
+                raise
+            self.root = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=out))
 
     def discard(self) -> None:
         """Remove the stage, and the folders above ``out`` that it created if they are empty."""
