@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveError",
     "ChecksumMismatchError",
     "HubAccessError",
     "ManifestError",
@@ -37,3 +38,7 @@ class StateDictMismatchError(RuntimeError):
 
 class HubAccessError(RuntimeError):
     """The Hub is needed (backbone weights, an upload) but offline, unreachable, or the token cannot write."""
+
+
+class ArchiveError(ValueError):
+    """A dataset archive, or one of its members, that ``prepare`` refuses (corrupt, unsafe, too large, wrong)."""

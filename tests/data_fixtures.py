@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+#: The two PASCAL archives' roots, as in the official downloads.
+VOC_ROOT, SBD_ROOT = "VOCdevkit/VOC2012/", "benchmark_RELEASE/dataset/"
 
 #: Non-contiguous category ids, as in real COCO (which has 80 categories over ids 1-90).
 COCO_CATEGORIES = [(1, "person"), (3, "car"), (18, "dog"), (90, "toothbrush")]
@@ -101,3 +107,79 @@ def write_folder(root: Path, count: int = 8, with_classes: bool = True) -> None:
         Image.fromarray(mask, mode="L").save(root / "masks" / f"img{i}.png")
     if with_classes:
         (root / "classes.json").write_text(json.dumps({"1": "cat", "2": "dog", "3": "cow"}))
+
+
+# ------------------------------------------------------------------------------ official archives, in small
+
+
+def jpeg_bytes(rng: np.random.Generator, size: tuple[int, int] = (48, 64), grey: bool = False) -> bytes:
+    """A random JPEG of ``size`` = (H, W), RGB or greyscale."""
+    shape = size if grey else (*size, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def palette_png(label: np.ndarray) -> bytes:
+    """A VOC ``SegmentationClass`` PNG (palette mode) of an ``(H, W)`` uint8 class-id map."""
+    from ntre_zoo.data.synthetic import voc_palette
+
+    image = Image.fromarray(label, mode="P")
+    image.putpalette(voc_palette())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sbd_mat(label: np.ndarray, compressed: bool = True) -> bytes:
+    """An SBD ``cls/ID.mat`` (``GTcls.Segmentation``, MATLAB 5, compressed as SBD's are) of a class-id map."""
+    from scipy import io as scipy_io
+
+    buffer = io.BytesIO()
+    classes = np.unique(label[(label > 0) & (label < 255)])
+    segmentation = {"Segmentation": label, "CategoriesPresent": classes.astype(np.uint8)}
+    scipy_io.savemat(buffer, {"GTcls": segmentation}, do_compression=compressed)
+    return buffer.getvalue()
+
+
+def write_tar(path: Path, members: dict[str, bytes] | list[tuple[str, bytes]], mode: str = "w") -> Path:
+    """A tar (``mode`` "w", "w:gz", ...) of regular-file members, in the given order (duplicates allowed)."""
+    with tarfile.open(path, mode) as tar:
+        for name, data in members.items() if isinstance(members, dict) else members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_zip(path: Path, members: dict[str, bytes] | list[tuple[str, bytes]]) -> Path:
+    """A zip of ``members`` in the given order (duplicates allowed: zipfile only warns)."""
+    import warnings
+
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as archive:
+        warnings.simplefilter("ignore", UserWarning)
+        for name, data in members.items() if isinstance(members, dict) else members:
+            archive.writestr(name, data)
+    return path
+
+
+def pascal_members(seed: int = 0, size: tuple[int, int] = (48, 64)) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The smallest VOC 2012 and SBD archives ``prepare pascal5i`` accepts, as ``member -> bytes`` dicts.
+
+    VOC: train ``2007_000001``, val ``2007_000002``, each with image and palette label; SBD: train
+    ``2008_000001`` (``.mat`` label and image), val ``2007_000002`` (image and label, VOC's wins).
+    """
+    rng = np.random.default_rng(seed)
+    v, s = VOC_ROOT, SBD_ROOT
+    voc = {
+        f"{v}ImageSets/Segmentation/train.txt": b"2007_000001\n",
+        f"{v}ImageSets/Segmentation/val.txt": b"2007_000002\n",
+    }
+    sbd = {f"{s}train.txt": b"2008_000001\n", f"{s}val.txt": b"2007_000002\n"}
+    for i in ("2007_000001", "2007_000002"):
+        voc[f"{v}JPEGImages/{i}.jpg"] = jpeg_bytes(rng, size)
+        voc[f"{v}SegmentationClass/{i}.png"] = palette_png(rng.integers(0, 21, size, dtype=np.uint8))
+    for i in ("2008_000001", "2007_000002"):
+        sbd[f"{s}img/{i}.jpg"] = jpeg_bytes(rng, size)
+        sbd[f"{s}cls/{i}.mat"] = sbd_mat(rng.integers(0, 21, size, dtype=np.uint8))
+    return voc, sbd

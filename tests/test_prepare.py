@@ -3,7 +3,6 @@ built here, turned into the trees the loaders read; every label pixel is checked
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import jpeg_bytes, palette_png, sbd_mat, write_tar
 from PIL import Image
 
 from ntre_zoo.cli import main
@@ -19,9 +19,8 @@ from ntre_zoo.data import pascal5i_source
 from ntre_zoo.data.index import read_label
 from ntre_zoo.data.prepare.coco2014 import prepare_coco20i
 from ntre_zoo.data.prepare.voc_sbd import prepare_pascal5i
-from ntre_zoo.data.synthetic import voc_palette
 
-scipy_io = pytest.importorskip("scipy.io")
+pytest.importorskip("scipy.io")
 
 H, W = 48, 64
 VOC_TRAIN = ["2007_000001", "2007_000002"]
@@ -31,42 +30,12 @@ SBD_VAL = ["2007_000003", "2008_000012"]  # 2007_000003 is VOC val: VOC's label,
 NOT_IN_VOC_JPEGS = "2008_000012"  # SBD has this image but the VOC archive does not: taken from SBD
 
 
-def _jpeg(rng: np.random.Generator) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
 def _label(rng: np.random.Generator, boundary: bool) -> np.ndarray:
     label = rng.integers(0, 21, (H, W), dtype=np.uint8)
     label[:, : W // 2] = rng.integers(1, 21)
     if boundary:
         label[H // 2, :] = 255
     return label
-
-
-def _palette_png(label: np.ndarray) -> bytes:
-    image = Image.fromarray(label, mode="P")
-    image.putpalette(voc_palette())
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _mat(label: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    classes = np.unique(label[(label > 0) & (label < 255)])
-    scipy_io.savemat(buffer, {"GTcls": {"Segmentation": label, "CategoriesPresent": classes.astype(np.uint8)}})
-    return buffer.getvalue()
-
-
-def _tar(path: Path, members: dict[str, bytes], mode: str) -> Path:
-    with tarfile.open(path, mode) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -79,25 +48,25 @@ def sources(tmp_path_factory):
     for name, ids in (("train", VOC_TRAIN), ("val", VOC_VAL), ("trainval", VOC_TRAIN + VOC_VAL)):
         voc[f"{v}ImageSets/Segmentation/{name}.txt"] = "".join(f"{i}\n" for i in ids).encode()
     for i in sorted(set(VOC_TRAIN + VOC_VAL + SBD_TRAIN + SBD_VAL)):
-        jpeg = _jpeg(rng)
+        jpeg = jpeg_bytes(rng, (H, W))
         if i != NOT_IN_VOC_JPEGS:
             voc[f"{v}JPEGImages/{i}.jpg"] = jpeg
         sbd[f"{s}img/{i}.jpg"] = jpeg
         expected_images[i] = jpeg
     for i in VOC_TRAIN + VOC_VAL:
         label = _label(rng, boundary=True)
-        voc[f"{v}SegmentationClass/{i}.png"] = _palette_png(label)
+        voc[f"{v}SegmentationClass/{i}.png"] = palette_png(label)
         expected_labels[i] = label
     for i in SBD_TRAIN + SBD_VAL:
         label = _label(rng, boundary=False)
-        sbd[f"{s}cls/{i}.mat"] = _mat(label)
+        sbd[f"{s}cls/{i}.mat"] = sbd_mat(label, compressed=False)
         expected_labels.setdefault(i, label)
-    voc[f"{v}JPEGImages/2012_009999.jpg"] = _jpeg(rng)  # an image with no label: not copied
+    voc[f"{v}JPEGImages/2012_009999.jpg"] = jpeg_bytes(rng, (H, W))  # an image with no label: not copied
     for name, ids in (("train", SBD_TRAIN), ("val", SBD_VAL)):
         sbd[f"{s}{name}.txt"] = "".join(f"{i}\n" for i in ids).encode()
     return {
-        "voc": _tar(folder / "VOCtrainval_11-May-2012.tar", voc, "w"),
-        "sbd": _tar(folder / "benchmark.tgz", sbd, "w:gz"),
+        "voc": write_tar(folder / "VOCtrainval_11-May-2012.tar", voc, "w"),
+        "sbd": write_tar(folder / "benchmark.tgz", sbd, "w:gz"),
         "labels": expected_labels,
         "images": expected_images,
     }
@@ -187,7 +156,7 @@ def test_wrong_or_incomplete_archives_are_refused(sources, tmp_path):
         members = {
             m.name: tar.extractfile(m).read() for m in tar.getmembers() if not m.name.endswith("2008_000011.mat")
         }
-    incomplete = _tar(tmp_path / "benchmark.tgz", members, "w:gz")
+    incomplete = write_tar(tmp_path / "benchmark.tgz", members, "w:gz")
     with pytest.raises(ValueError, match=r"1 labels listed .* missing .*2008_000011\.mat"):
         prepare_pascal5i(sources["voc"], incomplete, out, progress=False)
     (tmp_path / "notes.txt").write_text("not an archive")
@@ -224,7 +193,7 @@ def coco_sources(tmp_path_factory):
         for n in range(4):
             image_id = 100 * (split == "val") + n + 1
             name = f"COCO_{split}2014_{image_id:012d}.jpg"
-            members[f"{split}2014/{name}"] = _jpeg(rng)
+            members[f"{split}2014/{name}"] = jpeg_bytes(rng, (H, W))
             images.append({"id": image_id, "file_name": name, "height": H, "width": W})
             if n == 3:  # an image without annotations: copied, but it gets no label
                 continue

@@ -21,7 +21,7 @@ from .._atomic import atomic_write_json
 from .episodes import ImageSource
 from .index import write_label
 
-__all__ = ["build_coco_labels", "coco20i_source", "coco_category_map"]
+__all__ = ["build_coco_labels", "coco20i_source", "coco_category_map", "coco_label_index"]
 
 LABEL_DIR = "ntre_zoo_labels"
 CACHE_DIR = "ntre_zoo_cache"
@@ -57,6 +57,12 @@ def _stamp(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def coco_label_index(root: Path, split: str) -> Path:
+    """The ``index.json`` that :func:`build_coco_labels` writes last for ``root``'s annotation file of ``split``."""
+    annotation = root / "annotations" / f"instances_{split}2014.json"
+    return root / LABEL_DIR / f"{split}2014_{_stamp(annotation)}" / "index.json"
+
+
 def build_coco_labels(
     root: Path, split: str, *, progress: bool = True
 ) -> tuple[list[tuple[Path, Path]], dict[int, str]]:
@@ -75,8 +81,8 @@ def build_coco_labels(
             f"No COCO annotation file {str(annotation)!r}; the COCO-20i root must hold {split}2014/ and "
             f"annotations/instances_{split}2014.json."
         )
-    label_dir = root / LABEL_DIR / f"{split}2014_{_stamp(annotation)}"
-    index = label_dir / "index.json"
+    index = coco_label_index(root, split)
+    label_dir = index.parent
     if index.is_file():
         done = json.loads(index.read_text())
         pairs = [(root / f"{split}2014" / name, label_dir / f"{Path(name).stem}.png") for name in done["images"]]
