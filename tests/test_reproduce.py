@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
@@ -199,6 +202,33 @@ def test_a_killed_sweep_resumes_to_the_same_outputs(small, tmp_path, monkeypatch
 
     again = reproduce([SMALL], syn, tmp_path / "killed", manifest=manifest, runner=never)
     assert again[0].sha256 == sha_a and "done earlier, skipped" in capsys.readouterr().out
+
+
+def test_a_shipped_variant_regenerated_on_another_cpu_is_told_apart_from_another_training(small, tmp_path, capsys):
+    """When the bytes differ from a package entry's, reproduce compares the tensors: the same parameters with
+    running statistics a rounding step apart is the cross-CPU case docs/reproducing.md describes."""
+    syn, manifest = small
+    (result,) = reproduce([SMALL], syn, tmp_path / "out", manifest=manifest, runner=in_process)
+    assert result.weights_diff is None  # a hub entry without weights: nothing to compare with
+    tensors = load_file(str(result.directory / "model.safetensors"))
+    statistic = next(k for k in tensors if k.endswith("running_var"))
+    parameter = next(k for k in tensors if k.endswith(".weight"))
+    for key, change in ((statistic, "statistic"), (parameter, "parameter")):
+        shipped = tmp_path / f"shipped_{change}"
+        shipped.mkdir()
+        other = {**tensors, key: tensors[key].clone()}
+        other[key].view(-1)[0] = torch.nextafter(other[key].view(-1)[0], torch.tensor(float("inf")))  # one step
+        write_safetensors(other, shipped / "model.safetensors", WEIGHTS_METADATA)
+        shutil.copy(result.directory / "config.json", shipped / "model.json")
+        entry = json.loads(manifest.read_text())["models"][SMALL]
+        entry.update(source="package", status="published", file=str(shipped / "model.safetensors"))
+        entry.update(sha256=sha256_file(shipped / "model.safetensors"), hub={})
+        package_manifest = tmp_path / f"manifest_{change}.json"
+        package_manifest.write_text(json.dumps({"schema_version": 1, "models": {SMALL: entry}}))
+        capsys.readouterr()
+        (again,) = reproduce([SMALL], syn, tmp_path / "out", manifest=package_manifest, runner=in_process)
+        assert again.sha256 == result.sha256 and again.weights_diff is not None
+        assert again.weights_diff.same_training() is (change == "statistic"), again.weights_diff
 
 
 # ------------------------------------------------------------------------------------------ slow: real processes
