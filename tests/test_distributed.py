@@ -57,7 +57,12 @@ def _worker(rank, init_file, out_dir):
         model = create_model("resnet50", **TINY)
         config = TrainConfig(epochs=2, batch_size=4, val_every=1, val_episodes=6, progress=False)
         trainer = Trainer(
-            model, Episodes(8), config, output_dir=out_dir, evaluate_fn=make_evaluate_fn(Episodes(6, "val"), config)
+            model,
+            Episodes(8),
+            config,
+            output_dir=out_dir,
+            evaluate_fn=make_evaluate_fn(Episodes(6, "val"), config),
+            device="cpu",  # gloo on the CPU, also on a machine with one GPU (rank 1 would pick cuda:1)
         )
         result = trainer.fit()
         torch.save(

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
@@ -26,6 +27,12 @@ from ntre_zoo.zoo.reproduce import LEDGER_NAME, reproduce
 from ntre_zoo.zoo.saving import WEIGHTS_METADATA, write_safetensors
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch):
+    """The recorded variants are CPU recipes, compared bit for bit: keep in-process steps off any CUDA device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 SHIPPED = "ntrenet_tiny.synthetic_fold0"
 SMALL = "ntrenet_tiny.synthetic_fold0_small"

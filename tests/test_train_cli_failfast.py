@@ -37,6 +37,12 @@ PSPNET_STEM = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch):
+    """These tests compare CPU runs bit for bit: keep the trainer off any CUDA device the machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("syn")

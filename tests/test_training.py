@@ -25,6 +25,12 @@ from ntre_zoo.training.losses import LossConfig
 from ntre_zoo.training.optim import PARAMETER_GROUPS
 
 
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch):
+    """These tests compare CPU runs bit for bit: keep the trainer off any CUDA device the machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 class RandomEpisodes(Dataset):
     """Episodes of random tensors following the data contract; a square target makes them learnable.
 
