@@ -170,6 +170,18 @@ def test_resume_is_bit_exact(tmp_path):
     )
 
 
+def test_a_cpu_run_resumes_where_fp16_loss_scaling_is_on(tmp_path):
+    """A CPU run saves an empty GradScaler state; resumed on CUDA (fp16: the scaler is on) it must go on, as
+    --device may change on resume. An enabled CPU scaler stands in for CUDA's here."""
+    data = RandomEpisodes(n=4)
+    Trainer(tiny(), data, quiet(max_steps=1), output_dir=tmp_path).fit()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["scaler"] == {}
+    resumed = Trainer(tiny(), data, quiet(), output_dir=tmp_path)
+    resumed.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    assert resumed.fit(resume=True).step == 4
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["scaler"]["scale"] > 0
+
+
 def test_resume_refuses_a_different_trajectory(tmp_path):
     data = RandomEpisodes(n=4)
     Trainer(tiny(), data, quiet(max_steps=1), output_dir=tmp_path).fit()

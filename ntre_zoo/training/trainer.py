@@ -354,7 +354,10 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        # else: the run so far had no loss scaling (it ran on the CPU, or in bf16 or fp32), so its scaler state is
+        # empty; resumed where fp16 scaling is on (--device cuda), the scaler starts from its initial scale.
         self.criterion.bank.load_state_dict(state["bank"])
         self.criterion.bank.to(self.device)
         self.epoch, self.batch_in_epoch, self.step = (
