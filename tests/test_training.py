@@ -113,7 +113,8 @@ def test_sampler_is_reproducible_sharded_and_resumable():
     b.set_epoch(3)
     first, second = list(a), list(b)
     flat = [k for batch in first + second for k in batch]
-    assert len({i for i, _ in flat}) == 8  # disjoint items
+    assert len({i for i, _, _ in flat}) == 8  # disjoint items
+    assert {e for _, _, e in flat} == {3}  # the epoch travels with each key, to workers that live across epochs
     assert first == list(a)  # same epoch, same batches
     a.set_epoch(4)
     assert list(a) != first

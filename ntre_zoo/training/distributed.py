@@ -105,7 +105,7 @@ def _mix(*values: int) -> int:
 
 
 class EpisodeBatchSampler:
-    """Batches of ``(index, episode_seed)`` for one rank; every episode is a function of (seed, epoch, position).
+    """Batches of ``(index, episode_seed, epoch)`` for one rank; every episode is a function of (seed, epoch, position).
 
     Each epoch draws one permutation of the dataset and one seed per position from ``(seed, epoch)``, the same
     on every rank. Rank r takes positions r, r + W, r + 2W, ... (as ``DistributedSampler``), drops the tail that
@@ -153,18 +153,19 @@ class EpisodeBatchSampler:
         seeds = torch.randint(0, 2**62, (self.dataset_size,), generator=generator)
         return order, seeds
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         order, seeds = self.epoch_plan(self.epoch)
         positions = torch.arange(self.rank, len(self) * self.batch_size * self.world_size, self.world_size)
         for b in range(self.start_batch, len(self)):
             batch = positions[b * self.batch_size : (b + 1) * self.batch_size]
-            yield [(int(order[p]), int(seeds[p])) for p in batch]
+            yield [(int(order[p]), int(seeds[p]), self.epoch) for p in batch]
 
 
 class SeededEpisodes(Dataset):
-    """Wraps an episode dataset so that ``wrapped[(index, seed)]`` draws ``dataset[index]`` with every global
-    RNG seeded by ``seed`` (and restored afterwards): random support choice and augmentation are then fixed
-    by the sampler, whatever the worker count or resume point."""
+    """Wraps an episode dataset so that ``wrapped[(index, seed, epoch)]`` draws ``dataset[index]`` of ``epoch``
+    (through the dataset's ``set_epoch``, if it has one) with every global RNG seeded by ``seed`` (and restored
+    afterwards): random support choice and augmentation are then fixed by the sampler, whatever the worker count,
+    the resume point, or how long the DataLoader's workers live (they keep their own copy of the dataset)."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -172,8 +173,11 @@ class SeededEpisodes(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
+    def __getitem__(self, key: tuple[int, int, int]) -> Any:
+        index, seed, epoch = key
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None and getattr(self.dataset, "epoch", None) != epoch:
+            set_epoch(epoch)
         with isolated_rng(seed):
             return self.dataset[index]
 
