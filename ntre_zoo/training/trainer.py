@@ -37,6 +37,7 @@ from .distributed import (
     all_gather_cat,
     check_batch_split,
     collate_episodes,
+    sync_batchnorm,
 )
 from .environment import run_environment
 from .losses import NTRENetLoss
@@ -134,6 +135,9 @@ class Trainer:
         if self.device.type == "cuda":  # the layout tensor cores read without transposes
             self.model.to(memory_format=torch.channels_last)
         self.network: nn.Module = self.model
+        backbone = getattr(self.model, "backbone", None)
+        if self.dist.enabled and self.config.backbone_bn == "train" and isinstance(backbone, nn.Module):
+            sync_batchnorm(backbone)  # batch statistics of the whole batch: the same run at any process count
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
