@@ -183,6 +183,29 @@ def test_a_cpu_run_resumes_where_fp16_loss_scaling_is_on(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["scaler"]["scale"] > 0
 
 
+def test_training_precision_is_bf16_where_native_and_fp32_before_ampere(monkeypatch):
+    from ntre_zoo.training import config as module
+
+    assert TrainConfig().amp_dtype == "auto" and TrainConfig().precision_on("cpu") == "float32"
+    monkeypatch.setattr(module, "native_bf16", lambda device: True)  # compute capability 8.0+
+    assert TrainConfig().precision_on("cuda:0") == "bfloat16"
+    assert TrainConfig(amp=False).precision_on("cuda:0") == "float32"
+    assert TrainConfig(amp_dtype="float16").precision_on("cuda:0") == "float16"
+    monkeypatch.setattr(module, "native_bf16", lambda device: False)  # Volta, Turing: fp32 as the reference
+    assert TrainConfig().precision_on("cuda:0") == "float32"
+    with pytest.raises(ValueError, match="amp_dtype must be one of 'auto', 'bfloat16', 'float16'"):
+        TrainConfig(amp_dtype="fp16")
+
+
+def test_the_run_records_the_precision_it_trained_in(tmp_path):
+    trainer = Trainer(tiny(), RandomEpisodes(n=4), quiet(epochs=1), output_dir=tmp_path)
+    assert not trainer.scaler.is_enabled()
+    trainer.fit()
+    assert json.loads((tmp_path / "train_config.json").read_text())["precision"] == "float32"
+    card = json.loads((tmp_path / "last" / "config.json").read_text())["metadata"]
+    assert card["training"]["precision"] == "float32"
+
+
 def test_resume_refuses_a_different_trajectory(tmp_path):
     data = RandomEpisodes(n=4)
     Trainer(tiny(), data, quiet(max_steps=1), output_dir=tmp_path).fit()
