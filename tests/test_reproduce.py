@@ -235,6 +235,15 @@ def test_a_child_gets_the_gpus_it_was_given_through_the_parents_mask(tmp_path, m
     assert seen.read_text() == child
 
 
+def test_gpu_steps_load_episodes_in_worker_processes(small, tmp_path, monkeypatch, capsys):
+    syn, manifest = small
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    reproduce([SMALL], syn, tmp_path, manifest=manifest, gpus=[0], dry_run=True)
+    train, *evaluations = capsys.readouterr().out.splitlines()
+    assert train.split()[2] == "train" and "--workers 8" in train
+    assert evaluations and all("--device cuda" in e and "--workers 8" in e for e in evaluations)
+
+
 def test_gpu_indices_outside_the_parents_mask_are_refused():
     from ntre_zoo.zoo.reproduce import child_visible_devices
 

@@ -112,7 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     opt.add_argument("--grad-clip", type=float, help="clip the gradient norm (default: off)")
     opt.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: autocast on CUDA)")
-    opt.add_argument("--amp-dtype", choices=("float16", "bfloat16"), help="autocast type on CUDA (default: float16)")
+    opt.add_argument(
+        "--amp-dtype",
+        choices=("auto", "bfloat16", "float16"),
+        help="autocast type on CUDA: auto = bfloat16 on GPUs with native bf16 (compute capability 8.0+), float32 on "
+        "older ones; float16 adds gradient scaling (default: auto)",
+    )
     opt.add_argument(
         "--loss",
         nargs="+",

@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 LEDGER_NAME = "ledger.json"
+#: DataLoader workers of a GPU step (the reference's 8); CPU steps load in the training process.
+GPU_WORKERS = 8
 _LEDGER_FORMAT = "ntre-zoo-reproduce/1"
 
 
@@ -271,13 +273,15 @@ class _Sweep:
         run_dir, done = work / "train", self.ledger.variant(recipe.name)["steps"]
         quiet = () if self.progress else ("--no-progress",)
         nproc = len(gpus) if gpus else 1
+        # On GPUs, episodes load in worker processes (8, as the reference); the workers do not change the episodes.
+        workers = ("--workers", str(GPU_WORKERS)) if gpus else ()
         steps = []
         if done.get("train", {}).get("state") != "done" or not (run_dir / recipe.weights / WEIGHTS_NAME).is_file():
             if (run_dir / "checkpoints" / "last.pt").is_file():
-                argv: tuple[str, ...] = ("train", "--resume", str(run_dir), *quiet)
+                argv: tuple[str, ...] = ("train", "--resume", str(run_dir), *workers, *quiet)
             else:
                 fresh = run_dir.is_dir() and any(run_dir.iterdir())
-                argv = (*recipe.train_command(root, run_dir), *quiet, *(("--overwrite",) if fresh else ()))
+                argv = (*recipe.train_command(root, run_dir), *workers, *quiet, *(("--overwrite",) if fresh else ()))
             steps.append(Step(recipe.name, "train", argv, recipe.env, nproc))
         device, retrained = (("--device", "cuda") if gpus else ()), bool(steps)
         for shot in recipe.shots:
@@ -287,7 +291,7 @@ class _Sweep:
             argv = ("evaluate", str(run_dir / recipe.weights), "--dataset", recipe.dataset, "--data-root", root)
             argv += ("--fold", str(recipe.fold), "--shot", str(shot), "--episodes", str(recipe.episodes))
             argv += ("--protocol", recipe.protocol, "--seed", str(recipe.seed), "--seeds", str(recipe.seeds))
-            argv += ("--output", str(target), *device, *quiet)
+            argv += ("--output", str(target), *device, *workers, *quiet)
             steps.append(Step(recipe.name, f"eval_{shot}shot", argv, recipe.env))
         return steps
 
