@@ -521,3 +521,26 @@ def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
     # validating changes nothing in training: the same run without validation ends with the same weights
     assert main(["train", *no_val, "-o", str(tmp_path / "no_val")]) == 0
     _states_equal(a.state_dict(), ntre_zoo.from_pretrained(tmp_path / "no_val" / "last").state_dict())
+
+
+def test_a_training_step_waits_for_the_device_once(monkeypatch):
+    """Host reads of device values stall a CUDA step; the logged terms stay on the device (gathered every
+    log_every steps), so only the collective finite-loss check reads one (PCL's bank keys add two more)."""
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    data = RandomEpisodes(n=4)
+    batch = collate_episodes([data[i] for i in range(4)])
+    trainer = Trainer(tiny(), data, quiet(batch_size=4, loss=LossConfig(pcl_weight=0)))
+    trainer.network.train()
+    trainer.train_step(batch)
+    reads.clear()
+    terms = trainer.train_step(batch)
+    assert reads == ["tolist"]
+    assert all(isinstance(v, torch.Tensor) for v in terms.values())
