@@ -1,17 +1,21 @@
 """Training benchmark: optimizer steps/s, episodes/s and peak memory of the real trainer on a VOC-layout dataset.
 
     python benchmarks/training.py --data-root syn/VOCdevkit/VOC2012 --backbone resnet50 --crop-size 473 \\
-        --batch-size 8 --steps 300 --amp-dtype bfloat16 --device cuda --workers 8 --json out.json
+        --batch-size 8 --steps 40 --device cuda --workers 8 --json out.json
 
 Runs :class:`ntre_zoo.training.Trainer` (the reference recipe: SGD, poly lr, PCL bank, frozen backbone with
 train-mode BN) for ``--steps`` steps and times every step after ``--warmup``; the backbone is random (the
-time of a step does not depend on the weights). ``--save DIR`` keeps the weights for an evaluation run.
+time of a step does not depend on the weights). The default precision is the trainer's (``--amp-dtype auto``:
+bf16 where native, fp32 before Ampere); the trainer stops on a non-finite loss, and the JSON records the last
+loss and the precision. ``--tiny`` takes the narrow test model (for a smoke run on a CPU). ``--save DIR``
+keeps the weights for an evaluation run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +36,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20, help="steps left out of the timing")
-    parser.add_argument("--amp-dtype", choices=["float16", "bfloat16", "none"], default="bfloat16")
+    parser.add_argument("--amp-dtype", choices=["auto", "float16", "bfloat16", "none"], default="auto")
+    parser.add_argument("--tiny", action="store_true", help="the narrow test model (smoke runs on a CPU)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--save", help="save the trained weights here (save_pretrained)")
@@ -43,7 +48,8 @@ def main() -> None:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = ntre_zoo.create_model(args.backbone, test_size=args.crop_size)
+    tiny = {"layers": (1, 1, 1, 1), "channels": (8, 16, 32, 64), "stem_width": 8, "reduce_dim": 16} if args.tiny else {}
+    model = ntre_zoo.create_model(args.backbone, test_size=args.crop_size, **tiny)
     data = DataConfig(dataset="pascal5i", root=args.data_root, augment=AugmentConfig(crop_size=args.crop_size))
     train = build_dataset(data, "train", progress=False)
     amp = args.amp_dtype != "none"
@@ -52,17 +58,19 @@ def main() -> None:
         batch_size=args.batch_size,
         max_steps=args.steps,
         amp=amp,
-        amp_dtype=args.amp_dtype if amp else "float16",
+        amp_dtype=args.amp_dtype if amp else "auto",
         num_workers=args.workers,
         val_every=0,
         progress=False,
     )
     trainer = Trainer(model, train, config, device=device)
     stamps: list[float] = []
+    losses: list[float] = []
     step = trainer.train_step
 
-    def timed_step(batch: Any) -> dict[str, float]:
+    def timed_step(batch: Any) -> dict[str, Any]:
         terms = step(batch)
+        losses.append(float(terms["total"]))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
@@ -82,6 +90,10 @@ def main() -> None:
         "crop_size": args.crop_size,
         "batch_size": args.batch_size,
         "amp_dtype": args.amp_dtype,
+        "precision": trainer.precision,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "losses_finite": all(map(math.isfinite, losses)),
         "workers": args.workers,
         "steps_timed": len(seconds),
         "median_step_s": median,

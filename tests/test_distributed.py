@@ -1,6 +1,9 @@
-"""Two-process DDP on CPU (gloo): identical weights and DO banks afterwards, sharded validation exact."""
+"""Two-process DDP on CPU (gloo): identical weights and DO banks afterwards, sharded validation exact, the same
+training as one process with the whole batch, a non-finite loss stopping every rank, and rank 0 indexing first."""
 
 import json
+import time
+from datetime import timedelta
 
 import pytest
 import torch
@@ -49,6 +52,19 @@ class Episodes(Dataset):
         return item
 
 
+def _record_losses(trainer):
+    """Keep every step's total loss of this rank (a list filled as the trainer runs)."""
+    losses, forward = [], trainer.criterion.forward
+
+    def recording(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        losses.append(float(output.total))
+        return output
+
+    trainer.criterion.forward = recording
+    return losses
+
+
 def _worker(rank, init_file, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
@@ -57,11 +73,22 @@ def _worker(rank, init_file, out_dir):
         model = create_model("resnet50", **TINY)
         config = TrainConfig(epochs=2, batch_size=4, val_every=1, val_episodes=6, progress=False)
         trainer = Trainer(
-            model, Episodes(8), config, output_dir=out_dir, evaluate_fn=make_evaluate_fn(Episodes(6, "val"), config)
+            model,
+            Episodes(8),
+            config,
+            output_dir=out_dir,
+            evaluate_fn=make_evaluate_fn(Episodes(6, "val"), config),
+            device="cpu",  # gloo on the CPU, also on a machine with one GPU (rank 1 would pick cuda:1)
         )
+        losses = _record_losses(trainer)
         result = trainer.fit()
         torch.save(
-            {"model": result.model.state_dict(), "bank": trainer.criterion.bank.state_dict(), "step": result.step},
+            {
+                "model": result.model.state_dict(),
+                "bank": trainer.criterion.bank.state_dict(),
+                "step": result.step,
+                "losses": losses,
+            },
             f"{out_dir}/rank{rank}.pt",
         )
     finally:
@@ -94,6 +121,107 @@ def test_two_process_gloo_ranks_end_identical(tmp_path):
     assert record["val_miou"] == pytest.approx(single.miou, abs=1e-12)
     assert record["val_fb_iou"] == pytest.approx(single.fb_iou, abs=1e-12)
     assert record["val_episodes"] == 6
+    # the epoch's training loss is the mean over both ranks' steps, not rank 0's alone
+    epoch_two = [loss for state in states for loss in state["losses"][2:]]
+    assert record["train_total"] == pytest.approx(sum(epoch_two) / len(epoch_two), rel=1e-6)
+    assert record["train_total"] != pytest.approx(sum(states[0]["losses"][2:]) / 2, rel=1e-6)
     assert {p.name for p in tmp_path.iterdir()} >= {"best", "last", "checkpoints"}
     rngs = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["rng"]
     assert len(rngs) == WORLD and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
+
+
+# ------------------------------------------------------------------------------------------ any process count
+NO_DROPOUT = {**TINY, "reduce_dropout": 0.0, "classifier_dropout": 0.0}  # dropout draws differ per rank
+
+
+def _train_three_steps(out_dir, name, rank=0):
+    torch.manual_seed(0)
+    model = create_model("resnet50", **NO_DROPOUT)
+    config = TrainConfig(epochs=1, batch_size=4, val_every=0, progress=False)
+    result = Trainer(model, Episodes(12), config, device="cpu").fit()
+    if rank == 0:
+        torch.save(result.model.state_dict(), f"{out_dir}/{name}.pt")
+
+
+def _bn_worker(rank, init_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        _train_three_steps(out_dir, "two", rank)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_two_processes_train_as_one_process_with_the_whole_batch(tmp_path):
+    """The backbone's train-mode BN statistics are the whole batch's over both ranks (2 episodes each), so the
+    weights and the running statistics after 3 steps equal one process's with 4 episodes per step."""
+    mp.spawn(_bn_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    _train_three_steps(tmp_path, "one")
+    one, two = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("one", "two"))
+    for key, value in one.items():
+        torch.testing.assert_close(two[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert not torch.equal(one["backbone.layer1.0.bn1.running_mean"], torch.zeros(16))  # statistics did move
+
+
+# ------------------------------------------------------------------------------------------ failures
+def _nan_worker(rank, init_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=20)
+    )
+    try:
+        torch.manual_seed(0)
+        config = TrainConfig(epochs=1, batch_size=4, val_every=0, progress=False)
+        trainer = Trainer(create_model("resnet50", **TINY), Episodes(12), config, device="cpu")
+        forward = trainer.criterion.forward
+
+        def poisoned(*args, **kwargs):  # rank 1's loss turns NaN at the second step
+            output = forward(*args, **kwargs)
+            if rank == 1 and trainer.step == 2:
+                output.total = output.total * float("nan")
+            return output
+
+        trainer.criterion.forward = poisoned
+        try:
+            trainer.fit()
+            outcome = f"finished at step {trainer.step}"
+        except RuntimeError as error:
+            outcome = f"step {trainer.step}: {error}"
+        with open(f"{out_dir}/rank{rank}.txt", "w") as handle:
+            handle.write(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    mp.spawn(_nan_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        outcome = (tmp_path / f"rank{rank}.txt").read_text()
+        assert outcome.startswith("step 2: The training loss is not finite") and "nan on rank 1" in outcome, outcome
+
+
+def _first_worker(rank, init_file, out_dir):
+    from ntre_zoo.training.distributed import DistributedContext, main_process_first
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=1)
+    )
+    try:
+        with main_process_first(DistributedContext(rank, WORLD, rank)):
+            started = time.time()
+            if rank == 0:
+                time.sleep(2.5)  # indexing longer than the default group's timeout
+        with open(f"{out_dir}/rank{rank}.txt", "w") as handle:
+            handle.write(f"{started} {time.time()}")
+        dist.barrier()  # the default group still works afterwards
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_rank_zero_indexes_first_for_longer_than_the_process_group_timeout(tmp_path):
+    mp.spawn(_first_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    zero, one = ([float(t) for t in (tmp_path / f"rank{r}.txt").read_text().split()] for r in range(WORLD))
+    assert one[0] >= zero[1] - 0.5  # rank 1 started its block once rank 0 had finished its own

@@ -206,3 +206,32 @@ def test_sparse_prior_equals_the_dense_prior():
     support[1] = 0  # nothing left: the prior is all zeros
     support[2, :, :, :1] = 0
     torch.testing.assert_close(prior_mask(query, support), prior_mask(query, support, skip_empty=False))
+
+
+def test_the_prior_is_computed_in_fp32_under_fp16_autocast():
+    """2048-channel layer4 features: fp16 products overflow (inf / inf = NaN); the prior must stay the fp32 one."""
+    from ntre_zoo.model.heads import prior_mask
+
+    g = torch.Generator().manual_seed(0)
+    query = 100 * torch.rand(2, 2048, 4, 5, generator=g)
+    support = 100 * torch.rand(2, 2048, 3, 3, generator=g)
+    support[0, :, :1] = 0  # partly masked out
+    expected = prior_mask(query, support)
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = prior_mask(query, support)
+        assert prior_mask(query.half(), support.half()).dtype == torch.float16  # the input's dtype comes back
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    assert torch.equal(got, expected)  # fp32 inputs: exactly the prior computed without autocast
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_prior_equals_the_cpu_prior():
+    from ntre_zoo.model.heads import prior_mask
+
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(3, 64, 6, 7, generator=g)
+    support = torch.randn(3, 64, 5, 5, generator=g)
+    support[0, :, :2] = 0
+    support[1] = 0
+    expected = prior_mask(query, support)
+    torch.testing.assert_close(prior_mask(query.cuda(), support.cuda()).cpu(), expected, rtol=1e-3, atol=1e-3)

@@ -30,6 +30,13 @@ from ntre_zoo.zoo.saving import WEIGHTS_METADATA, write_safetensors
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
 
+
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch):
+    """The recorded variants are CPU recipes, compared bit for bit: keep in-process steps off any CUDA device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 SHIPPED = "ntrenet_tiny.synthetic_fold0"
 SMALL = "ntrenet_tiny.synthetic_fold0_small"
 #: A variant recorded like the shipped one, small enough for the default suite: 2 epochs on 24 images.
@@ -123,6 +130,8 @@ def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tm
     monkeypatch.setattr("ntre_zoo.zoo.reproduce.check_backbones", lambda recipes: None)
     with pytest.raises(ValueError, match=r"batch 32, which 3 GPUs per run cannot split; use --gpus-per-run 1 or 2\."):
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", gpus=[0, 1, 2, 3, 4, 5], gpus_per_run=3)
+    with pytest.raises(ValueError, match=r"names GPU 0 more than once.*--gpus 0,1\."):
+        reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", gpus=[0, 0, 1], runner=never)
     with pytest.raises(ValueError, match="no CUDA device 7"):
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", gpus=[7], runner=never)
     with pytest.raises(ValueError, match=r"needs --data-root pascal5i=DIR"):
@@ -229,6 +238,69 @@ def test_a_shipped_variant_regenerated_on_another_cpu_is_told_apart_from_another
         (again,) = reproduce([SMALL], syn, tmp_path / "out", manifest=package_manifest, runner=in_process)
         assert again.sha256 == result.sha256 and again.weights_diff is not None
         assert again.weights_diff.same_training() is (change == "statistic"), again.weights_diff
+
+
+# ------------------------------------------------------------------------------------------ GPU scheduling
+@pytest.mark.parametrize(
+    ("mask", "gpus", "child"),
+    [
+        (None, [0, 1], "0,1"),  # no mask: the indices are the physical GPUs
+        ("3,5,7", [1, 2], "5,7"),  # SLURM gave this job GPUs 3, 5 and 7: --gpus 1,2 are 5 and 7
+        ("GPU-aa11,GPU-bb22", [1], "GPU-bb22"),  # a mask of UUIDs
+        ("4", None, ""),  # a CPU step sees no GPU at all
+    ],
+)
+def test_a_child_gets_the_gpus_it_was_given_through_the_parents_mask(tmp_path, monkeypatch, mask, gpus, child):
+    from ntre_zoo.zoo import reproduce as module
+
+    seen = tmp_path / "seen.txt"
+    script = f"import os, pathlib; pathlib.Path({str(seen)!r}).write_text(os.environ['CUDA_VISIBLE_DEVICES'])"
+    monkeypatch.setattr(module, "_child_command", lambda step: [sys.executable, "-c", script])
+    if mask is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
+    assert module.run_subprocess(module.Step("v", "train", ()), gpus) == 0
+    assert seen.read_text() == child
+
+
+def test_gpu_steps_load_episodes_in_worker_processes(small, tmp_path, monkeypatch, capsys):
+    syn, manifest = small
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    reproduce([SMALL], syn, tmp_path, manifest=manifest, gpus=[0], dry_run=True)
+    train, *evaluations = capsys.readouterr().out.splitlines()
+    assert train.split()[2] == "train" and "--workers 8" in train
+    assert evaluations and all("--device cuda" in e and "--workers 8" in e for e in evaluations)
+
+
+def test_gpu_indices_outside_the_parents_mask_are_refused():
+    from ntre_zoo.zoo.reproduce import child_visible_devices
+
+    with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES='3,5' shows this process 2 device\(s\)"):
+        child_visible_devices([2], "3,5")
+
+
+def test_a_variant_out_of_gpu_memory_says_so_with_the_fix(small, tmp_path, monkeypatch, capsys):
+    from ntre_zoo.zoo import reproduce as module
+
+    def child(text: str, code: int) -> list[str]:
+        return [sys.executable, "-c", f"import sys; sys.stderr.write({text!r}); sys.exit({code})"]
+
+    oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    monkeypatch.setattr(module, "_child_command", lambda step: child(oom, 1))
+    assert module.run_subprocess(module.Step("v", "train", ()), None) == module.EXIT_OUT_OF_MEMORY
+    assert oom in capsys.readouterr().err  # the child's own message still reaches the user
+    monkeypatch.setattr(module, "_child_command", lambda step: child("ValueError: something else", 1))
+    assert module.run_subprocess(module.Step("v", "train", ()), None) == 1
+
+    syn, manifest = small
+    results = reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=lambda step, gpus: module.EXIT_OUT_OF_MEMORY)
+    assert results[0].state == "failed"
+    printed = " ".join(capsys.readouterr().out.split())
+    step = json.loads((tmp_path / LEDGER_NAME).read_text())["variants"][SMALL]["steps"]["train"]
+    assert step["state"] == "failed" and "out of GPU memory" in step["error"]
+    for fix in ("fails the same way", "--gpus-per-run 2", "smaller --batch-size"):
+        assert fix in step["error"] and fix in printed
 
 
 # ------------------------------------------------------------------------------------------ slow: real processes

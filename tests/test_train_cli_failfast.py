@@ -37,6 +37,12 @@ PSPNET_STEM = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch):
+    """These tests compare CPU runs bit for bit: keep the trainer off any CUDA device the machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("syn")
@@ -300,3 +306,18 @@ def test_timm_weights_offline_are_refused_unless_cached(tmp_path, monkeypatch, n
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubAccessError, match="HF_HUB_OFFLINE=1"):
         resolve_backbone_weights("timm", BackboneConfig("resnet50"))
+
+
+def test_a_run_started_under_the_old_float16_default_resumes(voc, tmp_path):
+    """0.3 recorded amp_dtype 'float16' (its default); 0.4's default is 'auto'. Resuming keeps the run's own."""
+    out = tmp_path / "run"
+    assert _train(voc, out, "--max-steps", "1") == 0
+    path = out / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    state["config"] = json.dumps({**json.loads(state["config"]), "amp_dtype": "float16"})
+    torch.save(state, path)
+    recorded = json.loads((out / "train_config.json").read_text())
+    recorded["train"]["amp_dtype"] = "float16"
+    (out / "train_config.json").write_text(json.dumps(recorded))
+    assert cli_main(["train", "--resume", str(out), "--max-steps", "2", "--no-progress"]) == 0
+    assert torch.load(path, weights_only=True)["step"] == 2

@@ -25,6 +25,12 @@ from ntre_zoo.training.losses import LossConfig
 from ntre_zoo.training.optim import PARAMETER_GROUPS
 
 
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch):
+    """These tests compare CPU runs bit for bit: keep the trainer off any CUDA device the machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 class RandomEpisodes(Dataset):
     """Episodes of random tensors following the data contract; a square target makes them learnable.
 
@@ -107,7 +113,8 @@ def test_sampler_is_reproducible_sharded_and_resumable():
     b.set_epoch(3)
     first, second = list(a), list(b)
     flat = [k for batch in first + second for k in batch]
-    assert len({i for i, _ in flat}) == 8  # disjoint items
+    assert len({i for i, _, _ in flat}) == 8  # disjoint items
+    assert {e for _, _, e in flat} == {3}  # the epoch travels with each key, to workers that live across epochs
     assert first == list(a)  # same epoch, same batches
     a.set_epoch(4)
     assert list(a) != first
@@ -162,6 +169,41 @@ def test_resume_is_bit_exact(tmp_path):
     assert next(r["train_total"] for r in json.loads(a["history"])) == pytest.approx(
         next(r["train_total"] for r in json.loads(b["history"]))
     )
+
+
+def test_a_cpu_run_resumes_where_fp16_loss_scaling_is_on(tmp_path):
+    """A CPU run saves an empty GradScaler state; resumed on CUDA (fp16: the scaler is on) it must go on, as
+    --device may change on resume. An enabled CPU scaler stands in for CUDA's here."""
+    data = RandomEpisodes(n=4)
+    Trainer(tiny(), data, quiet(max_steps=1), output_dir=tmp_path).fit()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["scaler"] == {}
+    resumed = Trainer(tiny(), data, quiet(), output_dir=tmp_path)
+    resumed.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    assert resumed.fit(resume=True).step == 4
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["scaler"]["scale"] > 0
+
+
+def test_training_precision_is_bf16_where_native_and_fp32_before_ampere(monkeypatch):
+    from ntre_zoo.training import config as module
+
+    assert TrainConfig().amp_dtype == "auto" and TrainConfig().precision_on("cpu") == "float32"
+    monkeypatch.setattr(module, "native_bf16", lambda device: True)  # compute capability 8.0+
+    assert TrainConfig().precision_on("cuda:0") == "bfloat16"
+    assert TrainConfig(amp=False).precision_on("cuda:0") == "float32"
+    assert TrainConfig(amp_dtype="float16").precision_on("cuda:0") == "float16"
+    monkeypatch.setattr(module, "native_bf16", lambda device: False)  # Volta, Turing: fp32 as the reference
+    assert TrainConfig().precision_on("cuda:0") == "float32"
+    with pytest.raises(ValueError, match="amp_dtype must be one of 'auto', 'bfloat16', 'float16'"):
+        TrainConfig(amp_dtype="fp16")
+
+
+def test_the_run_records_the_precision_it_trained_in(tmp_path):
+    trainer = Trainer(tiny(), RandomEpisodes(n=4), quiet(epochs=1), output_dir=tmp_path)
+    assert not trainer.scaler.is_enabled()
+    trainer.fit()
+    assert json.loads((tmp_path / "train_config.json").read_text())["precision"] == "float32"
+    card = json.loads((tmp_path / "last" / "config.json").read_text())["metadata"]
+    assert card["training"]["precision"] == "float32"
 
 
 def test_resume_refuses_a_different_trajectory(tmp_path):
@@ -479,3 +521,26 @@ def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
     # validating changes nothing in training: the same run without validation ends with the same weights
     assert main(["train", *no_val, "-o", str(tmp_path / "no_val")]) == 0
     _states_equal(a.state_dict(), ntre_zoo.from_pretrained(tmp_path / "no_val" / "last").state_dict())
+
+
+def test_a_training_step_waits_for_the_device_once(monkeypatch):
+    """Host reads of device values stall a CUDA step; the logged terms stay on the device (gathered every
+    log_every steps), so only the collective finite-loss check reads one (PCL's bank keys add two more)."""
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    data = RandomEpisodes(n=4)
+    batch = collate_episodes([data[i] for i in range(4)])
+    trainer = Trainer(tiny(), data, quiet(batch_size=4, loss=LossConfig(pcl_weight=0)))
+    trainer.network.train()
+    trainer.train_step(batch)
+    reads.clear()
+    terms = trainer.train_step(batch)
+    assert reads == ["tolist"]
+    assert all(isinstance(v, torch.Tensor) for v in terms.values())

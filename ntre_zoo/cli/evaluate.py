@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_json
+from ..evaluation.loop import tf32_record
 from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from ..model import NTRENet
 from ..zoo.hub import from_pretrained
@@ -217,6 +218,7 @@ def _protocol(
         "batch_size": args.batch_size,
         "workers": args.workers,
         "device": args.device,
+        "tf32": tf32_record(args.device),
     }
 
 

@@ -49,7 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="paper variants' weights: last, or best validation on the test fold as the authors (default: last)",
     )
     p.add_argument("--seeds", type=int, help="evaluation seeds, mean and std (default: 5, or the recorded number)")
-    p.add_argument("--gpus", help="comma-separated CUDA devices, e.g. 0,1,2,3 (default: the CPU)")
+    p.add_argument(
+        "--gpus",
+        help="comma-separated CUDA device indices, e.g. 0,1,2,3, counted within CUDA_VISIBLE_DEVICES when it is set "
+        "(default: the CPU)",
+    )
     p.add_argument(
         "--gpus-per-run",
         type=int,
@@ -91,6 +95,16 @@ def _data_roots(items: list[str]) -> str | dict[str, str]:
     return roots
 
 
+def _gpus(text: str) -> list[int]:
+    words = text.split(",")
+    if not all(w.strip().isdigit() for w in words):
+        raise ValueError(
+            f"--gpus takes device indices as this shell sees them (0,1,...), got {text!r}. Under a "
+            "CUDA_VISIBLE_DEVICES mask (UUIDs included) they count within the mask: --gpus 0 is its first entry."
+        )
+    return [int(w) for w in words]
+
+
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the running step, which then stops its child
 
@@ -100,7 +114,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
-    gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
+    gpus = _gpus(args.gpus) if args.gpus else None
     previous = signal.signal(signal.SIGTERM, _stop)  # a scheduler's SIGTERM stops the training child too
     try:
         results = reproduce(

@@ -112,7 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     opt.add_argument("--grad-clip", type=float, help="clip the gradient norm (default: off)")
     opt.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: autocast on CUDA)")
-    opt.add_argument("--amp-dtype", choices=("float16", "bfloat16"), help="autocast type on CUDA (default: float16)")
+    opt.add_argument(
+        "--amp-dtype",
+        choices=("auto", "bfloat16", "float16"),
+        help="autocast type on CUDA: auto = bfloat16 on GPUs with native bf16 (compute capability 8.0+), float32 on "
+        "older ones; float16 adds gradient scaling (default: auto)",
+    )
     opt.add_argument(
         "--loss",
         nargs="+",
@@ -191,9 +196,8 @@ def _with_protocol(args: argparse.Namespace, data: Any) -> Any:
 def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> Any:
     """``(train, val, test_classes)``: the training episodes, the validation episodes (None without validation)
     and the fold's novel classes (None for a folder dataset trained without validation)."""
-    import torch.distributed as dist
-
     from ..data import AugmentConfig, DataConfig, build_dataset, fold_split
+    from ..training.distributed import main_process_first
 
     mc = model.config
     data = DataConfig(
@@ -210,14 +214,11 @@ def _datasets(args: argparse.Namespace, model: Any, config: Any, ctx: Any) -> An
     )
     data = _with_protocol(args, data)
     progress = not args.no_progress and ctx.is_main
-    if ctx.enabled and not ctx.is_main:
-        dist.barrier()  # rank 0 indexes the labels (and writes the class-list cache) first
-    train = build_dataset(data, "train", seed=config.seed, progress=progress)
     val = None
-    if config.validation_interval():
-        val = build_dataset(data, "val", episodes=config.val_episodes, seed=config.val_seed, progress=progress)
-    if ctx.enabled and ctx.is_main:
-        dist.barrier()
+    with main_process_first(ctx):  # rank 0 indexes the labels (and writes the class-list cache) first
+        train = build_dataset(data, "train", seed=config.seed, progress=progress)
+        if config.validation_interval():
+            val = build_dataset(data, "val", episodes=config.val_episodes, seed=config.val_seed, progress=progress)
     if val is not None:
         return train, val, list(val.classes)
     return train, val, list(fold_split(data).test_classes) if data.dataset != "folder" else None

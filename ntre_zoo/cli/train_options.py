@@ -163,6 +163,9 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
         print(f"resuming {out}: applying {', '.join(applied)} (safe to change: the weights' trajectory stays the same)")
     now = {k: getattr(args, k) for k in _RESUME_OPTIONS}
     merged = {**_DEFAULTS, **_LEGACY, **saved_args, **now, "resume": str(out), "output": str(out), "overwrite": False}
+    recorded = train_config.get("train") or {}
+    if merged.get("amp_dtype") is None and recorded.get("amp_dtype"):  # the default changed (float16 -> auto) in
+        merged["amp_dtype"] = recorded["amp_dtype"]  # 0.4: a run keeps the one it started with
     return argparse.Namespace(**merged), {**train_config, "command": saved["command"]}
 
 

@@ -22,7 +22,22 @@ from .feature_reuse import score_grouped
 from .metrics import FewShotMeter, FoldResult, MultiSeedResult, episode_stats
 from .protocols import Protocol, get_protocol
 
-__all__ = ["evaluate", "evaluate_seeds", "for_model", "score_episodes", "with_episodes"]
+__all__ = ["evaluate", "evaluate_seeds", "for_model", "score_episodes", "tf32_record", "with_episodes"]
+
+
+def tf32_record(device: Any) -> dict[str, bool] | None:
+    """Whether float32 work on ``device`` may run as TF32 (10-bit mantissa), for the record of an evaluation.
+
+    On CUDA, "fp32" convolutions use TF32 unless ``torch.backends.cudnn.allow_tf32`` is False (torch's default is
+    True on Ampere and newer), while matmuls do not by default; an fp32 evaluation's numbers depend on both, so
+    its result JSON records them. None off CUDA.
+    """
+    if device is None or torch.device(device).type != "cuda":
+        return None
+    return {
+        "convolutions": bool(torch.backends.cudnn.allow_tf32),
+        "matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+    }
 
 
 def with_episodes(dataset: EpisodeDataset, episodes: int | None, seed: int | None) -> EpisodeDataset:

@@ -205,7 +205,8 @@ def predict(
             :mod:`ntre_zoo.inference.annotations`).
         query: one image or a list of images (supports are encoded once and reused for every query).
         return_details: return :class:`Prediction` objects instead of masks.
-        device: run there (the model is moved); default: where the model is.
+        device: run there; default: where the model is. The model itself is moved and stays there after
+            the call (the caller's model, not a copy): ``model.to("cpu")`` takes it back.
         precision: ``fp32``, ``bf16``, ``fp16`` (autocast) or ``auto``: bf16 where the device computes it
             natively and the model is large enough to gain from it, fp32 elsewhere
             (:mod:`ntre_zoo.inference.precision`). bf16 changes the numbers slightly (a few pixels of the

@@ -41,7 +41,14 @@ def prior_mask(
     all zero (the masked-out ones): a zero vector's similarity is exactly ``0 / (0 + eps) = 0``, so the
     result is the dense one with ``max(., 0)`` wherever any position was skipped, at a fraction of the
     cost when the target is small. ``skip_empty=False`` is the reference's dense computation.
+
+    Under autocast the similarities are computed in float32 (the products of 2048-channel layer4 features
+    overflow float16) and returned in the input's dtype; without autocast the inputs' dtype is used throughout.
     """
+    dtype = query_high.dtype
+    if torch.is_autocast_enabled(query_high.device.type):  # fp16 products of 2048-channel features overflow
+        with torch.autocast(query_high.device.type, enabled=False):
+            return prior_mask(query_high.float(), support_high.float(), eps, skip_empty).to(dtype)
     b, c, h, w = query_high.shape
     q = query_high.reshape(b, c, h * w)
     s = support_high.reshape(b, c, -1).transpose(1, 2)
@@ -50,13 +57,18 @@ def prior_mask(
     if not skip_empty:
         similarity = (torch.bmm(s, q) / (torch.bmm(s_norm, q_norm) + eps)).max(dim=1).values
     else:
+        keep = s_norm[..., 0] > 0
+        if query_high.device.type == "cpu":  # boolean indexing per image: free on the CPU, and exports to ONNX
+            kept_rows, kept_norms = [s[i][keep[i]] for i in range(b)], [s_norm[i][keep[i]] for i in range(b)]
+        else:  # on an accelerator, the same rows with two host synchronisations in all instead of one per image
+            counts = keep.sum(dim=1).tolist()
+            kept_rows, kept_norms = list(s[keep].split(counts)), list(s_norm[keep].split(counts))
         rows = []
         for i in range(b):
-            keep = s_norm[i, :, 0] > 0
-            kept = torch.mm(s[i][keep], q[i]) / (torch.mm(s_norm[i][keep], q_norm[i]) + eps)
+            kept = torch.mm(kept_rows[i], q[i]) / (torch.mm(kept_norms[i], q_norm[i]) + eps)
             # One extra row stands for the skipped positions: 0 (their exact similarity) where any was
             # skipped, -inf where none was. No branch on the data, so the graph exports to ONNX as it is.
-            skipped = torch.where(keep.all(), float("-inf"), 0.0).to(q.dtype).expand(1, h * w)
+            skipped = torch.where(keep[i].all(), float("-inf"), 0.0).to(q.dtype).expand(1, h * w)
             rows.append(torch.cat([kept, skipped]).max(dim=0).values)
         similarity = torch.stack(rows)
     lo = similarity.min(dim=1, keepdim=True).values

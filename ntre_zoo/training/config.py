@@ -7,10 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from ..inference.precision import native_bf16
 from ..model.config import check_fields
 from .losses import LossConfig
 
-__all__ = ["PRESETS", "RESUMABLE_OVERRIDES", "TrainConfig"]
+__all__ = ["AMP_DTYPES", "PRESETS", "RESUMABLE_OVERRIDES", "TrainConfig"]
+
+#: Values of ``TrainConfig.amp_dtype``.
+AMP_DTYPES = ("auto", "bfloat16", "float16")
 
 #: Fields a resumed run may change: they do not alter the trajectory of the weights.
 RESUMABLE_OVERRIDES = frozenset({"max_steps", "progress", "num_workers", "log_every", "checkpoint_every"})
@@ -43,8 +49,10 @@ class TrainConfig:
         grad_clip: clip the head's gradient norm to this value; None (the reference) for no clipping.
         backbone_bn: ``"train"`` (the reference: frozen weights, BN in train mode with batch statistics and
             drifting running statistics) or ``"eval"`` (BN statistics frozen too).
-        amp: mixed precision on CUDA (ignored on CPU).
-        amp_dtype: ``"float16"`` (with gradient scaling) or ``"bfloat16"``.
+        amp: mixed precision on CUDA (ignored on CPU, which trains in float32 for bit-exact runs).
+        amp_dtype: the autocast type on CUDA: ``"auto"`` (bfloat16 where the GPU computes it natively, compute
+            capability 8.0 and newer; float32 before Ampere, as the reference trained), ``"bfloat16"`` or
+            ``"float16"`` (with gradient scaling). :meth:`precision_on` gives what a device resolves it to.
         seed: seeds every RNG (321 in the reference).
         deterministic: cuDNN deterministic, no benchmark (the reference's setting with a seed).
         shuffle: shuffle the training episodes each epoch.
@@ -73,7 +81,7 @@ class TrainConfig:
     grad_clip: float | None = None
     backbone_bn: str = "train"
     amp: bool = True
-    amp_dtype: str = "float16"
+    amp_dtype: str = "auto"
     seed: int = 321
     deterministic: bool = True
     shuffle: bool = True
@@ -99,8 +107,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.backbone_bn not in ("train", "eval"):
             raise ValueError(f"backbone_bn must be 'train' (the reference) or 'eval', got {self.backbone_bn!r}.")
-        if self.amp_dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {self.amp_dtype!r}.")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {', '.join(map(repr, AMP_DTYPES))}, got {self.amp_dtype!r}.")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None (no clipping), got {self.grad_clip!r}.")
         for name in ("val_every", "checkpoint_every", "max_steps"):
@@ -148,6 +156,19 @@ class TrainConfig:
         """Fields (other than :data:`RESUMABLE_OVERRIDES`) whose values differ: ``{name: (self, other)}``."""
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (mine[k], theirs[k]) for k in mine if k not in RESUMABLE_OVERRIDES and mine[k] != theirs[k]}
+
+    def precision_on(self, device: str | torch.device) -> str:
+        """The dtype training computes in on ``device``: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+        float32 on the CPU and with ``amp`` off; on CUDA, ``amp_dtype``, where ``"auto"`` is bfloat16 on GPUs
+        with native bf16 (compute capability 8.0+: no gradient scaling needed) and float32 on older ones.
+        """
+        device = torch.device(device)
+        if device.type != "cuda" or not self.amp:
+            return "float32"
+        if self.amp_dtype == "auto":
+            return "bfloat16" if native_bf16(device) else "float32"
+        return self.amp_dtype
 
     def validation_interval(self) -> int:
         """Epochs between validations (0: never), with the reference's rule when ``val_every`` is None."""

@@ -7,27 +7,39 @@ prototypes and reduces validation statistics through it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import Dataset
 
 from .state import isolated_rng
 
 __all__ = [
     "EPISODE_KEYS",
+    "MAIN_FIRST_TIMEOUT",
     "DistributedContext",
     "EpisodeBatchSampler",
     "SeededEpisodes",
+    "SyncedBatchNorm2d",
     "all_gather_cat",
     "check_batch_split",
     "collate_episodes",
+    "main_process_first",
+    "sync_batchnorm",
 ]
+
+#: How long the other ranks wait for rank 0 in :func:`main_process_first` (indexing a first COCO run's ~120k
+#: label files takes longer than the process group's 10-minute default).
+MAIN_FIRST_TIMEOUT = timedelta(hours=4)
 
 #: Keys of a training episode (the data contract); other keys are dropped when batching.
 EPISODE_KEYS = ("query_image", "query_mask", "support_images", "support_masks", "class_index")
@@ -105,7 +117,7 @@ def _mix(*values: int) -> int:
 
 
 class EpisodeBatchSampler:
-    """Batches of ``(index, episode_seed)`` for one rank; every episode is a function of (seed, epoch, position).
+    """Batches of ``(index, episode_seed, epoch)`` for one rank; every episode is a function of (seed, epoch, position).
 
     Each epoch draws one permutation of the dataset and one seed per position from ``(seed, epoch)``, the same
     on every rank. Rank r takes positions r, r + W, r + 2W, ... (as ``DistributedSampler``), drops the tail that
@@ -153,18 +165,19 @@ class EpisodeBatchSampler:
         seeds = torch.randint(0, 2**62, (self.dataset_size,), generator=generator)
         return order, seeds
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         order, seeds = self.epoch_plan(self.epoch)
         positions = torch.arange(self.rank, len(self) * self.batch_size * self.world_size, self.world_size)
         for b in range(self.start_batch, len(self)):
             batch = positions[b * self.batch_size : (b + 1) * self.batch_size]
-            yield [(int(order[p]), int(seeds[p])) for p in batch]
+            yield [(int(order[p]), int(seeds[p]), self.epoch) for p in batch]
 
 
 class SeededEpisodes(Dataset):
-    """Wraps an episode dataset so that ``wrapped[(index, seed)]`` draws ``dataset[index]`` with every global
-    RNG seeded by ``seed`` (and restored afterwards): random support choice and augmentation are then fixed
-    by the sampler, whatever the worker count or resume point."""
+    """Wraps an episode dataset so that ``wrapped[(index, seed, epoch)]`` draws ``dataset[index]`` of ``epoch``
+    (through the dataset's ``set_epoch``, if it has one) with every global RNG seeded by ``seed`` (and restored
+    afterwards): random support choice and augmentation are then fixed by the sampler, whatever the worker count,
+    the resume point, or how long the DataLoader's workers live (they keep their own copy of the dataset)."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -172,8 +185,11 @@ class SeededEpisodes(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
+    def __getitem__(self, key: tuple[int, int, int]) -> Any:
+        index, seed, epoch = key
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None and getattr(self.dataset, "epoch", None) != epoch:
+            set_epoch(epoch)
         with isolated_rng(seed):
             return self.dataset[index]
 
@@ -202,3 +218,79 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+@contextlib.contextmanager
+def main_process_first(ctx: DistributedContext, timeout: timedelta = MAIN_FIRST_TIMEOUT) -> Iterator[None]:
+    """Run the block on rank 0 first and on the other ranks once it is done (indexing a dataset, which rank 0
+    caches for the others).
+
+    The others wait in a gloo barrier of their own with ``timeout``, not in the default group: an NCCL barrier
+    would be cancelled by its watchdog after the group's timeout (10 minutes by default), which a first COCO
+    indexing can exceed.
+    """
+    if not ctx.enabled:
+        yield
+        return
+    group = dist.new_group(backend="gloo", timeout=timeout)
+    if not isinstance(group, dist.ProcessGroup):  # -100: this rank is outside the group, which cannot be here
+        raise RuntimeError(f"rank {ctx.rank} is not in the gloo group of all ranks.")
+    try:
+        if not ctx.is_main:
+            dist.barrier(group=group)
+        yield
+        if ctx.is_main:
+            dist.barrier(group=group)
+    finally:
+        dist.destroy_process_group(group)
+
+
+class SyncedBatchNorm2d(nn.BatchNorm2d):
+    """A frozen backbone's BatchNorm2d whose train-mode statistics are those of the whole batch over every rank.
+
+    In train mode under an initialised process group of several ranks, the batch mean and variance are reduced
+    over all ranks (two small all-reduces, in float32), normalise this rank's part, and update the running
+    statistics as one process holding the whole batch would: the model then trains the same at any process
+    count. No gradient flows through the statistics: the backbone is frozen and runs under ``no_grad``. Eval
+    mode, and a single process, are plain ``BatchNorm2d``. ``torch.nn.SyncBatchNorm`` does the same with
+    gradients but runs on GPUs only, so gloo on the CPU could not show the equivalence.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        if x.requires_grad:
+            raise RuntimeError("SyncedBatchNorm2d is for a frozen backbone run under no_grad; use nn.SyncBatchNorm.")
+        xf = x.float()
+        stats = torch.cat([xf.sum(dim=(0, 2, 3)), xf.new_tensor([x.numel() // x.shape[1]])])
+        dist.all_reduce(stats)
+        count = stats[-1]
+        mean = stats[:-1] / count
+        squares = (xf - mean[None, :, None, None]).square().sum(dim=(0, 2, 3))
+        dist.all_reduce(squares)
+        var = squares / count
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            momentum = 0.1 if self.momentum is None else self.momentum
+            if self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+            self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+            self.running_var.mul_(1 - momentum).add_(var * count / (count - 1).clamp_min(1), alpha=momentum)
+        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm2d`` inside ``module`` by a :class:`SyncedBatchNorm2d` with the same parameters,
+    statistics and mode (the state dict keeps its keys); returns ``module``."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            synced = SyncedBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            synced.load_state_dict(child.state_dict())
+            synced.to(child.weight.device if child.weight is not None else "cpu")
+            synced.requires_grad_(any(p.requires_grad for p in child.parameters()))
+            synced.train(child.training)
+            setattr(module, name, synced)
+        else:
+            sync_batchnorm(child)
+    return module

@@ -110,9 +110,10 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     """
     logits = resize(logits.float(), tuple(target.shape[-2:]))
     target = target.long()
-    if not bool((target != ignore_index).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    # The sum over the counted pixels, divided by their count (at least 1): the same bits as the mean reduction,
+    # without asking the device whether any pixel counts (a host synchronisation on every call).
+    counted = (target != ignore_index).sum().clamp_min(1)
+    return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum") / counted
 
 
 def bin_loss(logits: Sequence[torch.Tensor], target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:

@@ -86,10 +86,12 @@ def card_metadata(
     step: int,
     world_size: int,
     environment: Mapping[str, Any] | None = None,
+    precision: str = "float32",
 ) -> dict[str, Any]:
     """The ``save_pretrained`` metadata of exported weights: the run's metadata, the validation metrics with
-    the ``episodes``/``seed``/``command`` that ``push_to_hub`` needs to record them as measured, the recipe,
-    and the machine it ran on (:func:`~ntre_zoo.training.environment.run_environment`)."""
+    the ``episodes``/``seed``/``command`` that ``push_to_hub`` needs to record them as measured, the recipe (with
+    the ``precision`` it computed in, ``TrainConfig.precision_on``), and the machine it ran on
+    (:func:`~ntre_zoo.training.environment.run_environment`)."""
     measured = dict(metrics)
     if measured:
         measured.setdefault("episodes", config.val_episodes)
@@ -107,6 +109,7 @@ def card_metadata(
             "batch_size": config.batch_size,
             "seed": config.seed,
             "world_size": world_size,
+            "precision": precision,
             **({"environment": dict(environment)} if environment is not None else {}),
         },
     }

@@ -37,6 +37,7 @@ from .distributed import (
     all_gather_cat,
     check_batch_split,
     collate_episodes,
+    sync_batchnorm,
 )
 from .environment import run_environment
 from .losses import NTRENetLoss
@@ -126,10 +127,17 @@ class Trainer:
         )
         self.optimizer = build_optimizer(self.model, self.config)
         self.criterion = NTRENetLoss(self.config.loss)
-        self.amp = self.config.amp and self.device.type == "cuda"
-        self.amp_dtype = getattr(torch, self.config.amp_dtype)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        #: What the run computes in on this device (``TrainConfig.precision_on``): recorded in train_config.json.
+        self.precision = self.config.precision_on(self.device)
+        self.amp = self.precision != "float32"
+        self.amp_dtype = getattr(torch, self.precision)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "float16")
+        if self.device.type == "cuda":  # the layout tensor cores read without transposes
+            self.model.to(memory_format=torch.channels_last)
         self.network: nn.Module = self.model
+        backbone = getattr(self.model, "backbone", None)
+        if self.dist.enabled and self.config.backbone_bn == "train" and isinstance(backbone, nn.Module):
+            sync_batchnorm(backbone)  # batch statistics of the whole batch: the same run at any process count
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
@@ -137,7 +145,10 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_metric: float | None = None
         self.history: list[dict[str, Any]] = []
-        self.epoch_sums: dict[str, float] = {}  # running loss sums of the epoch in progress
+        self.epoch_sums: dict[str, float] = {}  # running loss sums of the epoch in progress (mean over ranks)
+        self._pending: dict[str, torch.Tensor] = {}  # loss sums on the device since the last gather
+        self._pending_steps = 0
+        self._loader: DataLoader | None = None
         self._writer = None
 
     # ------------------------------------------------------------------ public
@@ -164,6 +175,10 @@ class Trainer:
         else:
             # Different streams per rank (dropout, PCL sampling); identical weights come from DDP's broadcast.
             seed_everything(self.config.seed + self.dist.rank, self.config.deterministic)
+        if self.device.type == "cuda":
+            # CUDA training is not bit-reproducible whatever the flags (atomic adds in the backward of
+            # interpolation and of the losses), so cuDNN may pick its fastest kernels (docs/training.md).
+            torch.backends.cudnn.benchmark = True
         if self.dist.is_main and self.output_dir is not None:
             self._write_config()
             self._writer = tensorboard_writer(self.output_dir / "tensorboard")
@@ -182,8 +197,8 @@ class Trainer:
         while self.epoch < cfg.epochs:
             if self._reached_max_steps():
                 break
+            self._train_epoch()
             sums = self.epoch_sums
-            self._train_epoch(sums)
             if self.batch_in_epoch < len(self.sampler):  # stopped by max_steps inside the epoch
                 self.save_checkpoint("last")
                 break
@@ -218,20 +233,9 @@ class Trainer:
         if self.epoch >= cfg.epochs or self._reached_max_steps():
             self._export("last", self._last_metrics())
 
-    def _train_epoch(self, sums: dict[str, float]) -> None:
+    def _train_epoch(self) -> None:
         cfg = self.config
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
-        generator = torch.Generator().manual_seed(cfg.seed + self.epoch)  # worker seeds; keeps the global RNG untouched
-        loader = DataLoader(
-            SeededEpisodes(self.dataset),
-            batch_sampler=self.sampler,
-            num_workers=cfg.num_workers,
-            collate_fn=collate_episodes,
-            pin_memory=self.device.type == "cuda",
-            generator=generator,
-        )
         self._set_train_mode()
         bar = tqdm(
             total=len(self.sampler),
@@ -241,36 +245,60 @@ class Trainer:
             dynamic_ncols=True,
         )
         with bar:
-            for batch in loader:
-                terms = self.train_step(batch)
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                sums["_batches"] = sums.get("_batches", 0.0) + 1
+            for batch in self.loader():
+                self.train_step(batch)
                 self.batch_in_epoch += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{terms['total']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                if self.step % cfg.log_every == 0:
+                    interval = self._gather_losses()
+                    bar.set_postfix(loss=f"{interval['total']:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint("last")
                 if self._reached_max_steps():
                     break
+        self._gather_losses()
 
-    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """One optimizer step on a collated batch; returns the loss terms (floats, this rank's)."""
+    def loader(self) -> DataLoader:
+        """The training DataLoader, built once: its workers (``num_workers``) live across epochs, and every episode
+        key carries its epoch (see :class:`~ntre_zoo.training.distributed.SeededEpisodes`)."""
+        if self._loader is None:
+            workers = self.config.num_workers
+            self._loader = DataLoader(
+                SeededEpisodes(self.dataset),
+                batch_sampler=self.sampler,
+                num_workers=workers,
+                collate_fn=collate_episodes,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0,
+                prefetch_factor=4 if workers > 0 else None,
+                # worker seeds; keeps the global RNG untouched (episodes are seeded by their keys anyway)
+                generator=torch.Generator().manual_seed(self.config.seed),
+            )
+        return self._loader
+
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One optimizer step on a collated batch.
+
+        Returns:
+            This rank's loss terms as 0-d tensors on the device (detached; reading them waits for the device).
+            Their sums are gathered over ranks every ``log_every`` steps into the epoch means.
+
+        Raises:
+            RuntimeError: the loss is not finite on some rank; every rank raises it at the same step.
+        """
         cfg = self.config
         self.step += 1
         lr = poly_lr(cfg, self.step, self.total_steps)
         set_lr(self.optimizer, lr)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.device.type == "cuda":
+            batch["query_image"] = batch["query_image"].contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
         with autocast:
             output = self.network(batch["query_image"], batch["support_images"], batch["support_masks"])
         gather = all_gather_cat if self.dist.enabled else None
         loss = self.criterion(output, batch["query_mask"], batch["support_masks"], batch["class_index"], gather)
-        if not torch.isfinite(loss.total):
-            raise RuntimeError(
-                f"The training loss is {loss.total.item()} at step {self.step} (lr {lr:.3g}); lower "
-                "base_lr or set grad_clip."
-            )
+        self._check_finite(loss.total.detach(), lr)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss.total).backward()
         if cfg.grad_clip is not None:
@@ -278,12 +306,49 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        terms = {"total": float(loss.total.detach()), **{k: float(v) for k, v in loss.terms.items()}}
-        if self._writer is not None and self.step % cfg.log_every == 0:
-            for k, v in terms.items():
-                self._writer.add_scalar(f"train/{k}", v, self.step)
-            self._writer.add_scalar("train/lr", lr, self.step)
+        terms = {"total": loss.total.detach(), **loss.terms}
+        for k, v in terms.items():
+            self._pending[k] = self._pending[k] + v.double() if k in self._pending else v.double()
+        self._pending_steps += 1
         return terms
+
+    def _check_finite(self, total: torch.Tensor, lr: float) -> None:
+        """Raise on every rank together when the loss is not finite on any (a rank raising alone would leave the
+        others waiting in the next all-reduce): one small all-reduce and one wait for the device per step."""
+        losses = torch.zeros(self.dist.world_size, device=total.device, dtype=torch.float32)
+        losses[self.dist.rank] = total.float()
+        if self.dist.enabled:
+            dist.all_reduce(losses)
+        values = losses.tolist()
+        bad = {rank: value for rank, value in enumerate(values) if not math.isfinite(value)}
+        if bad:
+            where = ", ".join(f"{value} on rank {rank}" for rank, value in bad.items())
+            raise RuntimeError(
+                f"The training loss is not finite at step {self.step} (lr {lr:.3g}): {where}. Lower base_lr or set "
+                f"grad_clip; in float16 (amp_dtype), try bfloat16 or float32 (--no-amp)."
+            )
+
+    def _gather_losses(self) -> dict[str, float]:
+        """Move the loss sums since the last call into ``epoch_sums`` as means over the ranks (one all-reduce),
+        write their means over those steps to TensorBoard, and return those means."""
+        if not self._pending_steps:
+            return {}
+        names = sorted(self._pending)
+        sums = torch.stack([self._pending[k] for k in names])
+        if self.dist.enabled:
+            dist.all_reduce(sums)
+        means = dict(zip(names, (sums / self.dist.world_size).tolist(), strict=True))
+        steps = self._pending_steps
+        for k, v in means.items():
+            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+        self.epoch_sums["_batches"] = self.epoch_sums.get("_batches", 0.0) + steps
+        self._pending, self._pending_steps = {}, 0
+        interval = {k: v / steps for k, v in means.items()}
+        if self._writer is not None:
+            for k, v in interval.items():
+                self._writer.add_scalar(f"train/{k}", v, self.step)
+            self._writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+        return interval
 
     def _set_train_mode(self) -> None:
         self.network.train()
@@ -354,7 +419,10 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        # else: the run so far had no loss scaling (it ran on the CPU, or in bf16 or fp32), so its scaler state is
+        # empty; resumed where fp16 scaling is on (--device cuda), the scaler starts from its initial scale.
         self.criterion.bank.load_state_dict(state["bank"])
         self.criterion.bank.to(self.device)
         self.epoch, self.batch_in_epoch, self.step = (
@@ -374,6 +442,7 @@ class Trainer:
     def save_checkpoint(self, name: str) -> Path | None:
         """Write ``checkpoints/<name>.pt`` atomically on rank 0 (every rank must call it: RNG states are gathered)."""
         self._sync_buffers()
+        self._gather_losses()  # the epoch's loss sums so far belong in the checkpoint
         state = self.state_dict()
         if self.dist.enabled:
             rngs: list[Any] = [None] * self.dist.world_size
@@ -388,6 +457,8 @@ class Trainer:
         model_config: Any = getattr(self.model, "config", None)
         payload = {
             "train": self.config.to_dict(),
+            "precision": self.precision,
+            "device": self.device.type,
             "model": model_config.to_dict() if hasattr(model_config, "to_dict") else None,
             "world_size": self.dist.world_size,
             "metadata": self.metadata,
@@ -423,6 +494,13 @@ class Trainer:
             return
         environment = run_environment(self.device)
         card = card_metadata(
-            self.metadata, metrics, self.config, self.epoch, self.step, self.dist.world_size, environment
+            self.metadata,
+            metrics,
+            self.config,
+            self.epoch,
+            self.step,
+            self.dist.world_size,
+            environment,
+            self.precision,
         )
         save(self.output_dir / name, metadata=card)

@@ -270,11 +270,19 @@ def check_backbones(recipes: Sequence[Recipe]) -> None:
 
 
 def gpu_groups(recipes: Sequence[Recipe], gpus: Sequence[int] | None, per_run: int) -> list[list[int] | None]:
-    """The GPU groups, one run each at a time; refuses a split the presets' batches do not allow."""
+    """The GPU groups, one run each at a time; refuses a GPU named twice and a split the presets' batches do not
+    allow. ``gpus`` are indices as this process sees them (within its ``CUDA_VISIBLE_DEVICES``)."""
     if not gpus:
         if per_run != 1:
             raise ValueError("gpus_per_run needs gpus=.")
         return [None]
+    repeated = sorted({g for g in gpus if list(gpus).count(g) > 1})
+    if repeated:
+        raise ValueError(
+            f"--gpus {','.join(map(str, gpus))} names GPU {', '.join(map(str, repeated))} more than once. Each GPU "
+            "trains one variant at a time (two trainings on one GPU would share its memory and run no faster); "
+            f"pass each GPU once: --gpus {','.join(map(str, dict.fromkeys(gpus)))}."
+        )
     if per_run < 1 or len(gpus) % per_run:
         raise ValueError(f"gpus_per_run={per_run} must divide the {len(gpus)} GPUs {list(gpus)}.")
     from ..training.config import TrainConfig

@@ -52,9 +52,20 @@ from .recipes import (
 from .saving import CONFIG_NAME, WEIGHTS_METADATA, WEIGHTS_NAME, write_safetensors
 from .weights_diff import WeightsDiff, compare_weights
 
-__all__ = ["LEDGER_NAME", "Step", "VariantResult", "reproduce", "run_subprocess"]
+__all__ = [
+    "EXIT_OUT_OF_MEMORY",
+    "LEDGER_NAME",
+    "Step",
+    "VariantResult",
+    "child_visible_devices",
+    "out_of_memory_advice",
+    "reproduce",
+    "run_subprocess",
+]
 
 LEDGER_NAME = "ledger.json"
+#: DataLoader workers of a GPU step (the reference's 8); CPU steps load in the training process.
+GPU_WORKERS = 8
 _LEDGER_FORMAT = "ntre-zoo-reproduce/1"
 
 
@@ -83,16 +94,44 @@ class Step:
         return " ".join(w for w in (env, launcher, shlex.join(self.argv)) if w)
 
 
-#: ``runner(step, gpus) -> exit status``; ``gpus`` is None on the CPU.
+#: ``runner(step, gpus) -> exit status``; ``gpus`` is None on the CPU, else device indices as this process sees them
+#: (through its own ``CUDA_VISIBLE_DEVICES``). :data:`EXIT_OUT_OF_MEMORY` says the step ran out of GPU memory.
 Runner = Callable[[Step, "Sequence[int] | None"], int]
 
+#: The status :func:`run_subprocess` gives a failed step whose output reported CUDA running out of memory (no
+#: ``ntre-zoo`` command exits with it): a rerun would fail the same way, so the sweep says what to change.
+EXIT_OUT_OF_MEMORY = 97
+_OUT_OF_MEMORY_TEXT = (b"out of memory", b"OutOfMemoryError")
 
-def run_subprocess(step: Step, gpus: Sequence[int] | None, lock: TextIO | None = None) -> int:
-    """Run ``step`` as a child process (this Python, ``-m ntre_zoo``); it inherits ``lock``'s descriptor, so the
-    sweep's lock is held until the child ends, even if this process is killed first."""
-    env = {**os.environ, **dict(step.env)}
-    if gpus is not None:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+
+def child_visible_devices(gpus: Sequence[int], parent_mask: str | None) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` of a child that should use this process's devices ``gpus``.
+
+    ``gpus`` are indices as this process sees them; under a mask set before (by SLURM, a container, a user), index
+    ``i`` is the mask's ``i``-th entry, an index or a UUID (``GPU-...``, ``MIG-...``), so the child gets those
+    entries, not the raw indices (which would name other physical GPUs).
+
+    Args:
+        gpus: device indices in this process's view.
+        parent_mask: this process's ``CUDA_VISIBLE_DEVICES`` (None: unset, every device visible).
+
+    Raises:
+        ValueError: an index the mask does not have, naming the mask.
+    """
+    if parent_mask is None:
+        return ",".join(map(str, gpus))
+    entries = [e.strip() for e in parent_mask.split(",") if e.strip()]
+    outside = [g for g in gpus if not 0 <= g < len(entries)]
+    if outside:
+        raise ValueError(
+            f"--gpus {','.join(map(str, gpus))} names device {', '.join(map(str, outside))}, but "
+            f"CUDA_VISIBLE_DEVICES={parent_mask!r} shows this process {len(entries)} device(s), indexed 0 to "
+            f"{len(entries) - 1}. --gpus counts within that mask: pass indices below {len(entries)}."
+        )
+    return ",".join(entries[g] for g in gpus)
+
+
+def _child_command(step: Step) -> list[str]:
     command = [sys.executable, "-m", "ntre_zoo", *step.argv]
     if step.nproc > 1:
         command[1:3] = [
@@ -103,14 +142,57 @@ def run_subprocess(step: Step, gpus: Sequence[int] | None, lock: TextIO | None =
             "-m",
             "ntre_zoo",
         ]
+    return command
+
+
+def run_subprocess(step: Step, gpus: Sequence[int] | None, lock: TextIO | None = None) -> int:
+    """Run ``step`` as a child process (this Python, ``-m ntre_zoo``); it inherits ``lock``'s descriptor, so the
+    sweep's lock is held until the child ends, even if this process is killed first.
+
+    The child sees the GPUs ``gpus`` mapped through this process's ``CUDA_VISIBLE_DEVICES``
+    (:func:`child_visible_devices`), and no GPU at all when ``gpus`` is None (a CPU step stays on the CPU). Its
+    standard error passes through; a failure that reported CUDA running out of memory returns
+    :data:`EXIT_OUT_OF_MEMORY`.
+    """
+    env = {**os.environ, **dict(step.env)}
+    env["CUDA_VISIBLE_DEVICES"] = (
+        "" if gpus is None else child_visible_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    )
     fds = (lock.fileno(),) if lock is not None else ()
-    with subprocess.Popen(command, env=env, pass_fds=fds) as child:
+    out_of_memory = threading.Event()
+    with subprocess.Popen(_child_command(step), env=env, pass_fds=fds, stderr=subprocess.PIPE) as child:
+        relay = threading.Thread(target=_relay_stderr, args=(child.stderr, out_of_memory), daemon=True)
+        relay.start()
         try:
-            return child.wait()
+            code = child.wait()
         except BaseException:  # Ctrl-C or an error here: do not leave the child training
             child.terminate()
             child.wait()
             raise
+        relay.join()
+    return EXIT_OUT_OF_MEMORY if code != 0 and out_of_memory.is_set() else code
+
+
+def _relay_stderr(stream: Any, out_of_memory: threading.Event) -> None:
+    """Copy a child's standard error to ours as it comes, and note whether it said CUDA ran out of memory."""
+    tail = b""
+    for chunk in iter(lambda: stream.read1(1 << 16), b""):
+        sys.stderr.write(chunk.decode(errors="replace"))
+        sys.stderr.flush()
+        tail = tail[-64:] + chunk
+        if any(text in tail for text in _OUT_OF_MEMORY_TEXT):
+            out_of_memory.set()
+
+
+def out_of_memory_advice(step: Step, gpus: Sequence[int] | None) -> str:
+    """What to change when ``step`` ran out of GPU memory (running the same sweep again fails the same way)."""
+    where = f"GPU {','.join(map(str, gpus))}" if gpus else "the GPU"
+    return (
+        f"out of GPU memory on {where}; running the same command again fails the same way. Check that nothing else "
+        "uses that GPU (nvidia-smi), then give each training more GPUs (--gpus-per-run 2, which halves the episodes "
+        "per GPU), use a GPU with more memory, or train this variant by hand with a smaller --batch-size (a "
+        "different recipe, recorded in its model card)."
+    )
 
 
 @dataclass(frozen=True)
@@ -180,7 +262,13 @@ class _Sweep:
     def _run(self, step: Step, gpus: Sequence[int] | None) -> bool:
         started = time.time()
         code = self.runner(step, gpus)
-        record = {"command": step.command(), "returncode": code, "seconds": round(time.time() - started, 1)}
+        record: dict[str, Any] = {
+            "command": step.command(),
+            "returncode": code,
+            "seconds": round(time.time() - started, 1),
+        }
+        if code == EXIT_OUT_OF_MEMORY:
+            record["error"] = out_of_memory_advice(step, gpus)
         self.ledger.step_done(step.variant, step.name, {**record, "state": "done" if code == 0 else "failed"})
         return code == 0
 
@@ -189,13 +277,15 @@ class _Sweep:
         run_dir, done = work / "train", self.ledger.variant(recipe.name)["steps"]
         quiet = () if self.progress else ("--no-progress",)
         nproc = len(gpus) if gpus else 1
+        # On GPUs, episodes load in worker processes (8, as the reference); the workers do not change the episodes.
+        workers = ("--workers", str(GPU_WORKERS)) if gpus else ()
         steps = []
         if done.get("train", {}).get("state") != "done" or not (run_dir / recipe.weights / WEIGHTS_NAME).is_file():
             if (run_dir / "checkpoints" / "last.pt").is_file():
-                argv: tuple[str, ...] = ("train", "--resume", str(run_dir), *quiet)
+                argv: tuple[str, ...] = ("train", "--resume", str(run_dir), *workers, *quiet)
             else:
                 fresh = run_dir.is_dir() and any(run_dir.iterdir())
-                argv = (*recipe.train_command(root, run_dir), *quiet, *(("--overwrite",) if fresh else ()))
+                argv = (*recipe.train_command(root, run_dir), *workers, *quiet, *(("--overwrite",) if fresh else ()))
             steps.append(Step(recipe.name, "train", argv, recipe.env, nproc))
         device, retrained = (("--device", "cuda") if gpus else ()), bool(steps)
         for shot in recipe.shots:
@@ -205,7 +295,7 @@ class _Sweep:
             argv = ("evaluate", str(run_dir / recipe.weights), "--dataset", recipe.dataset, "--data-root", root)
             argv += ("--fold", str(recipe.fold), "--shot", str(shot), "--episodes", str(recipe.episodes))
             argv += ("--protocol", recipe.protocol, "--seed", str(recipe.seed), "--seeds", str(recipe.seeds))
-            argv += ("--output", str(target), *device, *quiet)
+            argv += ("--output", str(target), *device, *workers, *quiet)
             steps.append(Step(recipe.name, f"eval_{shot}shot", argv, recipe.env))
         return steps
 
@@ -234,7 +324,8 @@ class _Sweep:
             self.say(index, recipe.name, f"{step.name} on {where}{resumed}")
             if not self._run(step, gpus):
                 self.ledger.update(recipe.name, state="failed")
-                self.say(index, recipe.name, f"FAILED at {step.name}: {step.command()}")
+                error = self.ledger.variant(recipe.name)["steps"][step.name].get("error")
+                self.say(index, recipe.name, f"FAILED at {step.name}: {error or step.command()}")
                 return VariantResult(recipe.name, "failed", directory, {})
         self._write_directory(recipe, entry, root, directory)
         self.ledger.update(recipe.name, state="done")
@@ -366,6 +457,9 @@ def reproduce(
         chosen[recipe.name] = str(check_data_root(recipe, root))
     check_backbones(recipes)
     groups = gpu_groups(recipes, gpus, gpus_per_run)
+    for group in groups:  # a mask the indices do not fit stops the sweep now, not in a child
+        if group is not None:
+            child_visible_devices(group, os.environ.get("CUDA_VISIBLE_DEVICES"))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
