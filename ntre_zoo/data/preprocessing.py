@@ -144,7 +144,8 @@ def original_tiles(
         columns = slice(start, min(start + step, width))
         band = across[..., columns].transpose(-1, -2).reshape(batch, -1, rows)
         resized = F.interpolate(band, size=out_h, mode="linear", align_corners=True)[..., :height]
-        yield columns, resized.reshape(batch, channels, -1, height).transpose(-1, -2)
+        tile = resized.reshape(batch, channels, -1, height).transpose(-1, -2)
+        yield columns, tile.contiguous(memory_format=torch.channels_last)  # channels innermost: a fast argmax
 
 
 def _linear_taps(size: int, side: int, count: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -171,7 +172,7 @@ def _rectangle_tiles(
         columns = slice(start, min(start + step, width))
         across = source[..., cols0[columns]] * col_w0[columns] + source[..., cols1[columns]] * col_w1[columns]
         out = across[..., rows0, :] * row_w0[:, None] + across[..., rows1, :] * row_w1[:, None]
-        yield columns, out.to(logits.dtype)
+        yield columns, out.to(logits.dtype).contiguous(memory_format=torch.channels_last)
 
 
 def logits_to_original(logits: torch.Tensor, height: int, width: int, resize: str = "long_side") -> torch.Tensor:

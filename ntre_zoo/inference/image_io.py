@@ -59,15 +59,19 @@ def check_max_pixels(max_pixels: Any) -> int | None:
     return int(max_pixels)
 
 
+def _too_large(height: int, width: int, name: str, max_pixels: int) -> ValueError:
+    return ValueError(
+        f"{name}: the image is {width} x {height} pixels ({height * width / 1e6:.1f} megapixels), more than "
+        f"max_pixels={max_pixels} ({max_pixels / 1e6:g} megapixels), the cap that keeps one image from exhausting "
+        "memory (about 30 bytes per pixel). Shrink the image, or raise the cap: max_pixels=N (None: no cap) in "
+        "predict, segment and encode_support."
+    )
+
+
 def _check_pixels(height: int, width: int, name: str, max_pixels: int | None) -> None:
     """Refuse an image of more than ``max_pixels`` pixels, before any work is done on it."""
     if max_pixels is not None and height * width > max_pixels:
-        raise ValueError(
-            f"{name}: the image is {width} x {height} pixels ({height * width / 1e6:.1f} megapixels), more than "
-            f"max_pixels={max_pixels} ({max_pixels / 1e6:g} megapixels), the cap that keeps one image from exhausting "
-            "memory (about 30 bytes per pixel). Shrink the image, or raise the cap: max_pixels=N (None: no cap) in "
-            "predict, segment and encode_support."
-        )
+        raise _too_large(height, width, name, max_pixels)
 
 
 def _open(path: Any, name: str, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
@@ -76,14 +80,10 @@ def _open(path: Any, name: str, max_pixels: int | None = MAX_PIXELS) -> Image.Im
     path = Path(path)
     try:
         with Image.open(path) as image:
-            _check_pixels(image.height, image.width, name, max_pixels)
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except Image.DecompressionBombError as error:
-        raise ValueError(
-            f"{name}: {str(path)!r} is larger than PIL accepts ({error}). To read it, raise "
-            "PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels."
-        ) from None
+            size = image.size
+            if max_pixels is None or size[0] * size[1] <= max_pixels:
+                image.load()
+                return ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"{name}: no such file {str(path)!r}.") from None
     except IsADirectoryError:
@@ -92,8 +92,14 @@ def _open(path: Any, name: str, max_pixels: int | None = MAX_PIXELS) -> Image.Im
         raise PermissionError(
             f"{name}: permission denied reading {str(path)!r}; make it readable (e.g. chmod a+r) or copy it."
         ) from None
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{name}: {str(path)!r} is larger than PIL accepts ({error}). To read it, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{name}: cannot read {str(path)!r} as an image ({error}).") from None
+    raise _too_large(size[1], size[0], f"{name} ({str(path)!r})", max_pixels)
 
 
 def _from_numpy(array: np.ndarray, name: str) -> torch.Tensor:
@@ -134,7 +140,7 @@ def _pil_to_array(image: Image.Image, name: str) -> np.ndarray:
         return array.astype(np.uint16)
     if image.mode == "F":
         return np.asarray(image, dtype=np.float32)
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # no copy of an RGB image
 
 
 def load_image(value: Any, name: str, max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
