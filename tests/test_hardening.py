@@ -600,3 +600,13 @@ def test_the_offline_hint_names_a_download_command_that_accepts_hf_hub_ids(hub, 
     assert "cached" in capsys.readouterr().out
     loaded = ntre_zoo.from_pretrained("hf-hub:me/tiny", cache_dir=cache, local_files_only=True)
     assert _state_equal(loaded, tiny_model)
+
+
+def test_a_corrupt_reproduce_ledger_names_the_file(tmp_path):
+    from ntre_zoo.zoo.reproduce import _Ledger
+
+    ledger = tmp_path / "ledger.json"
+    for text in ('{"format": "ntre-zoo-reproduce-ledger", "vari', "[1, 2]", "\udcff"):
+        ledger.write_text(text, encoding="utf-8", errors="surrogateescape")
+        with pytest.raises(ValueError, match=r"ledger\.json' is not a (readable )?reproduce ledger"):
+            _Ledger(ledger)
