@@ -192,3 +192,19 @@ def test_full_size_resnet50_exports_within_tolerance(tmp_path):
     assert expected.abs().max() > 1 and 0.1 < expected.argmax(1).float().mean() < 0.9
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=TOLERANCE)
     assert np.array_equal(got.argmax(1), expected.argmax(1).numpy())
+
+
+def test_the_graphs_do_not_refuse_an_empty_support_mask_as_deploy_md_says(exported, shipped):
+    """encode_support.onnx turns an all-zero mask into a zero prototype without a word; predict refuses it, and
+    docs/deploy.md tells runtimes to check it themselves."""
+    folder, _ = exported
+    _, images, masks = _canvas_episode(shipped, 0, shot=2)
+    encoder = ort.InferenceSession(str(folder / "encode_support.onnx"), providers=["CPUExecutionProvider"])
+    empty = torch.zeros_like(masks)
+    prototype, _ = encoder.run(None, {"support_images": images.numpy(), "support_masks": empty.numpy()})
+    assert not prototype.any()
+    supports, support_masks, query, _ = synthetic_episode(0, fold=0, shot=1, novel=True)
+    with pytest.raises(ValueError, match="has no target pixel"):
+        shipped.predict(supports[0], np.zeros_like(support_masks[0]), query)
+    deploy = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    assert "What the graphs do not check" in deploy and "prototype of zeros" in deploy
