@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_tiny_model
 from PIL import Image
 
 from ntre_zoo import Box, Points, Scribble, Segmentation, segment
+from ntre_zoo.app import MAX_UPLOAD
 from ntre_zoo.app.logic import (
+    NOT_OFFERED,
     ModelCache,
     describe_support,
     editor_support,
@@ -24,6 +27,7 @@ from ntre_zoo.app.logic import (
 from ntre_zoo.cli import build_parser
 from ntre_zoo.data import synthetic_episode
 from ntre_zoo.demo import DEMO_MODEL
+from ntre_zoo.zoo.saving import save_pretrained
 
 
 def _editor(image: np.ndarray, painted: np.ndarray | None = None) -> dict:
@@ -118,9 +122,95 @@ def test_examples_are_synthetic_episodes_on_disk(tmp_path):
 
 def test_app_command_arguments():
     args = build_parser().parse_args(["app", "--model", "runs/x/best", "--host", "0.0.0.0", "--port", "8080"])
-    assert (args.model, args.host, args.port) == ("runs/x/best", "0.0.0.0", 8080)
+    assert (args.model, args.host, args.port, args.allow_any_model) == (["runs/x/best"], "0.0.0.0", 8080, False)
     defaults = build_parser().parse_args(["app"])
     assert (defaults.model, defaults.host, defaults.port) == (None, "127.0.0.1", 7860)
+    several = build_parser().parse_args(["app", "--model", "a", "--model", "b", "--allow-any-model"])
+    assert (several.model, several.allow_any_model) == (["a", "b"], True)
+
+
+@pytest.fixture
+def saved_models(tmp_path):
+    """Three saved model directories (tiny random models)."""
+    directories = []
+    for i in range(3):
+        save_pretrained(make_tiny_model(seed=i), tmp_path / f"model{i}")
+        directories.append(tmp_path / f"model{i}")
+    return directories
+
+
+def _counting_loads(monkeypatch):
+    """Count the calls the app's cache makes to from_pretrained (by the key it asks for)."""
+    import ntre_zoo.app.logic as logic
+
+    calls = []
+    real = logic.from_pretrained
+    monkeypatch.setattr(logic, "from_pretrained", lambda key: calls.append(key) or real(key))
+    return calls
+
+
+def test_a_visitor_may_choose_only_the_offered_models(saved_models, monkeypatch):
+    calls = _counting_loads(monkeypatch)
+    cache = ModelCache()
+    asked = [str(saved_models[0]), "/etc", "/no/such/dir", "~", "../..", "hf-hub:someone/model", "x" * 300]
+    for name in asked:
+        with pytest.raises(PermissionError) as refused:
+            cache.get(name)
+        assert str(refused.value) == NOT_OFFERED  # the same words whether the path exists or not
+    assert calls == [] and cache.loaded() == []  # nothing was loaded, downloaded or looked up
+    assert cache.choices == zoo_choices()  # the zoo's published names, the demo model first
+    assert cache.get(DEMO_MODEL).name == DEMO_MODEL
+    offered = ModelCache(saved_models[1], offered=[saved_models[0]])
+    assert offered.choices[:2] == [str(saved_models[1]), str(saved_models[0])]
+    assert not offered.get(str(saved_models[0])).synthetic
+    with pytest.raises(PermissionError):
+        offered.get(str(saved_models[2]))
+
+
+def test_with_allow_any_one_model_is_one_cache_entry_whatever_its_spelling(saved_models, monkeypatch):
+    calls = _counting_loads(monkeypatch)
+    cache = ModelCache(allow_any=True)
+    first = cache.get(str(saved_models[0]))
+    for spelling in (f"{saved_models[0]}/", f"{saved_models[0]}/../{saved_models[0].name}", f" {saved_models[0]} "):
+        assert cache.get(spelling) is first
+    assert calls == [str(saved_models[0].resolve())] and cache.loaded() == calls
+    with pytest.raises(FileNotFoundError):
+        cache.get(str(saved_models[0].parent / "missing"))
+
+
+def test_the_model_cache_is_bounded_and_keeps_the_model_it_was_given(saved_models, monkeypatch):
+    calls = _counting_loads(monkeypatch)
+    given = make_tiny_model()
+    cache = ModelCache(given, label="mine", allow_any=True, capacity=2)
+    for directory in saved_models:
+        cache.get(str(directory))
+    cache.get(str(saved_models[1]))  # the most recently used stays
+    assert cache.loaded() == [str(saved_models[2].resolve()), str(saved_models[1].resolve())]
+    assert cache.get("mine").model is given and cache.get(None).model is given
+    cache.get(str(saved_models[0]))  # evicted, so loaded again
+    assert len(calls) == 4 and len(cache.loaded()) == 2
+    with pytest.raises(ValueError, match="capacity must be at least 1"):
+        ModelCache(capacity=0)
+
+
+def test_launch_sets_the_upload_limit_and_passes_the_model_choices(monkeypatch):
+    import ntre_zoo.app.ui as ui
+
+    seen = {}
+
+    class _App:
+        def launch(self, **options):
+            seen["launch"] = options
+
+    monkeypatch.setattr(ui, "build_app", lambda model, **options: seen.update(build=(model, options)) or _App())
+    ui.launch("a", offered=["b"], prevent_thread_lock=True)
+    assert seen["launch"]["max_file_size"] == MAX_UPLOAD == "50mb"
+    assert seen["build"] == ("a", {"offered": ["b"], "allow_any_model": False})
+    args = build_parser().parse_args(["app", "--model", "a", "--model", "b"])
+    monkeypatch.setattr(ui, "launch", lambda model, **options: seen.update(cli=(model, options)))
+    monkeypatch.setattr("ntre_zoo.app.launch", ui.launch)
+    assert args.handler(args) == 0
+    assert seen["cli"] == ("a", {"host": "127.0.0.1", "port": 7860, "offered": ["b"], "allow_any_model": False})
 
 
 def _two_strokes(shape: tuple[int, int]) -> np.ndarray:

@@ -76,20 +76,57 @@ def hub(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------ 1. memory of thin images
 @pytest.mark.parametrize("canvas", [65, 473])
-def test_upsampling_equals_the_square_then_crop_on_ordinary_images(canvas):
-    """Ordinary images keep the reference's square computation bit for bit; the rectangle-only path that
-    thin images take samples the same positions with the same weights (equal up to float rounding)."""
+def test_upsampling_in_tiles_equals_the_square_then_crop(canvas):
+    """Maps come back to the image's size in tiles; wherever the image is enlarged (any query larger than the
+    canvas) and up to a 1:4 aspect ratio the tiles hold the reference's square computation bit for bit, whatever
+    the memory layout; a map that shrinks, or a thinner one (its kept rectangle only), is equal up to float
+    rounding with the same argmax."""
     torch.manual_seed(canvas)
     logits = torch.randn(2, 2, canvas, canvas) * 4
-    for h, w in [(375, 500), (500, 375), (50, 70), (473, 473), (1, 1), (1, 3), (64, 200), (200, 64), (600, 5)]:
-        square = _square_then_crop(logits, h, w)
-        if max(h, w) ** 2 <= preprocessing.SQUARE_BUDGET * h * w:
-            assert torch.equal(logits_to_original(logits, h, w), square), (h, w)
-        rectangle = preprocessing._upsample_rectangle(logits, max(h, w), h, w)
-        torch.testing.assert_close(rectangle, square, rtol=0, atol=1e-5)
-        assert torch.equal(rectangle.argmax(dim=1), square.argmax(dim=1)), (h, w)
-    thin = logits_to_original(logits, 5, 600)
-    torch.testing.assert_close(thin, _square_then_crop(logits, 5, 600), rtol=0, atol=1e-5)
+    sizes = [(375, 500), (500, 375), (50, 70), (473, 473), (1, 1), (1, 3), (64, 200), (200, 64), (600, 5), (900, 700)]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        maps = logits.contiguous(memory_format=layout)
+        for h, w in sizes:
+            square = _square_then_crop(maps, h, w)
+            assert torch.equal(logits_to_original(maps, h, w), square), (h, w)  # one tile: as before
+            for tile_values in (5000, 1):
+                tiled = torch.cat([t for _, t in preprocessing.original_tiles(maps, h, w, tile_values=tile_values)], -1)
+                if max(h, w) >= canvas and max(h, w) ** 2 <= preprocessing.SQUARE_BUDGET * h * w:
+                    assert torch.equal(tiled, square), (h, w, tile_values)
+                else:
+                    torch.testing.assert_close(tiled, square, rtol=0, atol=1e-5)
+                    assert torch.equal(tiled.argmax(dim=1), square.argmax(dim=1)), (h, w, tile_values)
+            direct = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=True)
+            small = torch.cat([t for _, t in preprocessing.original_tiles(maps, h, w, "square", tile_values=5000)], -1)
+            torch.testing.assert_close(small, direct, rtol=0, atol=1e-5)
+            if min(h, w) >= canvas:
+                assert torch.equal(small, direct), (h, w)
+
+
+def test_predict_in_tiles_gives_the_masks_and_maps_of_the_square(monkeypatch):
+    """A query large enough to be tiled gets the mask, BG and DO maps of the square computation bit for bit
+    and its probability within one float rounding (softmax on a tile rounds like softmax on the whole)."""
+    model = ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0")
+    image, mask = _scene(h=200, w=170)
+    query = np.asarray(Image.fromarray(_scene(h=50, w=40, seed=3)[0]).resize((500, 620)))
+    whole = model.predict(image, mask, query, precision="fp32", return_details=True)
+    monkeypatch.setattr(preprocessing, "TILE_VALUES", 20000)  # many bands of a few columns each
+    tiled = model.predict(image, mask, query, precision="fp32", return_details=True)
+    for name in ("mask", "bg_map", "do_map"):
+        np.testing.assert_array_equal(getattr(tiled, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_allclose(tiled.probability, whole.probability, rtol=0, atol=2e-7)
+    assert 0 < whole.mask.mean() < 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures the address space in /proc")
+def test_a_large_query_needs_memory_for_its_results_only(tiny_model):
+    """A 2000 x 6000 query with details: the mask and the three float maps take 156 MB; the square of the
+    logits (288 MB), its softmax and the BG and DO squares (144 MB each) are never made."""
+    image, mask = _scene()
+    query = np.broadcast_to(np.arange(6000, dtype=np.uint8)[None, :, None], (2000, 6000, 3))  # no memory of its own
+    with _address_space_limit(400 << 20):
+        details = tiny_model.predict(image, mask, query, return_details=True, precision="fp32")
+    assert details.mask.shape == details.probability.shape == details.do_map.shape == (2000, 6000)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures the address space in /proc")
@@ -102,6 +139,61 @@ def test_a_thin_image_needs_memory_of_its_own_size(tiny_model):
             assert logits_to_original(torch.randn(1, 2, 65, 65), h, w).shape == (1, 2, h, w)
         details = tiny_model.predict(image, mask, query, return_details=True)
     assert details.mask.shape == details.probability.shape == details.bg_map.shape == (30000, 3)
+
+
+def _png_of_zeros(path: Path, width: int, height: int) -> Path:
+    """A valid greyscale PNG of ``width x height`` black pixels, compressed as it is written (a few KB per
+    hundred megapixels: a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    squeeze, row = zlib.compressobj(9), b"\0" * (width + 1)
+    data = b"".join(squeeze.compress(row * 500) for _ in range(height // 500)) + squeeze.compress(row * (height % 500))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data + squeeze.flush()))
+    path.write_bytes(path.read_bytes() + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_an_image_over_the_pixel_cap_is_refused_from_its_header(tiny_model, tmp_path):
+    """A 12000 x 12000 PNG of a few hundred KB used to take 5 GB in predict; its header is enough to refuse it."""
+    bomb = _png_of_zeros(tmp_path / "bomb.png", 12000, 12000)
+    assert bomb.stat().st_size < 1_000_000
+    image, mask = _scene()
+    with _address_space_limit(200 << 20):  # decoding it alone would take 144 MB, predicting on it gigabytes
+        message = r"^query \('.*bomb\.png'\): the image is 12000 x 12000 pixels \(144\.0 megapixels\), more "
+        with pytest.raises(ValueError, match=message):
+            tiny_model.predict(image, mask, str(bomb))
+        with pytest.raises(ValueError, match=r"^support_imgs\[0\] \(.*\): .* max_pixels=40000000 \(40 megapixels\)"):
+            tiny_model.predict(str(bomb), np.zeros((12000, 12000), np.uint8), image)
+        with pytest.raises(ValueError, match=r"^support_masks\[0\] \(.*\): the image is 12000 x 12000"):
+            load_mask(str(bomb), "support_masks[0]")
+    assert ntre_zoo.inference.image_io.MAX_PIXELS == 40_000_000
+
+
+def test_the_pixel_cap_covers_every_input_form_and_can_be_raised(tiny_model):
+    image, mask = _scene(h=40, w=50)  # 2000 pixels
+    query = _scene(h=50, w=70, seed=1)[0]  # 3500 pixels
+    huge = np.broadcast_to(np.zeros(3, np.uint8), (7000, 6000, 3))  # 42 megapixels, no memory of its own
+    with pytest.raises(ValueError, match=r"query: the image is 6000 x 7000 pixels \(42\.0 megapixels\)"):
+        load_image(huge, "query")
+    for form in (query, Image.fromarray(query), torch.from_numpy(query).permute(2, 0, 1)):
+        with pytest.raises(ValueError, match=r"query: the image is 70 x 50 pixels .* max_pixels=3499"):
+            tiny_model.predict(image, mask, form, max_pixels=3499)
+    with pytest.raises(ValueError, match=r"support_masks\[0\]: the image is 80 x 60"):
+        tiny_model.encode_support(image, Image.new("L", (80, 60)), max_pixels=2000)
+    with pytest.raises(ValueError, match=r"supports\['a'\]: support_imgs\[0\]: the image is 50 x 40"):
+        tiny_model.segment(query, {"a": ([image], [mask])}, max_pixels=1999)
+    expected = tiny_model.predict(image, mask, query)
+    np.testing.assert_array_equal(tiny_model.predict(image, mask, query, max_pixels=3500), expected)
+    np.testing.assert_array_equal(tiny_model.predict(image, mask, query, max_pixels=None), expected)
+    for bad, error in [(0, ValueError), (2.5, TypeError), (True, TypeError)]:
+        with pytest.raises(error, match="max_pixels must be"):
+            tiny_model.predict(image, mask, query, max_pixels=bad)
 
 
 # ------------------------------------------------------------------------------ 2. NaN and infinity
@@ -508,3 +600,13 @@ def test_the_offline_hint_names_a_download_command_that_accepts_hf_hub_ids(hub, 
     assert "cached" in capsys.readouterr().out
     loaded = ntre_zoo.from_pretrained("hf-hub:me/tiny", cache_dir=cache, local_files_only=True)
     assert _state_equal(loaded, tiny_model)
+
+
+def test_a_corrupt_reproduce_ledger_names_the_file(tmp_path):
+    from ntre_zoo.zoo.reproduce import _Ledger
+
+    ledger = tmp_path / "ledger.json"
+    for text in ('{"format": "ntre-zoo-reproduce-ledger", "vari', "[1, 2]", "\udcff"):
+        ledger.write_text(text, encoding="utf-8", errors="surrogateescape")
+        with pytest.raises(ValueError, match=r"ledger\.json' is not a (readable )?reproduce ledger"):
+            _Ledger(ledger)

@@ -140,6 +140,21 @@ def test_manifest_refuses_invented_or_incomplete_entries(tmp_path):
         load_manifest(_write_manifest(tmp_path / "c.json", {"x": measured}))
 
 
+def test_manifest_refuses_a_name_given_twice(tmp_path):
+    entry = json.dumps(_hub_entry("a/b", "1" * 40, "0" * 64))
+    path = tmp_path / "twice.json"
+    path.write_text(f'{{"schema_version": 1, "models": {{"x.y_fold0": {entry}, "x.y_fold0": {entry}}}}}')
+    with pytest.raises(ManifestError, match=r"twice\.json' gives 'x\.y_fold0' twice"):
+        load_manifest(path)
+
+
+def test_a_deeply_nested_config_json_names_the_file(tiny_model, tmp_path):
+    directory = tiny_model.save_pretrained(tmp_path / "model")
+    (directory / "config.json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ValueError, match=r"config\.json' nests its JSON too deeply"):
+        ntre_zoo.from_pretrained(directory)
+
+
 # ------------------------------------------------------------------------------------------ save / load
 def test_save_pretrained_round_trip_is_bit_exact(tiny_model, tmp_path):
     out = tiny_model.save_pretrained(

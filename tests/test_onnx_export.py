@@ -118,9 +118,54 @@ def test_numpy_example_gives_the_masks_of_predict(exported, shipped):
 def test_export_refuses_bad_arguments(tmp_path, shipped):
     with pytest.raises(ValueError, match="shot must be >= 1"):
         ntre_zoo.export_onnx(shipped, tmp_path, shot=0)
-    with pytest.raises(ValueError, match="test_size must be at least 9"):
+    with pytest.raises(ValueError, match="test_size must be between 9 and 2048, got 4"):
         ntre_zoo.export_onnx(shipped, tmp_path, test_size=4)
+    with pytest.raises(ValueError, match=r"test_size must be between 9 and 2048, got 100000: .* grows with its square"):
+        ntre_zoo.export_onnx(shipped, tmp_path, test_size=100000)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_an_output_it_would_damage_before_any_work(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    assert main(["export", "no/such/model", "--format", "onnx", "-o", str(taken)]) == 1  # refused before loading
+    assert f"{str(taken)!r} is a file, not a folder" in capsys.readouterr().err
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "onnx_config.json").write_text('{"my": "settings"}')
+    assert main(["export", "no/such/model", "--format", "onnx", "-o", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "is not empty and not a previous export: it holds onnx_config.json" in err and "-o NEW_DIR" in err
+    (folder / "onnx_config.json").unlink()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"it holds notes\.txt"):
+        ntre_zoo.export_onnx(DEMO_MODEL, folder)
+    assert taken.read_text() == "mine" and (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_previous_export_may_be_replaced(exported, tmp_path):
+    from ntre_zoo.export.onnx import _check_output_dir
+
+    folder, _ = exported
+    _check_output_dir(folder)  # the three files of an export: accepted
+    _check_output_dir(tmp_path / "new")  # a new folder: accepted
+    _check_output_dir(tmp_path)  # an empty one: accepted
+
+
+def test_verification_runs_on_a_cpu_copy_of_a_model_elsewhere(shipped):
+    """A model on an accelerator is checked against a CPU float32 copy (not TF32 results), and stays where it is."""
+    from ntre_zoo.export.onnx import _cpu_reference
+
+    assert _cpu_reference(shipped, torch.device("cpu")) is shipped
+    before = {name: (p.data_ptr(), p.device) for name, p in shipped.named_parameters()}
+    shipped.train()
+    copy = _cpu_reference(shipped, torch.device("cuda"))  # what export_onnx passes for a model on CUDA
+    assert copy is not shipped and not copy.training and shipped.training
+    assert all(p.device.type == "cpu" for p in copy.parameters())
+    assert {name: (p.data_ptr(), p.device) for name, p in shipped.named_parameters()} == before
+    for (name, mine), theirs in zip(copy.state_dict().items(), shipped.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs), name
+    shipped.eval()
 
 
 @pytest.mark.slow
@@ -147,3 +192,19 @@ def test_full_size_resnet50_exports_within_tolerance(tmp_path):
     assert expected.abs().max() > 1 and 0.1 < expected.argmax(1).float().mean() < 0.9
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=TOLERANCE)
     assert np.array_equal(got.argmax(1), expected.argmax(1).numpy())
+
+
+def test_the_graphs_do_not_refuse_an_empty_support_mask_as_deploy_md_says(exported, shipped):
+    """encode_support.onnx turns an all-zero mask into a zero prototype without a word; predict refuses it, and
+    docs/deploy.md tells runtimes to check it themselves."""
+    folder, _ = exported
+    _, images, masks = _canvas_episode(shipped, 0, shot=2)
+    encoder = ort.InferenceSession(str(folder / "encode_support.onnx"), providers=["CPUExecutionProvider"])
+    empty = torch.zeros_like(masks)
+    prototype, _ = encoder.run(None, {"support_images": images.numpy(), "support_masks": empty.numpy()})
+    assert not prototype.any()
+    supports, support_masks, query, _ = synthetic_episode(0, fold=0, shot=1, novel=True)
+    with pytest.raises(ValueError, match="has no target pixel"):
+        shipped.predict(supports[0], np.zeros_like(support_masks[0]), query)
+    deploy = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    assert "What the graphs do not check" in deploy and "prototype of zeros" in deploy

@@ -2,6 +2,7 @@
 files, globs and directories, masks, overlays and details on disk, and clear errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -166,3 +167,55 @@ def test_cli_errors_are_clear(files, tmp_path, capsys):
     assert main([*base, "--support", f"{image}:box=0,0,999,10"]) == 1
     err = capsys.readouterr().err
     assert "supports['target']: support_masks[0]" in err and "outside the 200x200" in err
+
+
+def _scene_files(folder):
+    """support.png, s_mask.png (hand-drawn), q.png and q_mask.png (a second query) in one folder."""
+    folder.mkdir()
+    supports, masks, query, _ = synthetic_episode(3, fold=0, shot=1, novel=True)
+    Image.fromarray(supports[0]).save(folder / "support.png")
+    Image.fromarray(masks[0] * 255).save(folder / "s_mask.png")
+    Image.fromarray(query).save(folder / "q.png")
+    Image.fromarray(synthetic_episode(4, fold=0, shot=1, novel=True)[2]).save(folder / "q_mask.png")
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_predict_never_writes_over_an_input_file(tmp_path, capsys):
+    folder = tmp_path / "inputs"
+    before = _scene_files(folder)
+    # the support's hand-drawn mask s_mask.png would be the output of a query named s.png
+    (folder / "s.png").write_bytes(before["q.png"])
+    before["s.png"] = before["q.png"]
+    support = f"{folder / 'support.png'}:{folder / 's_mask.png'}"
+    base = ["predict", "--model", DEMO_MODEL, "--support", support, "--out", str(folder), "--no-progress"]
+    assert main([*base, str(folder / "s.png")]) == 1
+    err = capsys.readouterr().err
+    assert "would write over the input" in err and str(folder / "s_mask.png") in err
+    # two queries q.png and q_mask.png: q's mask would replace the second query before it is read
+    assert main([*base, str(folder / "q.png"), str(folder / "q_mask.png")]) == 1
+    err = capsys.readouterr().err
+    assert "would write over the input" in err and "q_mask.png" in err
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before  # nothing written at all
+
+
+def test_predict_refuses_an_output_that_is_a_link_to_an_input(tmp_path, capsys):
+    folder = tmp_path / "inputs"
+    _scene_files(folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(folder / "s_mask.png", out / "q_mask.png")  # a hard link: another name of the same file
+    support = f"{folder / 'support.png'}:{folder / 's_mask.png'}"
+    args = ["predict", "--model", DEMO_MODEL, "--support", support, str(folder / "q.png"), "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 1
+    assert "would write over the input" in capsys.readouterr().err
+
+
+def test_predict_out_that_is_a_file_is_refused_before_any_work(files, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("mine")
+    support = f"{files / 'support.png'}:{files / 'support_mask.png'}"
+    args = ["predict", "--model", "no/such/model", "--support", support, str(files / "queries"), "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} is a file" in err
+    assert out.read_text() == "mine"

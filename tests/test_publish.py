@@ -159,3 +159,17 @@ def test_the_uploaded_card_loads_from_the_hub_and_a_card_the_user_wrote_goes_up_
     (directory / "README.md").write_text("# my own card\n")
     commit = publish(directory, f"ntre-zoo/{NAME}", manifest=manifest).commit
     assert hub.repos[f"ntre-zoo/{NAME}"].commits[commit]["README.md"] == b"# my own card\n"
+
+
+def test_an_entry_file_without_a_key_names_the_file_and_the_key(hub, variant, capsys):
+    directory, manifest, *_ = variant
+    record = json.loads((directory / ENTRY_FILE).read_text())
+    del record["weights"]["sha256"]
+    (directory / ENTRY_FILE).write_text(json.dumps(record))
+    assert cli_main(["publish", str(directory), "--repo-id", f"me/{NAME}", "--manifest", str(manifest)]) == 1
+    err = capsys.readouterr().err
+    assert f"{str(directory / ENTRY_FILE)!r} has no 'weights.sha256'" in err
+    (directory / ENTRY_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest_entry\.json' is not valid JSON"):
+        publish(directory, f"me/{NAME}", manifest=manifest)
+    assert hub.requests == []

@@ -4,6 +4,8 @@ draw the results and write the masks to download. :mod:`ntre_zoo.app.ui` wires t
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ from ..zoo.manifest import load_manifest
 __all__ = [
     "ANNOTATION_KINDS",
     "DEFAULT_CLASS",
+    "MODEL_CACHE_SIZE",
+    "NOT_OFFERED",
     "AnnotatedSupport",
     "LoadedModel",
     "ModelCache",
@@ -77,33 +81,91 @@ def _trained_on(name: str) -> str | None:
     return None
 
 
+#: Models the app keeps loaded by default (least recently used first out; a model object given to the app stays).
+MODEL_CACHE_SIZE = 4
+#: What a visitor who asks for a model the server does not offer is told, whatever was asked: the same words for
+#: a path that exists and one that does not, so that the page reveals nothing about the server's files.
+NOT_OFFERED = (
+    "This model is not offered here: choose one of the listed models. (The server's operator can offer more with "
+    "`ntre-zoo app --model NAME_OR_DIR`.)"
+)
+
+
+def _canonical(name: str) -> str:
+    """The cache key of a model name: a directory's resolved path (so that ``runs/x/best``, ``./runs/x/best/`` and
+    ``~/...`` are one model), any other name (zoo name, ``hf-hub:`` id) as it is."""
+    if name.startswith("hf-hub:"):
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
 class ModelCache:
-    """Models by name, each loaded once (``from_pretrained``); one app holds one cache.
+    """The models a web visitor may choose, loaded on first use and kept in a bounded cache; one app holds one.
+
+    By default a visitor may choose only the zoo's published names (those ``from_pretrained`` loads) and the
+    models the server was started with (``initial`` and ``offered``); any other name, path or ``hf-hub:`` id is
+    refused with :data:`NOT_OFFERED`, before the file system or the network is touched. ``allow_any=True``
+    lets visitors load anything ``from_pretrained`` accepts, server paths included (docs/deploy.md: only on a
+    machine whose files and network the visitors may read).
 
     Args:
         initial: the model shown first: a name or directory for ``from_pretrained``, or a model object (then
-            named ``label``).
+            named ``label`` and always kept).
         label: the name a model object is listed under.
+        offered: further names or directories visitors may choose.
+        allow_any: let visitors choose any name, directory or ``hf-hub:`` id.
+        capacity: the most models loaded by name kept at once (the least recently used goes first).
     """
 
-    def __init__(self, initial: FewShotSegmenter | str | Path = DEMO_MODEL, label: str = "custom model") -> None:
-        self._models: dict[str, LoadedModel] = {}
+    def __init__(
+        self,
+        initial: FewShotSegmenter | str | Path = DEMO_MODEL,
+        label: str = "custom model",
+        *,
+        offered: Sequence[str | Path] = (),
+        allow_any: bool = False,
+        capacity: int = MODEL_CACHE_SIZE,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1 model, got {capacity!r}.")
+        self.allow_any, self.capacity = allow_any, capacity
+        self._objects: dict[str, LoadedModel] = {}
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
         if isinstance(initial, (str, Path)):
             self.default = str(initial)
         else:
             self.default = label
-            self._models[label] = LoadedModel(label, initial, None)
+            self._objects[label] = LoadedModel(label, initial, None)
+        given = [self.default, *(str(name) for name in offered)]
+        self.choices = list(dict.fromkeys([*given, *zoo_choices()]))
+        self._offered = set(self.choices)
 
     def get(self, name: str | None) -> LoadedModel:
         """The model called ``name`` (the default when empty), loading it on first use.
 
         Raises:
+            PermissionError: a name that is not offered (:data:`NOT_OFFERED`, whatever the name).
             ValueError, FileNotFoundError, KeyError, RuntimeError: what ``from_pretrained`` raises.
         """
         name = (name or "").strip() or self.default
-        if name not in self._models:
-            self._models[name] = LoadedModel(name, from_pretrained(name), _trained_on(name))
-        return self._models[name]
+        if name in self._objects:
+            return self._objects[name]
+        if name not in self._offered and not self.allow_any:
+            raise PermissionError(NOT_OFFERED)
+        key = _canonical(name)
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded[key] = LoadedModel(name, from_pretrained(key), _trained_on(key))
+                while len(self._loaded) > self.capacity:
+                    self._loaded.popitem(last=False)
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
+
+    def loaded(self) -> list[str]:
+        """The keys of the models loaded by name, least recently used first."""
+        return list(self._loaded)
 
 
 def model_notice(loaded: LoadedModel) -> str:

@@ -12,6 +12,7 @@ import functools
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,15 @@ from .logic import (
     status_line,
     write_examples,
     write_masks,
-    zoo_choices,
 )
 
-__all__ = ["MAX_SUPPORTS", "build_app", "launch"]
+__all__ = ["MAX_SUPPORTS", "MAX_UPLOAD", "build_app", "launch"]
 
 #: Support slots on the page (one tab each).
 MAX_SUPPORTS = 4
+#: The largest file a visitor may upload (Gradio's ``max_file_size``): a 40-megapixel photo (the pixel cap,
+#: ``ntre_zoo.inference.image_io.MAX_PIXELS``) is about 10 to 25 MB as JPEG; a PNG of it may be larger.
+MAX_UPLOAD = "50mb"
 _TITLE = "NTRENet few-shot segmentation"
 _HOW_TO = (
     "Add a **support** image and upload the object's mask or paint the object with the brush, add one or "
@@ -67,6 +70,8 @@ def _gradio() -> Any:
 def build_app(
     model: FewShotSegmenter | str | Path = DEMO_MODEL,
     *,
+    offered: Sequence[str | Path] = (),
+    allow_any_model: bool = False,
     examples_dir: str | Path | None = None,
     output_dir: str | Path | None = None,
 ) -> Any:
@@ -74,7 +79,10 @@ def build_app(
 
     Args:
         model: the model shown first: a zoo name, ``hf-hub:`` id or directory (loaded now, so a wrong name
-            fails here), or a model object. Others can be chosen on the page.
+            fails here), or a model object.
+        offered: more names or directories a visitor may choose, besides ``model`` and the zoo's published names.
+        allow_any_model: let visitors load any name, server directory or ``hf-hub:`` id (see docs/deploy.md:
+            only where every visitor may read the server's files and use its network).
         examples_dir: where the synthetic example episodes are written (default: a new temporary folder).
         output_dir: where each run's masks are written for download (default: a new temporary folder).
 
@@ -82,21 +90,22 @@ def build_app(
         ImportError: Gradio missing.
     """
     gr = _gradio()
-    models = ModelCache(model)
+    models = ModelCache(model, offered=offered, allow_any=allow_any_model)
     first = models.get(None)
     examples = write_examples(Path(examples_dir or tempfile.mkdtemp(prefix="ntre_zoo_app_examples_")))
     outputs = Path(output_dir or tempfile.mkdtemp(prefix="ntre_zoo_app_masks_"))
     outputs.mkdir(parents=True, exist_ok=True)
-    choices = [first.name, *(name for name in zoo_choices() if name != first.name)]
 
     with gr.Blocks(title=_TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {_TITLE}\n{_HOW_TO}")
         notice = gr.Markdown(model_notice(first), elem_id="model-notice")
         model_box = gr.Dropdown(
-            choices=choices,
+            choices=models.choices,
             value=first.name,
-            allow_custom_value=True,
-            label="Model: a zoo name, a local directory written by save_pretrained, or hf-hub:<repo id>",
+            allow_custom_value=allow_any_model,
+            label="Model: a zoo name, a local directory written by save_pretrained, or hf-hub:<repo id>"
+            if allow_any_model
+            else "Model",
             elem_id="model",
         )
         images, uploads, editors, kinds, labels, notes = [], [], [], [], [], []
@@ -174,7 +183,9 @@ def build_app(
         def choose(name: str) -> str:
             try:
                 return model_notice(models.get(name))
-            except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
+            except PermissionError as error:  # not offered: the same words whatever was asked
+                raise gr.Error(str(error)) from None
+            except (ValueError, OSError, KeyError, RuntimeError) as error:
                 raise gr.Error(f"Cannot load {name!r}: {error}") from None
 
         def segment(name: str, query_files: list[str] | None, *slots: Any) -> tuple[Any, list[str], str]:
@@ -190,7 +201,7 @@ def build_app(
                 paths = list(query_files or [])
                 images = [read_query(path) for path in paths]
                 predictions = run_prediction(loaded.model, supports, images)
-            except (ValueError, FileNotFoundError, KeyError, RuntimeError, TypeError) as error:
+            except (ValueError, OSError, KeyError, RuntimeError, TypeError) as error:
                 raise gr.Error(str(error)) from None
             names = [Path(path).name for path in paths]
             folder = Path(tempfile.mkdtemp(dir=outputs))  # one folder per run: names repeat across runs
@@ -224,10 +235,23 @@ def build_app(
 
 
 def launch(
-    model: FewShotSegmenter | str | Path = DEMO_MODEL, *, host: str = "127.0.0.1", port: int = 7860, **options: Any
+    model: FewShotSegmenter | str | Path = DEMO_MODEL,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    offered: Sequence[str | Path] = (),
+    allow_any_model: bool = False,
+    max_file_size: str | int | None = MAX_UPLOAD,
+    **options: Any,
 ) -> Any:
     """Build the app and serve it on ``host:port`` (no share link, no server-side rendering); blocks until
-    stopped unless ``prevent_thread_lock=True`` is passed. Returns the app."""
-    app = build_app(model)
-    app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, **options)
+    stopped unless ``prevent_thread_lock=True`` is passed. Returns the app.
+
+    Args:
+        model, offered, allow_any_model: as :func:`build_app` takes them.
+        max_file_size: the largest upload Gradio accepts (default :data:`MAX_UPLOAD`; None: no limit).
+        **options: passed to ``gradio.Blocks.launch``.
+    """
+    app = build_app(model, offered=offered, allow_any_model=allow_any_model)
+    app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=max_file_size, **options)
     return app

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, KeyError, RuntimeError, ImportError) as error:
+    except (ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError) as error:  # OSError: files, disks
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"ntre-zoo {args.command}: error: {message}", file=sys.stderr)
         return 1

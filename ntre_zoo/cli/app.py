@@ -15,8 +15,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model",
+        action="append",
         default=None,
-        help="the model shown first: zoo name, local directory or hf-hub:ID (default: the shipped demo model)",
+        help="a model visitors may choose: zoo name, local directory or hf-hub:ID; repeat it to offer several, the "
+        "first is shown first (default: the shipped demo model; the zoo's published names are always offered)",
+    )
+    parser.add_argument(
+        "--allow-any-model",
+        action="store_true",
+        help="let visitors load ANY directory of this server or hf-hub: id by typing it (read docs/deploy.md first)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
@@ -27,5 +34,6 @@ def _run(args: argparse.Namespace) -> int:
     from ..app import launch
     from ..demo import DEMO_MODEL
 
-    launch(args.model or DEMO_MODEL, host=args.host, port=args.port)
+    first, *offered = args.model or [DEMO_MODEL]
+    launch(first, host=args.host, port=args.port, offered=offered, allow_any_model=args.allow_any_model)
     return 0

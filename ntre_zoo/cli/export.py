@@ -18,8 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model", metavar="MODEL", help="anything from_pretrained accepts: zoo name, hf-hub:ID or a directory"
     )
     parser.add_argument("--format", required=True, choices=("onnx",), help="the graph format (only onnx so far)")
-    parser.add_argument("-o", "--output", required=True, help="the folder to write")
-    parser.add_argument("--test-size", type=int, default=None, help="canvas side (default: the model's test_size)")
+    parser.add_argument(
+        "-o", "--output", required=True, help="the folder to write: new, empty or a previous export (else refused)"
+    )
+    parser.add_argument(
+        "--test-size", type=int, default=None, help="canvas side, 9 to 2048 (default: the model's test_size)"
+    )
     parser.add_argument("--shot", type=int, default=1, help="supports the graphs take (default: %(default)s)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,53 @@ def _supports(groups: list[tuple[str | None, list[str]]]) -> dict[str, tuple[lis
     return supports
 
 
+def _output_names(query: Path, details: bool) -> list[str]:
+    """The files ``_write`` writes for ``query`` (``labels.json`` is the run's own)."""
+    suffixes = ("mask.png", "overlay.png", *(("details.npz", "panel.png") if details else ()))
+    return [f"{query.stem}_{suffix}" for suffix in suffixes]
+
+
+def _input_files(supports: dict[str, tuple[list[str], list[Any]]], queries: list[Path]) -> list[Path]:
+    """Every file the run reads: support images, mask and scribble files, queries."""
+    from ..inference.annotations import Scribble
+
+    files = [Path(q) for q in queries]
+    for images, marks in supports.values():
+        files += [Path(image) for image in images]
+        for annotation in marks:
+            value = annotation.strokes if isinstance(annotation, Scribble) else annotation
+            if isinstance(value, str):
+                files.append(Path(value))
+    return files
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (resolved links, and hard links where both exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
+    """Refuse a run that would write over one of its inputs, or into an ``--out`` that is a file, before
+    anything is read or written.
+
+    Raises:
+        FileExistsError: ``out`` exists and is not a directory.
+        ValueError: an output path is an input file, naming both.
+    """
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} is a file, not a directory; pass a directory (it is created).")
+    for output in outputs:
+        for source in inputs:
+            if _same_file(output, source):
+                raise ValueError(
+                    f"{str(output)!r} would write over the input {str(source)!r}; nothing was written. Choose "
+                    "another --out directory (e.g. a new folder beside the inputs), or rename the input."
+                )
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -150,6 +198,8 @@ def _run(args: argparse.Namespace) -> int:
     queries = expand_queries(args.queries)
     named = args.groups[0][0] is not None
     out = Path(args.out)
+    outputs = [out / "labels.json", *(out / name for q in queries for name in _output_names(q, args.details))]
+    check_outputs(out, outputs, _input_files(supports, queries))
     out.mkdir(parents=True, exist_ok=True)
     model = from_pretrained(args.model)
     encoded = encode_supports(
@@ -184,9 +234,10 @@ def _write(out: Path, query: Path, result: Any, named: bool, supports: dict[str,
     from ..inference import visualize
 
     mask = visualize.label_image(result.label_map)
-    atomic_write(out / f"{query.stem}_mask.png", lambda tmp: mask.save(tmp, format="PNG"))
+    names = _output_names(query, supports is not None)
+    atomic_write(out / names[0], lambda tmp: mask.save(tmp, format="PNG"))
     picture = visualize.overlay(query, result, legend=named)
-    atomic_write(out / f"{query.stem}_overlay.png", lambda tmp: picture.save(tmp, format="PNG"))
+    atomic_write(out / names[1], lambda tmp: picture.save(tmp, format="PNG"))
     if supports is None:
         return
     arrays = {
@@ -201,5 +252,5 @@ def _write(out: Path, query: Path, result: Any, named: bool, supports: dict[str,
         with open(path, "wb") as handle:  # a file object: np.savez would append .npz to the temporary name
             np.savez_compressed(handle, **arrays)
 
-    atomic_write(out / f"{query.stem}_details.npz", save_npz)
-    visualize.save_panel(out / f"{query.stem}_panel.png", query, result, supports, title=query.name, canvas=canvas)
+    atomic_write(out / names[2], save_npz)
+    visualize.save_panel(out / names[3], query, result, supports, title=query.name, canvas=canvas)

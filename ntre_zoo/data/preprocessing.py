@@ -9,7 +9,7 @@ whole canvas instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +20,14 @@ __all__ = [
     "IMAGENET_STD",
     "RESIZE_MODES",
     "SQUARE_BUDGET",
+    "TILE_VALUES",
     "canvas_shape",
     "check_resize",
     "image_to_canvas",
     "logits_to_original",
     "mask_to_canvas",
     "normalize",
+    "original_tiles",
 ]
 
 IGNORE_INDEX = 255
@@ -92,31 +94,58 @@ def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     return (image - m) / s
 
 
-#: ``logits_to_original`` upsamples the whole ``L x L`` square (the reference's computation, bit for bit) while
-#: it holds at most this many times the pixels kept; thinner images take the rectangle-only path.
+#: :func:`original_tiles` computes the ``L x L`` square (in tiles) while it holds at most this many times the
+#: pixels kept (any image up to a 1:4 aspect ratio); a thinner image gets only the kept rectangle.
 SQUARE_BUDGET = 4
+#: :func:`original_tiles` computes at most about this many output values at a time (16 MB of float32), so that
+#: mapping a query back to its size needs memory for the result only, not for the ``L x L`` square.
+TILE_VALUES = 1 << 22
 
 
-def logits_to_original(logits: torch.Tensor, height: int, width: int, resize: str = "long_side") -> torch.Tensor:
-    """Canvas maps ``(B, C, S, S)`` -> ``(B, C, height, width)`` as the reference scores them.
+def original_tiles(
+    logits: torch.Tensor, height: int, width: int, resize: str = "long_side", tile_values: int | None = None
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """:func:`logits_to_original` in column bands, left to right: ``(columns, (B, C, height, len(columns)))``.
 
-    ``long_side``: upsample (bilinear, ``align_corners=True``) to ``L x L`` with ``L = max(height, width)`` and
-    keep the top-left (PFENet ``ori_resize``). ``square``: resize to ``height x width`` directly (HSNet's
-    ``use_original_imgsize``). A target of the canvas's own size gets the logits unchanged.
-
-    Memory stays within a few times ``B x C x height x width`` (plus the canvas): while ``L x L`` is at most
-    :data:`SQUARE_BUDGET` times ``height x width`` (any image up to a 1:4 aspect ratio) the square is computed
-    as the reference does, so the numbers are the reference's exactly; a thinner image (say 100000 x 4, whose
-    square would take 80 GB) gets only the kept rectangle, computed from the same sample positions and
-    weights (equal to the square's crop up to float rounding, ``tests/test_hardening.py``).
+    A resized map (before the crop) of at most ``tile_values`` values (default :data:`TILE_VALUES`) is one band,
+    computed by one ``F.interpolate(..., mode="bilinear", align_corners=True)`` as the reference does. A larger
+    one up to a 1:4 aspect ratio (:data:`SQUARE_BUDGET`) is resized as two 1-D linear resizes, along the width
+    (a band of canvas rows at a time) then along the height (a band of output columns at a time), which is how
+    PyTorch's 2-D kernel computes each output (the height-weighted sum of two width-weighted sums, same sample
+    positions and weights): where both sides are enlarged, as a large query's are, the values are the 2-D
+    kernel's bit for bit; where a side shrinks (a canvas larger than about 2000 pixels) they may differ by float
+    rounding. A thinner image gets only the kept rectangle, from the same sample positions and weights (equal
+    up to float rounding), since its square would cost far more than its pixels (``tests/test_hardening.py``
+    checks all three). Each step holds at most about ``tile_values`` values, plus the ``(B, C, S, width)``
+    intermediate of the canvas's ``S`` rows.
     """
-    if check_resize(resize) == "square":
-        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
+    check_resize(resize)
+    tile_values = tile_values or TILE_VALUES
+    batch, channels, rows, cols = logits.shape
     side = max(height, width)
-    if side * side <= SQUARE_BUDGET * height * width:
-        out = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=True)
-        return out[..., :height, :width]
-    return _upsample_rectangle(logits, side, height, width)
+    out_h, out_w = (height, width) if resize == "square" else (side, side)
+    if batch * channels * out_h * out_w <= tile_values:
+        resized = F.interpolate(logits, size=(out_h, out_w), mode="bilinear", align_corners=True)
+        yield slice(0, width), resized[..., :height, :width]
+        return
+    if resize == "long_side" and side * side > SQUARE_BUDGET * height * width:
+        yield from _rectangle_tiles(logits, side, height, width, tile_values)
+        return
+    # 1. along the width, a band of canvas rows at a time: (B, C, S, width)
+    across = logits.new_empty((batch, channels, rows, width))
+    step = max(1, tile_values // (batch * channels * out_w))
+    for start in range(0, rows, step):
+        band = logits[:, :, start : start + step].reshape(batch, -1, cols)
+        resized = F.interpolate(band, size=out_w, mode="linear", align_corners=True)[..., :width]
+        across[:, :, start : start + step] = resized.reshape(batch, channels, -1, width)
+    # 2. along the height, a band of output columns at a time
+    step = max(1, tile_values // (batch * channels * out_h))
+    for start in range(0, width, step):
+        columns = slice(start, min(start + step, width))
+        band = across[..., columns].transpose(-1, -2).reshape(batch, -1, rows)
+        resized = F.interpolate(band, size=out_h, mode="linear", align_corners=True)[..., :height]
+        tile = resized.reshape(batch, channels, -1, height).transpose(-1, -2)
+        yield columns, tile.contiguous(memory_format=torch.channels_last)  # channels innermost: a fast argmax
 
 
 def _linear_taps(size: int, side: int, count: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -130,11 +159,33 @@ def _linear_taps(size: int, side: int, count: int, device: torch.device) -> tupl
     return index0.to(device), index1.to(device), (1 - weight1).to(device), weight1.to(device)
 
 
-def _upsample_rectangle(logits: torch.Tensor, side: int, height: int, width: int) -> torch.Tensor:
-    """The top-left ``height x width`` of the ``side x side`` bilinear upsampling, without the square."""
+def _rectangle_tiles(
+    logits: torch.Tensor, side: int, height: int, width: int, tile_values: int
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """The top-left ``height x width`` of the ``side x side`` bilinear upsampling in column bands, without the
+    square."""
     rows0, rows1, row_w0, row_w1 = _linear_taps(logits.shape[-2], side, height, logits.device)
     cols0, cols1, col_w0, col_w1 = _linear_taps(logits.shape[-1], side, width, logits.device)
     source = logits[..., : int(rows1.max()) + 1, :].float()  # only the canvas rows that are sampled
-    across = source[..., cols0] * col_w0 + source[..., cols1] * col_w1  # (B, C, rows, width)
-    out = across[..., rows0, :] * row_w0[:, None] + across[..., rows1, :] * row_w1[:, None]
-    return out.to(logits.dtype)
+    step = max(1, tile_values // (logits.shape[0] * logits.shape[1] * max(height, source.shape[-2])))
+    for start in range(0, width, step):
+        columns = slice(start, min(start + step, width))
+        across = source[..., cols0[columns]] * col_w0[columns] + source[..., cols1[columns]] * col_w1[columns]
+        out = across[..., rows0, :] * row_w0[:, None] + across[..., rows1, :] * row_w1[:, None]
+        yield columns, out.to(logits.dtype).contiguous(memory_format=torch.channels_last)
+
+
+def logits_to_original(logits: torch.Tensor, height: int, width: int, resize: str = "long_side") -> torch.Tensor:
+    """Canvas maps ``(B, C, S, S)`` -> ``(B, C, height, width)`` as the reference scores them.
+
+    ``long_side``: upsample (bilinear, ``align_corners=True``) to ``L x L`` with ``L = max(height, width)`` and
+    keep the top-left (PFENet ``ori_resize``). ``square``: resize to ``height x width`` directly (HSNet's
+    ``use_original_imgsize``). A target of the canvas's own size gets the logits unchanged.
+
+    Computed in tiles (:func:`original_tiles`), so the memory is the result's plus a few tens of MB whatever
+    the size and aspect ratio (a 100000 x 4 image's square would take 80 GB).
+    """
+    out = logits.new_empty((*logits.shape[:2], height, width))
+    for columns, tile in original_tiles(logits, height, width, resize):
+        out[..., columns] = tile
+    return out

@@ -17,7 +17,9 @@ per query.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,9 @@ SEGMENT_NAME = "segment.onnx"
 ONNX_CONFIG_NAME = "onnx_config.json"
 #: Version of the ``onnx_config.json`` layout.
 FORMAT_VERSION = 1
+#: The largest canvas side ``test_size`` may ask for: the export traces the model on a random S x S episode whose
+#: memory grows with S squared (S = 2048 takes a few GB for ResNet-50; the reference canvas is 473).
+MAX_TEST_SIZE = 2048
 _SUPPORT_OUTPUTS = ("prototype", "support_high")
 _SEGMENT_OUTPUTS = ("logits", "bg_map", "do_map")
 
@@ -158,13 +163,20 @@ def export_onnx(
         :class:`OnnxExport`.
 
     Raises:
-        ValueError: ``shot`` below 1 or ``test_size`` below 9.
+        ValueError: ``shot`` below 1, ``test_size`` outside [9, :data:`MAX_TEST_SIZE`], or an ``output_dir``
+            holding files other than a previous export (checked before any work).
+        FileExistsError: ``output_dir`` is a file.
         ImportError: onnx, onnxscript (the exporter) or onnxruntime (``verify``) missing.
     """
     if shot < 1:
         raise ValueError(f"shot must be >= 1, got {shot!r}.")
-    if test_size is not None and test_size < 9:
-        raise ValueError(f"test_size must be at least 9, got {test_size!r}.")
+    if test_size is not None and not 9 <= test_size <= MAX_TEST_SIZE:
+        raise ValueError(
+            f"test_size must be between 9 and {MAX_TEST_SIZE}, got {test_size!r}: the export runs the model on a "
+            f"random test_size x test_size episode, whose memory grows with its square (the reference uses 473)."
+        )
+    out = Path(output_dir)
+    _check_output_dir(out)
     for module in ("onnx", "onnxscript", *(("onnxruntime",) if verify else ())):
         _require(module)
     source = "an in-memory model"
@@ -173,7 +185,6 @@ def export_onnx(
     size = test_size or model.config.test_size
     device = next(model.parameters()).device
     query, images, masks = _random_episode(size, shot, seed=0, device=device)
-    out = Path(output_dir)
     paths = (out / ENCODE_SUPPORT_NAME, out / SEGMENT_NAME, out / ONNX_CONFIG_NAME)
     with _eval(model), torch.no_grad():
         encoder, segmenter = _SupportEncoder(model).eval(), _Segmenter(model).eval()
@@ -185,21 +196,52 @@ def export_onnx(
     return OnnxExport(out, *paths, max_abs_logit_diff=diff)
 
 
+def _check_output_dir(out: Path) -> None:
+    """Refuse an output that is a file, or a folder holding anything but a previous export, before any work."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{str(out)!r} is a file, not a folder; choose a folder for the export (-o NEW_DIR).")
+    if not out.is_dir():
+        return
+    ours = (ENCODE_SUPPORT_NAME, SEGMENT_NAME, ONNX_CONFIG_NAME)
+    others = sorted(path.name for path in out.iterdir() if path.name not in ours)
+    config = out / ONNX_CONFIG_NAME
+    if not others and config.is_file():
+        try:
+            format_name = json.loads(config.read_text(encoding="utf-8")).get("format")
+        except (ValueError, AttributeError):
+            format_name = None
+        if format_name != "ntre-zoo-onnx":
+            others = [ONNX_CONFIG_NAME]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ValueError(
+            f"{str(out)!r} is not empty and not a previous export: it holds {shown}. The export writes "
+            f"{', '.join(ours)} there and replaces files of those names; choose an empty or new folder (-o NEW_DIR)."
+        )
+
+
+def _cpu_reference(model: FewShotSegmenter, device: torch.device) -> FewShotSegmenter:
+    """The model itself when it is on the CPU (``device``); elsewhere a CPU copy in eval mode, so that the graphs
+    are checked against float32 CPU results (not TF32 or other accelerator kernels) and the caller's model stays
+    where it is."""
+    if device.type == "cpu":
+        return model
+    return copy.deepcopy(model).to("cpu").eval()
+
+
 def _verify(model: FewShotSegmenter, encode_path: Path, segment_path: Path, size: int, shot: int) -> float:
-    """Largest |logit| difference between onnxruntime (CPU) and the model on a random episode (seed 1)."""
+    """Largest |logit| difference between onnxruntime (CPU) and the model, run on the CPU, on a random episode
+    (seed 1)."""
     ort = _require("onnxruntime")
-    device = next(model.parameters()).device
-    query, images, masks = _random_episode(size, shot, seed=1, device=device)
+    model = _cpu_reference(model, next(model.parameters()).device)
+    query, images, masks = _random_episode(size, shot, seed=1)
     encoder = ort.InferenceSession(str(encode_path), providers=["CPUExecutionProvider"])
     segmenter = ort.InferenceSession(str(segment_path), providers=["CPUExecutionProvider"])
-    prototype, support_high = encoder.run(
-        None, {"support_images": images.cpu().numpy(), "support_masks": masks.cpu().numpy()}
-    )
-    logits = segmenter.run(
-        ["logits"], {"query": query.cpu().numpy(), "prototype": prototype, "support_high": support_high}
-    )[0]
+    prototype, support_high = encoder.run(None, {"support_images": images.numpy(), "support_masks": masks.numpy()})
+    feed = {"query": query.numpy(), "prototype": prototype, "support_high": support_high}
+    logits = segmenter.run(["logits"], feed)[0]
     expected = _Segmenter(model)(query, *_SupportEncoder(model)(images, masks))[0]
-    return float(np.abs(logits - expected.float().cpu().numpy()).max())
+    return float(np.abs(logits - expected.float().numpy()).max())
 
 
 def _config(

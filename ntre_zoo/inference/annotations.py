@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image_io import load_mask
+from .image_io import MAX_PIXELS, load_mask
 
 __all__ = [
     "ANNOTATION_KINDS",
@@ -189,11 +189,12 @@ class Scribble:
         name: str = "scribble",
         canvas: int | None = None,
         mask_threshold: float | None = None,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> np.ndarray:
         """The dilated strokes as a ``uint8 (H, W)`` mask in {0, 1} for an image of ``size = (H, W)`` (``canvas``:
         the model's test size, which bounds the default radius from below; ``mask_threshold`` binarises
-        anti-aliased strokes, as for masks)."""
-        strokes = load_mask(self.strokes, f"{name} (scribble strokes)", mask_threshold).numpy() == 1
+        anti-aliased strokes and ``max_pixels`` caps their size, as for masks)."""
+        strokes = load_mask(self.strokes, f"{name} (scribble strokes)", mask_threshold, max_pixels).numpy() == 1
         if strokes.shape != tuple(size):
             raise ValueError(
                 f"{name}: the scribble is {strokes.shape[0]}x{strokes.shape[1]} but its image is "
@@ -206,17 +207,22 @@ class Scribble:
 
 
 def support_mask(
-    value: Any, size: Sequence[int], name: str, mask_threshold: float | None = None, canvas: int | None = None
+    value: Any,
+    size: Sequence[int],
+    name: str,
+    mask_threshold: float | None = None,
+    canvas: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> torch.Tensor:
     """A support annotation of an image of ``size = (H, W)`` as an int64 ``(H, W)`` mask in {0, 1, 255}:
     a :class:`Box`, :class:`Points` or :class:`Scribble` by its rule (``canvas``: the model's test size, for
     the default radii), anything else read as a mask (:func:`~ntre_zoo.inference.image_io.load_mask`, which
-    ``mask_threshold`` binarises; so are scribble strokes)."""
+    ``mask_threshold`` binarises and ``max_pixels`` caps; so are scribble strokes)."""
     if isinstance(value, Scribble):
-        return torch.from_numpy(value.to_mask(size, name, canvas, mask_threshold)).long()
+        return torch.from_numpy(value.to_mask(size, name, canvas, mask_threshold, max_pixels)).long()
     if isinstance(value, (Box, Points)):
         return torch.from_numpy(value.to_mask(size, name, canvas)).long()
-    return load_mask(value, name, mask_threshold)
+    return load_mask(value, name, mask_threshold, max_pixels)
 
 
 # ------------------------------------------------------------------ binary morphology on numpy masks

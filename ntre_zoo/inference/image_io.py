@@ -3,7 +3,8 @@ name the argument and index that was wrong.
 
 The reading rules live here so that every kind of annotation uses the same ones: files are read in their
 displayed orientation (EXIF), float values must be finite, a mask is binary unless a ``mask_threshold`` says
-how to binarise it, and a colour mask is accepted only when it is grey (R = G = B).
+how to binarise it, a colour mask is accepted only when it is grey (R = G = B), and an image or mask larger than
+``max_pixels`` (default :data:`MAX_PIXELS`) is refused, a file from its header before it is decoded.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["as_list", "check_mask_threshold", "load_image", "load_mask"]
+__all__ = ["MAX_PIXELS", "as_list", "check_mask_threshold", "check_max_pixels", "load_image", "load_mask"]
 
 _PATH_TYPES = (str, os.PathLike)
 #: PIL modes whose values are read as they are (one channel, or grey after dropping alpha / the palette).
 _MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F", "LA", "PA", "RGB", "RGBA")
 _INTEGER_MASK_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32)
+#: The most pixels (height x width) an image or mask may have unless ``max_pixels`` says otherwise: 40 megapixels,
+#: a 7746 x 5164 photo. Reading and predicting take about 30 bytes per pixel (the decoded file, the float image,
+#: the mask and maps at the original size), so one image costs at most about 1.2 GB; a 17 KB PNG can declare
+#: 12000 x 12000 pixels, and PIL's own ``Image.MAX_IMAGE_PIXELS`` only warns below twice its 89 megapixels.
+MAX_PIXELS = 40_000_000
 
 
 def as_list(value: Any) -> list[Any]:
@@ -38,13 +44,46 @@ def as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def _open(path: Any, name: str) -> Image.Image:
-    """Read an image file in its displayed orientation (EXIF ``Orientation`` applied, as viewers do)."""
+def check_max_pixels(max_pixels: Any) -> int | None:
+    """``max_pixels`` if it is None (no cap) or a positive integer.
+
+    Raises:
+        TypeError, ValueError: naming the value.
+    """
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral):
+        raise TypeError(f"max_pixels must be a whole number of pixels (or None: no cap), got {max_pixels!r}.")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1 (or None: no cap), got {max_pixels!r}.")
+    return int(max_pixels)
+
+
+def _too_large(height: int, width: int, name: str, max_pixels: int) -> ValueError:
+    return ValueError(
+        f"{name}: the image is {width} x {height} pixels ({height * width / 1e6:.1f} megapixels), more than "
+        f"max_pixels={max_pixels} ({max_pixels / 1e6:g} megapixels), the cap that keeps one image from exhausting "
+        "memory (about 30 bytes per pixel). Shrink the image, or raise the cap: max_pixels=N (None: no cap) in "
+        "predict, segment and encode_support."
+    )
+
+
+def _check_pixels(height: int, width: int, name: str, max_pixels: int | None) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels, before any work is done on it."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise _too_large(height, width, name, max_pixels)
+
+
+def _open(path: Any, name: str, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """Read an image file in its displayed orientation (EXIF ``Orientation`` applied, as viewers do), after
+    checking its size in the header against ``max_pixels``."""
     path = Path(path)
     try:
         with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
+            size = image.size
+            if max_pixels is None or size[0] * size[1] <= max_pixels:
+                image.load()
+                return ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"{name}: no such file {str(path)!r}.") from None
     except IsADirectoryError:
@@ -53,8 +92,14 @@ def _open(path: Any, name: str) -> Image.Image:
         raise PermissionError(
             f"{name}: permission denied reading {str(path)!r}; make it readable (e.g. chmod a+r) or copy it."
         ) from None
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{name}: {str(path)!r} is larger than PIL accepts ({error}). To read it, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels."
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{name}: cannot read {str(path)!r} as an image ({error}).") from None
+    raise _too_large(size[1], size[0], f"{name} ({str(path)!r})", max_pixels)
 
 
 def _from_numpy(array: np.ndarray, name: str) -> torch.Tensor:
@@ -95,28 +140,31 @@ def _pil_to_array(image: Image.Image, name: str) -> np.ndarray:
         return array.astype(np.uint16)
     if image.mode == "F":
         return np.asarray(image, dtype=np.float32)
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # no copy of an RGB image
 
 
-def load_image(value: Any, name: str) -> torch.Tensor:
+def load_image(value: Any, name: str, max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
     """Read an image as a float ``(3, H, W)`` tensor in [0, 1].
 
     Accepts a file path (read in its displayed orientation: EXIF ``Orientation`` is applied), a
     ``PIL.Image`` (any mode: grayscale, RGBA, palette, 16-bit; taken as it is), an ``HxW``, ``HxWx1``,
     ``HxWx3`` or ``HxWx4`` numpy array (uint8, uint16, or float in [0, 1]), or a ``3xHxW`` (or ``1xHxW``)
     tensor (uint8, or float in [0, 1]). Alpha is dropped; gray is repeated to RGB. NaN and infinities are
-    refused.
+    refused, and so is an image of more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`; None: no
+    cap), a file before it is decoded.
 
     Raises:
         FileNotFoundError, ValueError, TypeError: naming ``name`` and what was expected.
         PermissionError: a file that exists but cannot be read.
     """
+    max_pixels = check_max_pixels(max_pixels)
     if isinstance(value, _PATH_TYPES):
-        value = _open(value, name)
+        value = _open(value, name, max_pixels)
     if isinstance(value, Image.Image):
+        _check_pixels(value.height, value.width, name, max_pixels)
         value = _pil_to_array(value, name)
     if isinstance(value, np.ndarray):
-        return _array_to_tensor(value, name)
+        return _array_to_tensor(value, name, max_pixels)
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu()
         if tensor.dim() == 2:
@@ -126,18 +174,20 @@ def load_image(value: Any, name: str) -> torch.Tensor:
                 f"{name}: a tensor image must have shape (3, H, W) (or (1, H, W)), got {tuple(value.shape)}."
             )
         _check_size(tensor, name, tuple(value.shape))
+        _check_pixels(tensor.shape[-2], tensor.shape[-1], name, max_pixels)
         return _scale(tensor[:3].expand(3, -1, -1) if tensor.shape[0] == 1 else tensor[:3], name)
     raise TypeError(
         f"{name}: expected a file path, PIL.Image, numpy array or torch.Tensor, got {type(value).__name__}."
     )
 
 
-def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
+def _array_to_tensor(array: np.ndarray, name: str, max_pixels: int | None) -> torch.Tensor:
     shape = array.shape
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise ValueError(f"{name}: a numpy image must have shape (H, W), (H, W, 3) or (H, W, 4), got {shape}.")
+    _check_pixels(array.shape[0], array.shape[1], name, max_pixels)
     tensor = _from_numpy(array, name).permute(2, 0, 1)
     _check_size(tensor, name, shape)
     return _scale(tensor.expand(3, -1, -1) if tensor.shape[0] == 1 else tensor[:3], name)
@@ -146,9 +196,9 @@ def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
 def _scale(tensor: torch.Tensor, name: str) -> torch.Tensor:
     """uint8 / 16-bit / float [0, 1] -> float32 [0, 1]."""
     if tensor.dtype == torch.uint8:
-        return tensor.float() / 255.0
+        return tensor.float().div_(255.0)  # in place: one float copy of a large image, not two
     if tensor.dtype == torch.uint16:
-        return tensor.to(torch.float32) / 65535.0
+        return tensor.to(torch.float32).div_(65535.0)
     if tensor.is_floating_point():
         _check_finite(tensor, name)
         tensor = tensor.float()
@@ -203,7 +253,9 @@ def _grey(mask: torch.Tensor, name: str, what: str) -> torch.Tensor:
     return colour[..., 0]
 
 
-def load_mask(value: Any, name: str, threshold: float | None = None) -> torch.Tensor:
+def load_mask(
+    value: Any, name: str, threshold: float | None = None, max_pixels: int | None = MAX_PIXELS
+) -> torch.Tensor:
     """Read a binary mask as an int64 ``(H, W)`` tensor in {0, 1, 255}.
 
     Accepts a path (read in its displayed orientation, EXIF applied), a ``PIL.Image`` (modes 1, L, P, I, F;
@@ -216,16 +268,20 @@ def load_mask(value: Any, name: str, threshold: float | None = None) -> torch.Te
         threshold: binarise a soft mask (anti-aliased, JPEG-compressed, a probability map): target where the
             value is above ``threshold``, in the mask's own scale (e.g. 127 for 0..255, 0.5 for [0, 1]); no
             pixel is "ignore" then. Default: the mask must already be binary.
+        max_pixels: refuse a mask of more pixels (default :data:`MAX_PIXELS`; None: no cap), a file before
+            it is decoded.
 
     Raises:
         ValueError: other values (naming those found), NaN or infinity, a colour image, or a wrong rank.
         TypeError: an unsupported type or dtype.
     """
     threshold = check_mask_threshold(threshold)
+    max_pixels = check_max_pixels(max_pixels)
     what = "the mask"
     if isinstance(value, _PATH_TYPES):
-        value = _open(value, name)
+        value = _open(value, name, max_pixels)
     if isinstance(value, Image.Image):
+        _check_pixels(value.height, value.width, name, max_pixels)
         value, what = _mask_array(value, name)
     if isinstance(value, np.ndarray):
         value = _from_numpy(value, name)
@@ -241,6 +297,7 @@ def load_mask(value: Any, name: str, threshold: float | None = None) -> torch.Te
     if mask.dim() != 2:
         raise ValueError(f"{name}: a mask must have shape (H, W), got {tuple(value.shape)}.")
     _check_size(mask, name, tuple(value.shape))
+    _check_pixels(mask.shape[0], mask.shape[1], name, max_pixels)
     if mask.dtype == torch.bool:
         mask = mask.to(torch.uint8)
     if mask.is_complex() or not (mask.is_floating_point() or mask.dtype in _INTEGER_MASK_DTYPES):

@@ -26,13 +26,14 @@ from ..data.preprocessing import (
     logits_to_original,
     mask_to_canvas,
     normalize,
+    original_tiles,
 )
 from ..model.config import check_amp_dtype, check_int, resolve_device
 from ..model.eval_view import eval_view
 from ..model.heads import resize
 from ..model.types import FewShotSegmenter, NTRENetOutput, SupportFeatures
 from .annotations import support_mask
-from .image_io import as_list, check_mask_threshold, load_image
+from .image_io import MAX_PIXELS, as_list, check_mask_threshold, check_max_pixels, load_image
 from .precision import autocast_dtype
 
 __all__ = ["Prediction", "canvas_maps", "encode_support", "predict", "prepare_image"]
@@ -57,9 +58,11 @@ class Prediction:
     do_map: np.ndarray
 
 
-def prepare_image(model: FewShotSegmenter, value: Any, name: str) -> tuple[torch.Tensor, tuple[int, int]]:
+def prepare_image(
+    model: FewShotSegmenter, value: Any, name: str, max_pixels: int | None = MAX_PIXELS
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Load and place an image on the model's normalised test canvas: ``((3, S, S), (H, W))``."""
-    image = load_image(value, name)
+    image = load_image(value, name, max_pixels)
     canvas = image_to_canvas(image, model.config.test_size)
     return normalize(canvas, model.config.mean, model.config.std), (image.shape[-2], image.shape[-1])
 
@@ -101,8 +104,10 @@ def encode_support(
     precision: str = "auto",
     amp_dtype: torch.dtype | None = None,
     mask_threshold: float | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> SupportFeatures:
-    """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms and ``precision``).
+    """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms, ``precision`` and
+    ``max_pixels``).
 
     Raises:
         ValueError: K images vs a different number of masks, a mask whose size differs from its image,
@@ -111,6 +116,7 @@ def encode_support(
     images, masks = as_list(support_imgs), as_list(support_masks)
     amp_dtype = check_amp_dtype(amp_dtype)
     mask_threshold = check_mask_threshold(mask_threshold)
+    max_pixels = check_max_pixels(max_pixels)
     if not images:
         raise ValueError("support_imgs is empty; pass at least one annotated support image.")
     if len(images) != len(masks):
@@ -121,8 +127,9 @@ def encode_support(
     size = model.config.test_size
     canvases, canvas_masks, sizes = [], [], []
     for i, (image_value, mask_value) in enumerate(zip(images, masks, strict=False)):
-        image = load_image(image_value, f"support_imgs[{i}]")
-        mask = support_mask(mask_value, tuple(image.shape[-2:]), f"support_masks[{i}]", mask_threshold, size)
+        image = load_image(image_value, f"support_imgs[{i}]", max_pixels)
+        shape = tuple(image.shape[-2:])
+        mask = support_mask(mask_value, shape, f"support_masks[{i}]", mask_threshold, size, max_pixels)
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"support_masks[{i}] is {mask.shape[0]}x{mask.shape[1]} but support_imgs[{i}] is "
@@ -190,6 +197,7 @@ def predict(
     amp_dtype: torch.dtype | None = None,
     batch_size: int = 4,
     mask_threshold: float | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> np.ndarray | Prediction | list[np.ndarray] | list[Prediction]:
     """Segment one or several query images given K annotated support images.
 
@@ -215,6 +223,8 @@ def predict(
         batch_size: queries per forward pass.
         mask_threshold: binarise soft support masks (anti-aliased, JPEG): target where the value is above it,
             in the mask's scale (127 for 0..255, 0.5 for [0, 1]). Default: masks must be binary.
+        max_pixels: refuse any image or mask of more pixels (height x width), a file from its header before it
+            is decoded (default :data:`~ntre_zoo.inference.image_io.MAX_PIXELS`, 40 megapixels; None: no cap).
 
     Returns:
         For a single query a ``uint8 (H, W)`` mask in {0, 1} at its original size (or a Prediction);
@@ -225,6 +235,7 @@ def predict(
     """
     batch_size = check_int(batch_size, "batch_size", 1)
     amp_dtype = check_amp_dtype(amp_dtype)
+    max_pixels = check_max_pixels(max_pixels)
     if isinstance(support_imgs, SupportFeatures):
         support = support_imgs
         if query is None:
@@ -245,6 +256,7 @@ def predict(
             precision=precision,
             amp_dtype=amp_dtype,
             mask_threshold=mask_threshold,
+            max_pixels=max_pixels,
         )
         device = support.prototype.device
     amp_dtype = autocast_dtype(precision, device, amp_dtype, model=model)
@@ -256,7 +268,7 @@ def predict(
     results: list[Any] = []
     for start in range(0, len(queries), batch_size):
         prepared = [
-            prepare_image(model, q, f"query[{start + i}]" if not single else "query")
+            prepare_image(model, q, f"query[{start + i}]" if not single else "query", max_pixels)
             for i, q in enumerate(queries[start : start + batch_size])
         ]
         batch = _to_device(torch.stack([canvas for canvas, _ in prepared]), model, device)
@@ -280,18 +292,24 @@ def canvas_maps(out: NTRENetOutput) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _to_original(out: NTRENetOutput, sizes: Sequence[tuple[int, int]], details: bool) -> list[Any]:
+    """Each query's mask (and with ``details`` its float maps) at its own size; the logits come back in tiles
+    (:func:`~ntre_zoo.data.preprocessing.original_tiles`), so only the results are ever whole."""
     bg, do = canvas_maps(out)
     results: list[Any] = []
     for i, (h, w) in enumerate(sizes):
-        logits = logits_to_original(out.logits[i : i + 1].float(), h, w)[0]
-        mask = logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
-        if not details:
+        mask = np.empty((h, w), dtype=np.uint8)
+        probability = np.empty((h, w), dtype=np.float32) if details else None
+        for columns, tile in original_tiles(out.logits[i : i + 1].float(), h, w):
+            mask[:, columns] = tile[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+            if probability is not None:
+                probability[:, columns] = tile[0].softmax(dim=0)[1].cpu().numpy()
+        if probability is None:
             results.append(mask)
             continue
         results.append(
             Prediction(
                 mask=mask,
-                probability=logits.softmax(dim=0)[1].cpu().numpy(),
+                probability=probability,
                 bg_map=logits_to_original(bg[i : i + 1], h, w)[0, 0].cpu().numpy(),
                 do_map=logits_to_original(do[i : i + 1], h, w)[0, 0].cpu().numpy(),
             )

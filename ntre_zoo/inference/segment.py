@@ -19,6 +19,7 @@ import torch
 from ..model.config import check_int
 from ..model.eval_view import eval_view
 from ..model.types import FewShotSegmenter, SupportFeatures
+from .image_io import MAX_PIXELS
 from .precision import autocast_dtype
 from .predict import (
     _check_support_fits,
@@ -90,12 +91,13 @@ def encode_supports(
     device: str | torch.device | None = None,
     precision: str = "auto",
     mask_threshold: float | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> dict[str, SupportFeatures]:
     """Encode every class's supports once: ``{name: (images, annotations)}`` -> ``{name: SupportFeatures}``.
 
     A value may already be a :class:`SupportFeatures` (kept as is). Images and annotations take every form
     :func:`~ntre_zoo.inference.predict.predict` accepts (masks, boxes, points, scribbles); ``mask_threshold``
-    binarises soft masks as there.
+    binarises soft masks and ``max_pixels`` caps image sizes as there.
 
     Raises:
         TypeError, ValueError: not a mapping, no class, a name that is not a non-empty string, too many
@@ -123,7 +125,13 @@ def encode_supports(
             )
         try:
             encoded[name] = encode_support(
-                model, value[0], value[1], device=device, precision=precision, mask_threshold=mask_threshold
+                model,
+                value[0],
+                value[1],
+                device=device,
+                precision=precision,
+                mask_threshold=mask_threshold,
+                max_pixels=max_pixels,
             )
         except (ValueError, TypeError, FileNotFoundError) as error:
             raise type(error)(f"supports[{name!r}]: {error}") from None
@@ -140,6 +148,7 @@ def segment(
     precision: str = "auto",
     batch_size: int = 4,
     mask_threshold: float | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> Segmentation | list[Segmentation]:
     """Segment several classes in one or several queries.
 
@@ -153,6 +162,7 @@ def segment(
         precision: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (see :mod:`ntre_zoo.inference.precision`).
         batch_size: queries per forward pass.
         mask_threshold: binarise soft support masks, as in ``predict`` (default: masks must be binary).
+        max_pixels: refuse larger images and masks, as in ``predict`` (default 40 megapixels; None: no cap).
 
     Returns:
         A :class:`Segmentation` for one query, a list of them for a list.
@@ -160,7 +170,9 @@ def segment(
     batch_size = check_int(batch_size, "batch_size", 1)
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
-    encoded = encode_supports(model, supports, device=device, precision=precision, mask_threshold=mask_threshold)
+    encoded = encode_supports(
+        model, supports, device=device, precision=precision, mask_threshold=mask_threshold, max_pixels=max_pixels
+    )
     device = _device_of(model, device)
     dtype = autocast_dtype(precision, device, model=model)
     names = tuple(encoded)
@@ -172,7 +184,7 @@ def segment(
     results = []
     for start in range(0, len(queries), batch_size):
         prepared = [
-            prepare_image(model, q, "query" if single else f"query[{start + i}]")
+            prepare_image(model, q, "query" if single else f"query[{start + i}]", max_pixels)
             for i, q in enumerate(queries[start : start + batch_size])
         ]
         sizes = [hw for _, hw in prepared]

@@ -69,6 +69,11 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ValueError(
             f"{str(path)!r} is not valid JSON ({error}); save the model again with save_pretrained, or fix the file."
         ) from None
+    except RecursionError:
+        raise ValueError(
+            f"{str(path)!r} nests its JSON too deeply to be read (thousands of levels); it is not a {CONFIG_NAME} "
+            "written by save_pretrained. Save the model again, or fix the file."
+        ) from None
     return _check_config(config, repr(str(path)))
 
 
@@ -116,8 +121,8 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] |
         return state, None
     try:
         return state, _check_config(json.loads(stored), f"the config stored in {str(path)!r}")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{str(path)!r} carries a config that is not valid JSON ({error}).") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{str(path)!r} carries a config that is not valid JSON ({error!r}).") from None
 
 
 def _choose_config(on_disk: dict[str, Any] | None, stored: dict[str, Any] | None, config_path: Path) -> dict:

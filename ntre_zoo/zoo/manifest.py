@@ -286,6 +286,20 @@ class Manifest:
         return {"schema_version": self.schema_version, "models": {n: e.to_dict() for n, e in self.entries.items()}}
 
 
+class _DuplicateKeyError(ValueError):
+    """A JSON object that gives one key twice (``json`` would silently keep the last)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: the object, or :class:`_DuplicateKeyError` naming a repeated key."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKeyError(key)
+        found[key] = value
+    return found
+
+
 def load_manifest(path: PathLike | None = None) -> Manifest:
     """Read and validate a manifest (default: the one shipped in the package).
 
@@ -293,15 +307,20 @@ def load_manifest(path: PathLike | None = None) -> Manifest:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ManifestError: invalid JSON or schema.
+        ManifestError: invalid JSON or schema, or a name (or a key of an object) given twice.
     """
     file = Path(path) if path is not None else default_manifest_path()
     if not file.is_file():
         raise FileNotFoundError(f"Manifest {str(file)!r} does not exist; pass the path of a checkpoints_manifest.json.")
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ManifestError(f"Manifest {str(file)!r} is not valid JSON: {error}.") from error
+        data = json.loads(file.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as error:
+        raise ManifestError(
+            f"Manifest {str(file)!r} gives {error.args[0]!r} twice (an entry name or a key of one object); JSON "
+            "would keep only the last silently. Remove or rename one of them."
+        ) from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ManifestError(f"Manifest {str(file)!r} is not valid JSON: {error}.") from None
     if not isinstance(data, Mapping) or data.get("schema_version") != SCHEMA_VERSION:
         version = data.get("schema_version") if isinstance(data, Mapping) else None
         raise ManifestError(

@@ -227,14 +227,38 @@ def _read_directory(directory: Path, name: str | None) -> tuple[ManifestEntry, s
     digest = sha256_file(weights)
     if not (directory / ENTRY_FILE).is_file():
         return _entry_from_config(name, config), digest
-    recorded = json.loads((directory / ENTRY_FILE).read_text(encoding="utf-8"))
-    if recorded["weights"]["sha256"] != digest:
+    recorded_name, recorded_entry, recorded_sha256 = _read_entry_file(directory / ENTRY_FILE)
+    if recorded_sha256 != digest:
         raise ValueError(
-            f"{str(weights)!r} has sha256 {digest}, but {ENTRY_FILE} records {recorded['weights']['sha256']}: the "
+            f"{str(weights)!r} has sha256 {digest}, but {ENTRY_FILE} records {recorded_sha256}: the "
             "weights changed after they were evaluated. Reproduce them again, or delete the stale entry file."
         )
-    entry_name = name or recorded["name"]
-    return ManifestEntry.from_dict(entry_name, recorded["entry"]), digest
+    return ManifestEntry.from_dict(name or recorded_name, recorded_entry), digest
+
+
+def _read_entry_file(path: Path) -> tuple[str, dict[str, Any], str]:
+    """``(name, entry, weights sha256)`` of a ``manifest_entry.json``, each checked to be there.
+
+    Raises:
+        ValueError: not JSON, or a missing key, naming the file and the key.
+    """
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({error!r}); reproduce the variant again.") from None
+    found: list[Any] = []
+    for keys in (("name",), ("entry",), ("weights", "sha256")):
+        value: Any = recorded
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                raise ValueError(
+                    f"{str(path)!r} has no {'.'.join(keys)!r}: a manifest entry file written by `ntre-zoo reproduce` "
+                    "holds name, entry and weights.sha256. Reproduce the variant again, or delete the file to "
+                    "publish from config.json."
+                )
+            value = value[key]
+        found.append(value)
+    return found[0], found[1], found[2]
 
 
 def _manifest_text(manifest_path: Path, entry: ManifestEntry) -> tuple[str, str]:

@@ -228,8 +228,14 @@ class _Ledger:
         self._lock = threading.Lock()
         self.data: dict[str, Any] = {"format": _LEDGER_FORMAT, "variants": {}}
         if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != _LEDGER_FORMAT:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, or nested beyond reading
+                raise ValueError(
+                    f"{str(path)!r} is not a readable reproduce ledger ({error!r}): it was damaged or is another "
+                    "file. Move it away to start the sweep afresh, or use another -o."
+                ) from None
+            if not isinstance(data, dict) or data.get("format") != _LEDGER_FORMAT:
                 raise ValueError(f"{str(path)!r} is not a reproduce ledger ({_LEDGER_FORMAT}); use another -o.")
             self.data = data
 
