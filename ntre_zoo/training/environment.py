@@ -1,5 +1,5 @@
-"""The machine a run computed on, recorded with its outputs: the same recipe gives the same bytes only on the
-same kernels, so a card that says where its weights came from tells a later run what to compare with."""
+"""The machine a run computed on, recorded with its outputs: the same recipe gives the same bytes only where the
+same kernels round alike, so a card that says where its weights came from tells a later run what to compare with."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ NUMERICS_VARIABLES = (
 #: The environment of a CPU run that is meant to give the same bytes on other machines: one thread, and kernels
 #: chosen independently of what an x86-64 CPU offers beyond AVX2 (ATen's at the AVX2 level, oneDNN's at most AVX2,
 #: MKL's COMPATIBLE branch). The shipped tiny model's recorded command sets exactly these; they must be set before
-#: torch is imported. An emulated Intel CPU still differs in two BN layers' statistics (docs/reproducing.md).
+#: torch is imported. They give the same parameters on the x86-64 CPUs measured; oneDNN's GEMM convolution still
+#: rounds by CPU model, which moves two BN layers' running statistics of the tiny model (docs/reproducing.md).
 PINNED_CPU_KERNELS = {
     "OMP_NUM_THREADS": "1",
     "ATEN_CPU_CAPABILITY": "avx2",

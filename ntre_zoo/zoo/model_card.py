@@ -132,7 +132,8 @@ def render_model_card(config: Mapping[str, Any], repo_id: str = "") -> str:
             f"- Trained on: {machine.get('gpu') or machine.get('cpu')} ({machine.get('device')}; CPU kernels "
             f"{machine.get('cpu_capability')}, {machine.get('threads')} threads; torch {machine.get('torch')}"
             + (f"; {numerics}" if numerics else "")
-            + "). The same recipe gives the same bytes only on the same kernels (docs/reproducing.md)."
+            + "). The same recipe on another CPU trains the same parameters under the pinned kernels, and the same"
+            " bytes only on a CPU that computes as this one (docs/reproducing.md)."
         )
     extra = {k: v for k, v in meta.items() if k not in _SHOWN and k not in _COMMANDS}
     if extra:
