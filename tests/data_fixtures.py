@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,22 @@ def palette_png(label: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def grey_png(width: int, height: int, pixels: bytes | None = None) -> bytes:
+    """A greyscale PNG of ``width x height``: all black when ``pixels`` is None (compressed row by row as it is
+    built, a few KB per hundred megapixels: a decompression bomb), else the given IDAT payload, which may hold
+    far fewer pixels than the header claims (a file that only PIL's header check sees)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    if pixels is None:
+        squeeze, row = zlib.compressobj(9), b"\0" * (width + 1)
+        rows = [squeeze.compress(row * 500) for _ in range(height // 500)] + [squeeze.compress(row * (height % 500))]
+        pixels = b"".join(rows) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def sbd_mat(label: np.ndarray, compressed: bool = True) -> bytes:

@@ -3,9 +3,13 @@ examples; and ``ntre-zoo app``'s arguments. The page itself is driven in tests/t
 
 from __future__ import annotations
 
+import io
+import zlib
+
 import numpy as np
 import pytest
 from conftest import make_tiny_model
+from data_fixtures import grey_png
 from PIL import Image
 
 from ntre_zoo import Box, Points, Scribble, Segmentation, segment
@@ -27,6 +31,7 @@ from ntre_zoo.app.logic import (
 from ntre_zoo.cli import build_parser
 from ntre_zoo.data import synthetic_episode
 from ntre_zoo.demo import DEMO_MODEL
+from ntre_zoo.inference.image_io import MAX_PIXELS
 from ntre_zoo.zoo.saving import save_pretrained
 
 
@@ -203,8 +208,13 @@ def test_launch_sets_the_upload_limit_and_passes_the_model_choices(monkeypatch):
             seen["launch"] = options
 
     monkeypatch.setattr(ui, "build_app", lambda model, **options: seen.update(build=(model, options)) or _App())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
     ui.launch("a", offered=["b"], prevent_thread_lock=True)
     assert seen["launch"]["max_file_size"] == MAX_UPLOAD == "50mb"
+    # what Gradio decodes for us (supports, drawn masks) is refused by PIL above the package's pixel cap
+    assert 2 * Image.MAX_IMAGE_PIXELS == MAX_PIXELS
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(grey_png(7000, 6000, zlib.compress(b"\0" * 64))))  # 42 MP: refused from its header
     assert seen["build"] == ("a", {"offered": ["b"], "allow_any_model": False})
     args = build_parser().parse_args(["app", "--model", "a", "--model", "b"])
     monkeypatch.setattr(ui, "launch", lambda model, **options: seen.update(cli=(model, options)))

@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_tiny_model
+from data_fixtures import grey_png
 from hub_server import HubServer
 from PIL import Image
 
@@ -142,19 +143,7 @@ def test_a_thin_image_needs_memory_of_its_own_size(tiny_model):
 
 
 def _png_of_zeros(path: Path, width: int, height: int) -> Path:
-    """A valid greyscale PNG of ``width x height`` black pixels, compressed as it is written (a few KB per
-    hundred megapixels: a decompression bomb)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    squeeze, row = zlib.compressobj(9), b"\0" * (width + 1)
-    data = b"".join(squeeze.compress(row * 500) for _ in range(height // 500)) + squeeze.compress(row * (height % 500))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data + squeeze.flush()))
-    path.write_bytes(path.read_bytes() + chunk(b"IEND", b""))
+    path.write_bytes(grey_png(width, height))
     return path
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import zlib
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from data_fixtures import (
     SBD_ROOT,
     VOC_ROOT,
+    grey_png,
     jpeg_bytes,
     palette_png,
     pascal_members,
@@ -142,22 +142,10 @@ def test_the_cap_is_a_keyword_and_a_cli_option(tmp_path, capsys):
             main([*command, "--max-member-mib", wrong])
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that claims ``width`` x ``height`` greyscale pixels and holds almost none."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
 def test_a_small_label_claiming_huge_dimensions_is_refused_not_decoded(tmp_path):
     voc, sbd = pascal_members()
     member = f"{VOC_ROOT}SegmentationClass/2007_000002.png"
-    voc[member] = _png_header(100_000, 100_000)
+    voc[member] = grey_png(100_000, 100_000, zlib.compress(b"\0" * 64))
     with pytest.raises(ArchiveError, match=rf"{member}.* 100000x100000 .*pixels"):
         prepare_pascal5i(*_archives(tmp_path, voc, sbd), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ..demo import DEMO_MODEL
+from ..inference.image_io import MAX_PIXELS
 from ..model.types import FewShotSegmenter
 from .logic import (
     ANNOTATION_KINDS,
@@ -252,6 +255,10 @@ def launch(
         max_file_size: the largest upload Gradio accepts (default :data:`MAX_UPLOAD`; None: no limit).
         **options: passed to ``gradio.Blocks.launch``.
     """
+    # Gradio decodes uploaded supports and drawn masks with PIL before any code of ours sees them; PIL refuses
+    # an image over twice MAX_IMAGE_PIXELS, so this bounds that decoding by the package's own pixel cap. The
+    # setting is process-wide, which is right for the server process this function runs.
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
     app = build_app(model, offered=offered, allow_any_model=allow_any_model)
     app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=max_file_size, **options)
     return app
