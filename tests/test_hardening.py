@@ -592,7 +592,7 @@ def test_the_offline_hint_names_a_download_command_that_accepts_hf_hub_ids(hub, 
 
 
 def test_a_corrupt_reproduce_ledger_names_the_file(tmp_path):
-    from ntre_zoo.zoo.reproduce import _Ledger
+    from ntre_zoo.pipeline.reproduce import _Ledger
 
     ledger = tmp_path / "ledger.json"
     for text in ('{"format": "ntre-zoo-reproduce-ledger", "vari', "[1, 2]", "\udcff"):

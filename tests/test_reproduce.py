@@ -20,12 +20,12 @@ from safetensors.torch import load_file
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import UnknownModelError
+from ntre_zoo.pipeline.recipes import recipe_for, select_variants
+from ntre_zoo.pipeline.reproduce import LEDGER_NAME, reproduce
 from ntre_zoo.training.environment import PINNED_CPU_KERNELS
 from ntre_zoo.training.trainer import Trainer
 from ntre_zoo.zoo.download import sha256_file
 from ntre_zoo.zoo.manifest import load_manifest
-from ntre_zoo.zoo.recipes import recipe_for, select_variants
-from ntre_zoo.zoo.reproduce import LEDGER_NAME, reproduce
 from ntre_zoo.zoo.saving import WEIGHTS_METADATA, write_safetensors
 from ntre_zoo.zoo.weights_diff import compare_weights
 
@@ -128,7 +128,7 @@ def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tm
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"resnet50_v2\.pth"):
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", runner=never)
-    monkeypatch.setattr("ntre_zoo.zoo.reproduce.check_backbones", lambda recipes: None)
+    monkeypatch.setattr("ntre_zoo.pipeline.reproduce.check_backbones", lambda recipes: None)
     with pytest.raises(ValueError, match=r"batch 32, which 3 GPUs per run cannot split; use --gpus-per-run 1 or 2\."):
         reproduce(["ntrenet_resnet50.pascal5i_fold0"], syn, tmp_path / "a", gpus=[0, 1, 2, 3, 4, 5], gpus_per_run=3)
     with pytest.raises(ValueError, match=r"names GPU 0 more than once.*--gpus 0,1\."):
@@ -252,7 +252,7 @@ def test_a_shipped_variant_regenerated_on_another_cpu_is_told_apart_from_another
     ],
 )
 def test_a_child_gets_the_gpus_it_was_given_through_the_parents_mask(tmp_path, monkeypatch, mask, gpus, child):
-    from ntre_zoo.zoo import reproduce as module
+    from ntre_zoo.pipeline import reproduce as module
 
     seen = tmp_path / "seen.txt"
     script = f"import os, pathlib; pathlib.Path({str(seen)!r}).write_text(os.environ['CUDA_VISIBLE_DEVICES'])"
@@ -275,14 +275,14 @@ def test_gpu_steps_load_episodes_in_worker_processes(small, tmp_path, monkeypatc
 
 
 def test_gpu_indices_outside_the_parents_mask_are_refused():
-    from ntre_zoo.zoo.reproduce import child_visible_devices
+    from ntre_zoo.pipeline.reproduce import child_visible_devices
 
     with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES='3,5' shows this process 2 device\(s\)"):
         child_visible_devices([2], "3,5")
 
 
 def test_a_variant_out_of_gpu_memory_says_so_with_the_fix(small, tmp_path, monkeypatch, capsys):
-    from ntre_zoo.zoo import reproduce as module
+    from ntre_zoo.pipeline import reproduce as module
 
     def child(text: str, code: int) -> list[str]:
         return [sys.executable, "-c", f"import sys; sys.stderr.write({text!r}); sys.exit({code})"]

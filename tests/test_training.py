@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 import ntre_zoo
 from ntre_zoo import create_model
+from ntre_zoo.pipeline.fine_tune import fine_tune
 from ntre_zoo.training import (
     EpisodeBatchSampler,
     TrainConfig,
@@ -20,7 +21,6 @@ from ntre_zoo.training import (
     poly_lr,
 )
 from ntre_zoo.training.distributed import collate_episodes
-from ntre_zoo.training.fine_tune import fine_tune
 from ntre_zoo.training.losses import LossConfig
 from ntre_zoo.training.optim import PARAMETER_GROUPS
 

@@ -110,7 +110,7 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from ..zoo.reproduce import reproduce
+    from ..pipeline.reproduce import reproduce
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")

@@ -11,10 +11,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.episodes import EpisodeDataset
+from ..training.config import TrainConfig
+from ..training.trainer import EvaluateFn, Trainer, TrainResult
+from ..training.validation import make_evaluate_fn
 from ..zoo.hub import from_pretrained
-from .config import TrainConfig
-from .trainer import EvaluateFn, Trainer, TrainResult
-from .validation import make_evaluate_fn
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "fine_tune"]
 

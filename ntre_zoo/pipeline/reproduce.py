@@ -1,6 +1,6 @@
 """``reproduce``: train and evaluate zoo variants from their recipes into publishable directories, resumably.
 
-For each variant (:mod:`ntre_zoo.zoo.recipes` says how), in ``OUT``:
+For each variant (:mod:`ntre_zoo.pipeline.recipes` says how), in ``OUT``:
 
 1. ``work/VARIANT/train/``: ``ntre-zoo train`` with the variant's recipe;
 2. ``work/VARIANT/eval_{K}shot.json``: ``ntre-zoo evaluate`` of its weights for each shot, over the seeds;
@@ -37,9 +37,11 @@ from typing import Any, TextIO
 
 from .._atomic import atomic_write, atomic_write_json
 from ..evaluation.protocols import DEFAULT_PROTOCOL
-from .download import sha256_file
-from .manifest import ManifestEntry, load_manifest
-from .publish import ENTRY_FILE
+from ..zoo.download import sha256_file
+from ..zoo.manifest import ManifestEntry, load_manifest
+from ..zoo.publish import ENTRY_FILE
+from ..zoo.saving import CONFIG_NAME, WEIGHTS_METADATA, WEIGHTS_NAME, write_safetensors
+from ..zoo.weights_diff import WeightsDiff, compare_weights
 from .recipes import (
     Recipe,
     check_backbones,
@@ -49,8 +51,6 @@ from .recipes import (
     recipe_for,
     select_variants,
 )
-from .saving import CONFIG_NAME, WEIGHTS_METADATA, WEIGHTS_NAME, write_safetensors
-from .weights_diff import WeightsDiff, compare_weights
 
 __all__ = [
     "EXIT_OUT_OF_MEMORY",
@@ -341,7 +341,7 @@ class _Sweep:
         return result
 
     def _write_directory(self, recipe: Recipe, entry: ManifestEntry, root: str, directory: Path) -> None:
-        from .hub import load_pretrained_dir
+        from ..zoo.hub import load_pretrained_dir
 
         work = self.out / "work" / recipe.name
         source = work / "train" / recipe.weights

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import UnknownModelError
 from ..evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
-from .manifest import Manifest, ManifestEntry
+from ..zoo.manifest import Manifest, ManifestEntry
 
 __all__ = [
     "Recipe",
@@ -257,7 +257,7 @@ def check_data_root(recipe: Recipe, root: Path) -> Path:
 def check_backbones(recipes: Sequence[Recipe]) -> None:
     """Resolve every backbone initialisation the sweep will need (files present, Hub reachable) before it starts."""
     from ..model.config import BackboneConfig
-    from .backbone_weights import resolve_backbone_weights
+    from ..zoo.backbone_weights import resolve_backbone_weights
 
     seen = set()
     for recipe in recipes:
