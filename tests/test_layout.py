@@ -1,13 +1,63 @@
-"""The package layout: one wing per stage, no import circle between files, a docstring on every module."""
+"""The package layout: the wings in one order, no import circle between files, a docstring on every module."""
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
+from typing import NamedTuple
+
+import pytest
 
 import ntre_zoo
 
 PACKAGE = Path(ntre_zoo.__file__).parent
 TOP_LEVEL = {"__init__.py", "__main__.py", "_atomic.py", "demo.py", "errors.py"}
-WINGS = {"model", "inference", "data", "evaluation", "training", "zoo", "export", "app", "cli"}
+WINGS = {"model", "inference", "data", "evaluation", "training", "zoo", "pipeline", "export", "app", "cli"}
+
+#: The wings (and top-level modules) from the bottom up: a module imports only from its own rank and the ranks
+#: before it. Names on one rank are peers. docs/architecture.md draws the same order.
+ORDER = (
+    {"_atomic", "errors"},  # shared by every wing; they import nothing of the package
+    {"data"},
+    {"model"},
+    {"inference", "evaluation"},
+    {"training"},
+    {"zoo"},
+    {"pipeline"},
+    {"export", "app", "demo"},
+    {"cli"},
+    {"__init__", "__main__"},  # the public API and `python -m ntre_zoo`
+)
+RANK = {name: rank for rank, names in enumerate(ORDER) for name in names}
+
+_MIXIN = "the model's convenience methods, as transformers models have them; the mixin never imports the model class"
+_ALIAS = "deprecated alias of the moved module for one release; only a user who names it imports it"
+#: Every import of a later wing, each with its reason. Nothing else may go against the order.
+ALLOWED_LATER_IMPORTS = {
+    ("ntre_zoo.model.mixin", "ntre_zoo.inference.predict"): f"model.predict, model.encode_support: {_MIXIN}",
+    ("ntre_zoo.model.mixin", "ntre_zoo.inference.segment"): f"model.segment: {_MIXIN}",
+    ("ntre_zoo.model.mixin", "ntre_zoo.zoo.publish"): f"model.push_to_hub: {_MIXIN}",
+    ("ntre_zoo.model.mixin", "ntre_zoo.zoo.saving"): f"model.save_pretrained: {_MIXIN}",
+    ("ntre_zoo.zoo.recipes", "ntre_zoo.pipeline.recipes"): _ALIAS,
+    ("ntre_zoo.zoo.reproduce", "ntre_zoo.pipeline.reproduce"): _ALIAS,
+    ("ntre_zoo.training.fine_tune", "ntre_zoo.pipeline.fine_tune"): _ALIAS,
+}
+#: Old module path -> where the module lives now.
+MOVED = {
+    "ntre_zoo.zoo.recipes": "ntre_zoo.pipeline.recipes",
+    "ntre_zoo.zoo.reproduce": "ntre_zoo.pipeline.reproduce",
+    "ntre_zoo.training.fine_tune": "ntre_zoo.pipeline.fine_tune",
+}
+
+
+class Import(NamedTuple):
+    """One import statement's edge: ``module`` (in file ``path``, line ``line``) imports package module ``target``."""
+
+    module: str
+    path: Path
+    line: int
+    target: str
 
 
 def _module_name(path: Path) -> str:
@@ -21,15 +71,15 @@ def _resolve(name: str, modules: set) -> str:
     return name
 
 
-def import_graph() -> dict:
-    """Module -> the package modules it imports, counting imports inside functions too."""
+def imports() -> list[Import]:
+    """Every import of one package module by another, counting imports inside functions too."""
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(files)
-    graph = {}
+    found = []
     for name, path in files.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        targets = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = set()
             if isinstance(node, ast.ImportFrom):
                 base = package[: len(package) - node.level + 1] if node.level else []
                 module = ".".join(base + ([node.module] if node.module else []))
@@ -38,8 +88,32 @@ def import_graph() -> dict:
                     targets.add(full if full in modules else _resolve(module, modules))
             elif isinstance(node, ast.Import):
                 targets.update(_resolve(alias.name, modules) for alias in node.names)
-        graph[name] = {t for t in targets if t in modules and t != name}
+            found += [Import(name, path, node.lineno, t) for t in sorted(targets) if t in modules and t != name]
+    return found
+
+
+def import_graph() -> dict:
+    """Module -> the package modules it imports."""
+    graph: dict = {_module_name(p): set() for p in PACKAGE.rglob("*.py")}
+    for edge in imports():
+        graph[edge.module].add(edge.target)
     return graph
+
+
+def wing(module: str) -> str:
+    """The wing of ``ntre_zoo.WING.x`` or the top-level module's name (``__init__`` for the package itself)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def later_imports(edges: list[Import]) -> list[str]:
+    """Each import of a later wing that :data:`ALLOWED_LATER_IMPORTS` does not list, as ``file:line: ...``."""
+    return [
+        f"{edge.path.relative_to(PACKAGE.parent)}:{edge.line}: {edge.module} imports {edge.target}, "
+        f"but {wing(edge.module)} comes before {wing(edge.target)}"
+        for edge in edges
+        if RANK[wing(edge.target)] > RANK[wing(edge.module)] and (edge.module, edge.target) not in ALLOWED_LATER_IMPORTS
+    ]
 
 
 def find_cycle(graph: dict):
@@ -87,11 +161,51 @@ def test_the_model_module_is_imported_by_nothing_it_imports():
     assert "ntre_zoo.model.ntrenet" not in seen
 
 
+def test_no_wing_imports_a_later_wing():
+    assert later_imports(imports()) == []
+
+
+def test_the_order_check_names_a_planted_later_import():
+    planted = Import("ntre_zoo.zoo.manifest", PACKAGE / "zoo" / "manifest.py", 7, "ntre_zoo.pipeline.recipes")
+    assert later_imports([*imports(), planted]) == [
+        "ntre_zoo/zoo/manifest.py:7: ntre_zoo.zoo.manifest imports ntre_zoo.pipeline.recipes, "
+        "but zoo comes before pipeline"
+    ]
+    downward = Import("ntre_zoo.pipeline.recipes", PACKAGE / "pipeline" / "recipes.py", 1, "ntre_zoo.zoo.manifest")
+    peers = Import("ntre_zoo.inference.predict", PACKAGE / "inference" / "predict.py", 1, "ntre_zoo.evaluation.loop")
+    assert later_imports([downward, peers]) == []
+
+
+def test_every_allowed_later_import_is_still_made():
+    made = {(edge.module, edge.target) for edge in imports()}
+    assert set(ALLOWED_LATER_IMPORTS) - made == set()
+
+
+def test_no_module_of_the_package_imports_a_deprecated_alias():
+    assert [edge for edge in imports() if edge.target in MOVED] == []
+
+
+def test_importing_the_zoo_wing_loads_neither_training_nor_the_pipeline_nor_the_cli():
+    code = "import sys, ntre_zoo.zoo; print(*sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "ntre_zoo.zoo.hub" in loaded  # the package's __init__ runs first
+    assert [m for m in loaded if m.startswith(("ntre_zoo.training", "ntre_zoo.pipeline", "ntre_zoo.cli"))] == []
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_moved_module_keeps_its_old_path_for_one_release_with_a_warning(monkeypatch, old):
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated .*: use {MOVED[old]}$"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(MOVED[old])
+
+
 def test_top_level_holds_only_the_wings_and_shared_files():
     files = {p.name for p in PACKAGE.glob("*.py")}
     assert files == TOP_LEVEL
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     assert packages == WINGS
+    assert set(RANK) == WINGS | {Path(name).stem for name in TOP_LEVEL}  # every wing has its place in the order
 
 
 def test_every_module_says_what_it_is():

@@ -3,7 +3,8 @@
 
 This ``__init__`` exports only the modules that do not build a model: the model's own ``save_pretrained``
 and ``push_to_hub`` methods import them while the model class is being defined. ``from_pretrained`` and the
-converters are imported from their modules (or from ``ntre_zoo``).
+converters are imported from their modules (or from ``ntre_zoo``). The zoo imports neither training, the
+pipeline nor the CLI: the recipes and the reproduce sweep, which train, are in :mod:`ntre_zoo.pipeline`.
 """
 
 from .download import cached_path, default_cache_dir, hub_download, sha256_file, verify_sha256
