@@ -428,6 +428,10 @@ def test_force_download_downloads_again_and_still_checks_sha256(hub, published, 
     with pytest.raises(ChecksumMismatchError, match=published.sha):
         ntre_zoo.from_pretrained(name, manifest=manifest)
     _assert_same(published.model, ntre_zoo.from_pretrained(name, manifest=manifest, force_download=True))
+    gone = HubServer()
+    gone.stop()
+    with pytest.raises(WeightsUnavailableError, match=r"force_download=True could not download .* drop force_download"):
+        ntre_zoo.from_pretrained(name, manifest=manifest, force_download=True, endpoint=gone.url)
     # Bytes served by the Hub go through the same check when forced.
     tampered = {**published.files, "model.safetensors": published.files["model.safetensors"][:-1] + b" "}
     commit = hub.add_commit("ntre-zoo/tampered", tampered)
