@@ -4,7 +4,8 @@ a network.
 Downloads: ``HEAD`` and ``GET`` on ``/{owner}/{name}/resolve/{revision}/{filename}`` the way
 ``huggingface_hub.hf_hub_download`` expects (huggingface_hub 2.x, ``get_hf_file_metadata``): ``X-Repo-Commit``,
 ``ETag`` and ``Content-Length`` headers; 404 with ``X-Error-Code`` ``RepoNotFound`` / ``RevisionNotFound`` /
-``EntryNotFound`` otherwise.
+``EntryNotFound`` otherwise. A private repository (``add_commit(..., private=True)``) answers only a token of its
+namespace (401 ``RepoNotFound`` otherwise, as the Hub does).
 
 Uploads, as ``HfApi.whoami``, ``create_repo`` and ``upload_folder`` / ``create_commit`` call them:
 ``GET /api/whoami-v2`` (the tokens in :attr:`HubServer.tokens`; 401 otherwise), ``POST /api/repos/create``
@@ -29,6 +30,7 @@ from urllib.parse import unquote
 class _Repo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
+    private: bool = False
 
 
 class HubServer:
@@ -49,9 +51,10 @@ class HubServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def add_commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
-        """Store ``files`` as a new commit of ``repo_id`` (moving ``branch`` to it); returns the commit id."""
-        repo = self.repos.setdefault(repo_id, _Repo())
+    def add_commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main", private: bool = False) -> str:
+        """Store ``files`` as a new commit of ``repo_id`` (moving ``branch`` to it); returns the commit id.
+        ``private`` makes a new repository private."""
+        repo = self.repos.setdefault(repo_id, _Repo(private=private))
         commit = hashlib.sha1(repr((repo_id, len(repo.commits), sorted(files))).encode()).hexdigest()
         repo.commits[commit] = dict(files)
         repo.refs[branch] = commit
@@ -75,6 +78,14 @@ class HubServer:
         roles = {o["name"]: o["roleInOrg"] for o in user["orgs"]}
         return namespace == user["name"] or roles.get(namespace) in ("admin", "write")
 
+    def can_read(self, token: str | None, repo_id: str) -> bool:
+        repo = self.repos.get(repo_id)
+        if repo is None or not repo.private:
+            return True
+        user = self.tokens.get(token or "")
+        namespace = repo_id.split("/")[0]
+        return user is not None and (namespace == user["name"] or namespace in {o["name"] for o in user["orgs"]})
+
     def uploads(self) -> list[tuple[str, str]]:
         """The write requests received (repository creation and commits)."""
         with self._lock:
@@ -88,7 +99,7 @@ class HubServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _resolve(self, path: str) -> tuple[int, dict[str, str], bytes | None]:
+    def _resolve(self, path: str, token: str | None) -> tuple[int, dict[str, str], bytes | None]:
         parts = [unquote(p) for p in path.split("?")[0].strip("/").split("/")]
         if len(parts) < 5 or parts[2] != "resolve":
             return 404, {"X-Error-Code": "RepoNotFound"}, None
@@ -96,6 +107,8 @@ class HubServer:
         repo = self.repos.get(repo_id)
         if repo is None:
             return 404, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, None
+        if not self.can_read(token, repo_id):
+            return 401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"}, None
         commit = repo.refs.get(revision, revision if revision in repo.commits else None)
         if commit is None:
             return 404, {"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"}, None
@@ -158,10 +171,14 @@ class HubServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def _token(self) -> str | None:
+                auth = self.headers.get("Authorization") or ""
+                return auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
+
             def _answer(self, with_body: bool) -> None:
                 with server._lock:
                     server.requests.append((self.command, self.path))
-                status, headers, data = server._resolve(self.path)
+                status, headers, data = server._resolve(self.path, self._token())
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
@@ -175,9 +192,7 @@ class HubServer:
                 with server._lock:
                     server.requests.append((self.command, self.path))
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                auth = self.headers.get("Authorization") or ""
-                token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
-                status, payload = server._api(self.command, self.path, token, body)
+                status, payload = server._api(self.command, self.path, self._token(), body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ from conftest import make_tiny_model
 from hub_server import HubServer
 
 import ntre_zoo
+from ntre_zoo.cli import build_parser
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import (
     ChecksumMismatchError,
@@ -114,8 +117,14 @@ def test_unknown_name_suggests_close_names():
         ntre_zoo.from_pretrained("ntrenet_resnt50.pascal5i_fold0")
 
 
+def _reproduce_command(message: str) -> list[str]:
+    """The words of the ``ntre-zoo reproduce`` command an error message names first."""
+    start = message.index("`ntre-zoo reproduce ")
+    return shlex.split(message[start + 1 : message.index("`", start + 1)])
+
+
 @pytest.mark.parametrize("how", ["name", "keywords"])
-def test_unpublished_entry_says_how_to_get_weights(how):
+def test_unpublished_entry_names_the_reproduce_command_first(how):
     args = (
         (["ntrenet_vgg16_bn.pascal5i_fold3"], {})
         if how == "name"
@@ -123,7 +132,27 @@ def test_unpublished_entry_says_how_to_get_weights(how):
     )
     with pytest.raises(WeightsUnavailableError, match="unpublished") as info:
         ntre_zoo.from_pretrained(*args[0], **args[1])
-    assert "ntre-zoo train" in str(info.value) and "ntre-zoo convert" in str(info.value)
+    message = str(info.value)
+    words = _reproduce_command(message)
+    assert words == ["ntre-zoo", "reproduce", "ntrenet_vgg16_bn.pascal5i_fold3", "--data-root", "DIR", "-o", "zoo"]
+    parsed = build_parser().parse_args(words[1:])  # a command the CLI takes as it is
+    assert parsed.variants == ["ntrenet_vgg16_bn.pascal5i_fold3"] and parsed.output == "zoo"
+    assert "from_pretrained('zoo/ntrenet_vgg16_bn.pascal5i_fold3')" in message
+    # No GPU has run a variant yet, so the message says so instead of giving a time.
+    assert "GPU time not yet measured, see docs/reproducing.md" in message
+    assert "## GPU time: not yet measured" in (REPO_ROOT / "docs" / "reproducing.md").read_text()
+    reproduce, train, convert = (message.index(f"`ntre-zoo {c}") for c in ("reproduce", "train", "convert"))
+    assert reproduce < train < convert
+
+
+def test_unpublished_entry_of_another_manifest_names_it_in_the_reproduce_command(tmp_path):
+    entry = _hub_entry(None, None, None, filename=None)
+    entry["status"] = "unpublished"
+    manifest = _write_manifest(tmp_path / "my manifest.json", {"ntrenet_resnet50.synthetic_fold0": entry})
+    with pytest.raises(WeightsUnavailableError) as info:
+        ntre_zoo.from_pretrained("ntrenet_resnet50.synthetic_fold0", manifest=manifest)
+    parsed = build_parser().parse_args(_reproduce_command(str(info.value))[1:])
+    assert parsed.variants == ["ntrenet_resnet50.synthetic_fold0"] and parsed.manifest == str(manifest)
 
 
 def test_manifest_refuses_invented_or_incomplete_entries(tmp_path):
@@ -353,6 +382,102 @@ def test_missing_repo_file_and_cache_give_clear_errors(hub, published, tmp_path)
         ntre_zoo.from_pretrained("m", manifest=manifest)
     with pytest.raises(WeightsUnavailableError, match="not in the cache"):
         ntre_zoo.from_pretrained("hf-hub:ntre-zoo/tiny", cache_dir=tmp_path / "empty", local_files_only=True)
+
+
+def _downloads(hub: HubServer, filename: str) -> int:
+    return sum(method == "GET" and path.endswith(f"/{filename}") for method, path in hub.requests)
+
+
+def test_from_pretrained_spells_the_hub_keywords_as_huggingface_hub(hub):
+    from huggingface_hub import ModelHubMixin
+
+    ours = inspect.signature(ntre_zoo.from_pretrained).parameters
+    theirs = inspect.signature(ModelHubMixin.from_pretrained).parameters
+    for name in ("revision", "cache_dir", "force_download", "token", "local_files_only"):
+        assert ours[name].kind is inspect.Parameter.KEYWORD_ONLY and ours[name].default == theirs[name].default
+
+
+def test_cache_dir_holds_the_downloads_that_local_files_only_reads(hub, published, tmp_path):
+    name, cache = "ntrenet_tiny.synthetic_fold0", tmp_path / "my_cache"
+    _assert_same(published.model, ntre_zoo.from_pretrained(name, manifest=published.manifest, cache_dir=cache))
+    assert (cache / "models--ntre-zoo--tiny" / "snapshots" / published.commit / "model.safetensors").is_file()
+    assert not (tmp_path / "hf_home" / "hub" / "models--ntre-zoo--tiny").exists()
+    hub.requests.clear()
+    loaded = ntre_zoo.from_pretrained(name, manifest=published.manifest, cache_dir=cache, local_files_only=True)
+    _assert_same(published.model, loaded)
+    with pytest.raises(WeightsUnavailableError, match="not in the cache"):
+        ntre_zoo.from_pretrained(name, manifest=published.manifest, local_files_only=True)  # the default cache
+    assert hub.request_count() == 0
+
+
+def test_force_download_downloads_again_and_still_checks_sha256(hub, published, tmp_path):
+    name, manifest = "ntrenet_tiny.synthetic_fold0", published.manifest
+    ntre_zoo.from_pretrained(name, manifest=manifest)
+    hub.requests.clear()
+    ntre_zoo.from_pretrained(name, manifest=manifest)
+    assert hub.request_count() == 0  # a pinned commit in the cache is not asked for again
+    _assert_same(published.model, ntre_zoo.from_pretrained(name, manifest=manifest, force_download=True))
+    assert _downloads(hub, "model.safetensors") == 1 and _downloads(hub, "config.json") == 1
+    hub.requests.clear()
+    _assert_same(published.model, ntre_zoo.from_pretrained("hf-hub:ntre-zoo/tiny", force_download=True))
+    assert _downloads(hub, "model.safetensors") == 1
+    # A cached file damaged on disk is refused; force_download replaces it with the Hub's, which passes the check.
+    cached = tmp_path / "hf_home" / "hub" / "models--ntre-zoo--tiny" / "snapshots" / published.commit
+    blob = (cached / "model.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[:-1] + b" ")
+    with pytest.raises(ChecksumMismatchError, match=published.sha):
+        ntre_zoo.from_pretrained(name, manifest=manifest)
+    _assert_same(published.model, ntre_zoo.from_pretrained(name, manifest=manifest, force_download=True))
+    gone = HubServer()
+    gone.stop()
+    with pytest.raises(WeightsUnavailableError, match=r"force_download=True could not download .* drop force_download"):
+        ntre_zoo.from_pretrained(name, manifest=manifest, force_download=True, endpoint=gone.url)
+    # Bytes served by the Hub go through the same check when forced.
+    tampered = {**published.files, "model.safetensors": published.files["model.safetensors"][:-1] + b" "}
+    commit = hub.add_commit("ntre-zoo/tampered", tampered)
+    other = _write_manifest(tmp_path / "t.json", {"t": _hub_entry("ntre-zoo/tampered", commit, published.sha)})
+    with pytest.raises(ChecksumMismatchError, match=published.sha):
+        ntre_zoo.from_pretrained("t", manifest=other, force_download=True)
+    hub.requests.clear()
+    with pytest.raises(ValueError, match=r"force_download=True .* local_files_only=True"):
+        ntre_zoo.from_pretrained(name, manifest=manifest, force_download=True, local_files_only=True)
+    assert hub.request_count() == 0
+
+
+def test_revision_selects_hf_hub_commits_and_must_match_a_zoo_names_pin(hub, published, tmp_path):
+    newer = make_tiny_model(seed=1)
+    saved = newer.save_pretrained(tmp_path / "newer")
+    hub.add_commit("ntre-zoo/tiny", {p.name: p.read_bytes() for p in saved.iterdir()})  # main moves on
+    old = published.commit
+    _assert_same(newer, ntre_zoo.from_pretrained("hf-hub:ntre-zoo/tiny"))
+    _assert_same(published.model, ntre_zoo.from_pretrained("hf-hub:ntre-zoo/tiny", revision=old))
+    _assert_same(published.model, ntre_zoo.from_pretrained(f"hf-hub:ntre-zoo/tiny@{old}", revision=old))
+    with pytest.raises(ValueError, match="pass one"):
+        ntre_zoo.from_pretrained(f"hf-hub:ntre-zoo/tiny@{old}", revision="main")
+    # A zoo name is pinned by its manifest: its own commit is accepted, any other revision is refused.
+    name, manifest = "ntrenet_tiny.synthetic_fold0", published.manifest
+    _assert_same(published.model, ntre_zoo.from_pretrained(name, manifest=manifest, revision=old))
+    pinned = rf"pins ntrenet_tiny\.synthetic_fold0 to commit {old} .*'hf-hub:ntre-zoo/tiny@main'"
+    with pytest.raises(ValueError, match=pinned):
+        ntre_zoo.from_pretrained(name, manifest=manifest, revision="main")
+    with pytest.raises(ValueError, match=pinned):  # was ignored when the entry was chosen by its fields
+        ntre_zoo.from_pretrained(backbone="resnet50", dataset="synthetic", fold=0, manifest=manifest, revision="main")
+    with pytest.raises(ValueError, match="ships inside the package"):
+        ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0", revision=old)
+    with pytest.raises(ValueError, match="is a local directory, which has no revision"):
+        ntre_zoo.from_pretrained(saved, revision="main")
+
+
+def test_token_opens_private_repositories(hub, published, monkeypatch):
+    hub.add_user("secret", "ntre-zoo")
+    hub.add_commit("ntre-zoo/private", published.files, private=True)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(WeightsUnavailableError, match="private repository needs a token"):
+        ntre_zoo.from_pretrained("hf-hub:ntre-zoo/private")
+    _assert_same(published.model, ntre_zoo.from_pretrained("hf-hub:ntre-zoo/private", token="secret"))
+    monkeypatch.setenv("HF_TOKEN", "secret")
+    with pytest.raises(WeightsUnavailableError, match="private repository needs a token"):
+        ntre_zoo.from_pretrained("hf-hub:ntre-zoo/private", token=False, force_download=True)  # False: send none
 
 
 def test_cli_download_and_info(hub, published, capsys):

@@ -39,7 +39,7 @@ class DownloadOptions(TypedDict):
     cache_dir: PathLike | None
     local_files_only: bool
     endpoint: str | None
-    token: str | None
+    token: str | bool | None
 
 
 def resolve_endpoint(endpoint: str | None = None) -> str | None:
@@ -96,11 +96,13 @@ def hub_download(
     local_files_only: bool = False,
     endpoint: str | None = None,
     token: str | bool | None = None,
+    force_download: bool = False,
     download_command: str | None = None,
 ) -> Path:
     """Fetch one file with ``hf_hub_download`` (progress bar, cache, ``HF_HUB_OFFLINE``), or its cached copy.
 
     Args:
+        force_download: download the file again even if it is cached (replacing the cached copy).
         download_command: the command that fetches this file into the cache, for the offline message
             (default ``ntre-zoo download hf-hub:REPO[@REVISION]``).
 
@@ -108,12 +110,53 @@ def hub_download(
         WeightsUnavailableError: the repository, revision or file does not exist, or the file is not cached
             while downloads are off; the message names the repository, revision, endpoint and cache.
         PermissionError: the cache cannot be written or read by this user; the message names it.
+        ValueError: ``force_download`` while downloads are off.
     """
     endpoint = resolve_endpoint(endpoint)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     offline = local_files_only or _offline()
+    if force_download and offline:
+        off = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE=1"
+        raise ValueError(
+            f"force_download=True asks to download {filename!r} of {repo_id} again, but {off} turns downloads off; "
+            "drop one of the two."
+        )
     where = f"{repo_id}@{revision or 'main'} on {endpoint or hf_constants.ENDPOINT}"
     command = download_command or f"ntre-zoo download hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+
+    def unavailable(error: Exception) -> Exception:
+        """The error to raise for a failed ``hf_hub_download``, naming what to do."""
+        if isinstance(error, RepositoryNotFoundError):
+            return WeightsUnavailableError(
+                f"Hub repository {repo_id!r} was not found ({where}). Check the repo id; a private repository needs "
+                "a token (`hf auth login` or token=)."
+            )
+        if isinstance(error, RevisionNotFoundError):
+            return WeightsUnavailableError(f"Revision {revision!r} does not exist in {where}.")
+        if isinstance(error, RemoteEntryNotFoundError):
+            return WeightsUnavailableError(f"File {filename!r} is not in {where}.")
+        if isinstance(error, PermissionError):
+            return PermissionError(
+                f"Permission denied on {error.filename or str(cache)!r} while fetching {filename!r} of {where} into "
+                f"the cache {str(cache)!r}. A cache must be writable by this user: pass another one (cache_dir=, "
+                "--cache-dir, or HF_HUB_CACHE), or ask its owner for access."
+            )
+        if force_download:
+            return WeightsUnavailableError(
+                f"force_download=True could not download {filename!r} of {where}: the Hub could not be reached "
+                f"({error}). Try again, set HF_ENDPOINT to a reachable mirror, or drop force_download to use the "
+                "cached copy."
+            )
+        reason = (
+            "downloads are off (local_files_only=True or HF_HUB_OFFLINE=1)"
+            if offline
+            else "the Hub could not be reached"
+        )
+        return WeightsUnavailableError(
+            f"{filename!r} of {where} is not in the cache {str(cache)!r} and {reason}. Download it once online "
+            f"(`{command}`), or set HF_ENDPOINT to a reachable mirror."
+        )
+
     try:
         path = hf_hub_download(
             repo_id,
@@ -121,34 +164,26 @@ def hub_download(
             revision=revision,
             cache_dir=str(cache),
             local_files_only=offline,
+            force_download=force_download,
             endpoint=endpoint,
             token=token,
             library_name="ntre-zoo",
             library_version=__version__,
         )
-    except RepositoryNotFoundError as error:
-        raise WeightsUnavailableError(
-            f"Hub repository {repo_id!r} was not found ({where}). Check the repo id; a private repository needs a "
-            "token (`hf auth login` or token=)."
-        ) from error
-    except RevisionNotFoundError as error:
-        raise WeightsUnavailableError(f"Revision {revision!r} does not exist in {where}.") from error
-    except LocalEntryNotFoundError as error:
-        reason = "the Hub could not be reached"
-        if offline:
-            reason = "downloads are off (local_files_only=True or HF_HUB_OFFLINE=1)"
-        raise WeightsUnavailableError(
-            f"{filename!r} of {where} is not in the cache {str(cache)!r} and {reason}. Download it once online "
-            f"(`{command}`), or set HF_ENDPOINT to a reachable mirror."
-        ) from error
-    except RemoteEntryNotFoundError as error:
-        raise WeightsUnavailableError(f"File {filename!r} is not in {where}.") from error
-    except PermissionError as error:
-        raise PermissionError(
-            f"Permission denied on {error.filename or str(cache)!r} while fetching {filename!r} of {where} into the "
-            f"cache {str(cache)!r}. A cache must be writable by this user: pass another one (cache_dir=, "
-            "--cache-dir, or HF_HUB_CACHE), or ask its owner for access."
-        ) from error
+    except (
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        PermissionError,
+    ) as error:
+        raise unavailable(error) from error
+    except ValueError as error:
+        # Under force_download, huggingface_hub raises a failed request as ValueError("Force download failed
+        # due to the above error.") caused by the error it raises otherwise.
+        if not force_download or not isinstance(error.__cause__, Exception):
+            raise
+        raise unavailable(error.__cause__) from error.__cause__
     return Path(path)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -189,34 +190,66 @@ def load_pretrained_dir(directory: PathLike, *, device: Any | None = None, **ove
     return _load_files(directory / CONFIG_NAME, directory / WEIGHTS_NAME, repr(str(directory)), device, overrides)
 
 
-def _unpublished_error(entry: ManifestEntry) -> WeightsUnavailableError:
+def _unpublished_error(entry: ManifestEntry, manifest: PathLike | None = None) -> WeightsUnavailableError:
+    other = f" --manifest {shlex.quote(str(manifest))}" if manifest is not None else ""
     return WeightsUnavailableError(
         f"{entry.name} is registered in the manifest but unpublished: no weights have been released for it "
-        "(the authors published none either). To get weights, train them with the recipe "
-        f"(`ntre-zoo train`, backbone {entry.backbone}, {entry.dataset} fold {entry.fold}) and load the output "
-        "directory with from_pretrained(DIR), or convert a checkpoint of the authors' code with "
-        f"`ntre-zoo convert CHECKPOINT.pth --backbone {entry.backbone} --out DIR`. "
+        "(the authors published none either). To make exactly this entry, run "
+        f"`ntre-zoo reproduce {entry.name} --data-root DIR -o zoo{other}` (DIR: the prepared {entry.dataset} "
+        "data, see docs/data.md; GPU time not yet measured, see docs/reproducing.md): it trains the entry's "
+        f"recipe, evaluates it and writes zoo/{entry.name}/, which from_pretrained('zoo/{entry.name}') loads. "
+        f"Or train it yourself (`ntre-zoo train`, backbone {entry.backbone}, {entry.dataset} fold {entry.fold}) "
+        "and load the run's OUT/best or OUT/last with from_pretrained, or convert a checkpoint of the authors' "
+        f"code with `ntre-zoo convert CHECKPOINT.pth --backbone {entry.backbone} --out DIR`. "
         "`ntre-zoo list --published` shows the weights that can be downloaded."
     )
+
+
+def _check_revision(entry: ManifestEntry, revision: str | None) -> None:
+    """A ``revision`` given with a manifest entry may only repeat the commit the manifest pins."""
+    if revision is None:
+        return
+    if entry.source == "package":
+        raise ValueError(
+            f"{entry.name} ships inside the package, so it has no Hub revision; drop revision={revision!r}."
+        )
+    if revision != entry.hub.revision:
+        raise ValueError(
+            f"The manifest pins {entry.name} to commit {entry.hub.revision} of {entry.hub.repo_id} (the commit "
+            f"whose sha256 it records), so revision={revision!r} is refused. Drop revision=, or load that "
+            f"revision as from_pretrained('hf-hub:{entry.hub.repo_id}@{revision}') (sha256-checked only at a "
+            "commit the manifest lists)."
+        )
 
 
 def fetch_entry(
     entry: ManifestEntry,
     *,
+    revision: str | None = None,
+    force_download: bool = False,
     cache_dir: PathLike | None = None,
     local_files_only: bool = False,
     endpoint: str | None = None,
-    token: str | None = None,
+    token: str | bool | None = None,
+    manifest: PathLike | None = None,
 ) -> tuple[Path, Path]:
     """``(config, weights)`` paths of a manifest entry, downloaded if needed and sha256-checked.
+
+    Args:
+        revision: must be None or the commit the entry pins.
+        force_download: download again even if cached (the sha256 check still applies).
+        manifest: the manifest file the entry came from when it is not the shipped one (named in the
+            command of the unpublished-entry message).
 
     Raises:
         WeightsUnavailableError: unpublished, or not obtainable (see :func:`~ntre_zoo.zoo.download.hub_download`).
         ChecksumMismatchError: the weights file differs from the manifest's sha256.
         FileNotFoundError: a package entry whose file is missing.
+        ValueError: a ``revision`` other than the pinned commit.
     """
     if not entry.published:
-        raise _unpublished_error(entry)
+        raise _unpublished_error(entry, manifest)
+    _check_revision(entry, revision)
     if entry.source == "package":
         weights, config = entry.package_paths()
         for path in (weights, config):
@@ -226,23 +259,32 @@ def fetch_entry(
         options = DownloadOptions(
             cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token
         )
-        repo_id, filename, revision = entry.hub.pinned()
+        repo_id, filename, pinned = entry.hub.pinned()
         command = f"ntre-zoo download {entry.name}"
-        weights = hub_download(repo_id, filename, revision=revision, download_command=command, **options)
-        config = hub_download(repo_id, CONFIG_NAME, revision=revision, download_command=command, **options)
+        weights, config = (
+            hub_download(
+                repo_id, file, revision=pinned, force_download=force_download, download_command=command, **options
+            )
+            for file in (filename, CONFIG_NAME)
+        )
     verify_sha256(weights, entry.expected_sha256, entry.name)
     return config, weights
 
 
 def download_hf_hub(
-    spec: str, options: DownloadOptions, *, revision: str | None = None, manifest: PathLike | None = None
+    spec: str,
+    options: DownloadOptions,
+    *,
+    revision: str | None = None,
+    force_download: bool = False,
+    manifest: PathLike | None = None,
 ) -> tuple[Path, Path]:
     """``(config, weights)`` paths of an ``hf-hub:<repo_id>[@<revision>]`` id, downloaded into the cache if
-    needed (``options``: cache, offline mode, endpoint, token) and sha256-checked when the manifest lists
-    that commit."""
+    needed (``options``: cache, offline mode, endpoint, token; ``force_download``: even if cached) and
+    sha256-checked when the manifest lists that commit."""
     repo_id, rev = _parse_hf_hub(spec, revision)
-    weights = hub_download(repo_id, WEIGHTS_NAME, revision=rev, **options)
-    config = hub_download(repo_id, CONFIG_NAME, revision=rev, **options)
+    weights = hub_download(repo_id, WEIGHTS_NAME, revision=rev, force_download=force_download, **options)
+    config = hub_download(repo_id, CONFIG_NAME, revision=rev, force_download=force_download, **options)
     _verify_known_commit(load_manifest(manifest), repo_id, weights)
     return config, weights
 
@@ -266,10 +308,11 @@ def from_pretrained(
     revision: str | None = None,
     device: Any | None = None,
     cache_dir: PathLike | None = None,
+    force_download: bool = False,
     local_files_only: bool = False,
+    token: str | bool | None = None,
     manifest: PathLike | None = None,
     endpoint: str | None = None,
-    token: str | None = None,
     **overrides: Any,
 ) -> NTRENet:
     """Load pretrained NTRENet weights, in eval mode.
@@ -282,14 +325,22 @@ def from_pretrained(
     * a local directory holding ``config.json`` and ``model.safetensors``;
     * None, with ``backbone=``, ``dataset=``, ``fold=`` (and ``shot=`` for a K-shot-trained checkpoint).
 
+    ``revision``, ``cache_dir``, ``force_download``, ``local_files_only`` and ``token`` mean what they mean in
+    ``huggingface_hub`` (``ModelHubMixin.from_pretrained``, ``hf_hub_download``). A local directory ignores
+    the download keywords, as huggingface_hub does, and refuses ``revision``.
+
     Args:
-        revision: a Hub revision for ``hf-hub:`` ids.
+        revision: a Hub branch, tag or commit for ``hf-hub:`` ids without ``@<revision>`` (equal if both are
+            given). A zoo name is pinned by the manifest: only its pinned commit is accepted.
         device: where to put the model.
         cache_dir: huggingface_hub cache (default: ``HF_HUB_CACHE`` / ``HF_HOME`` / ``~/.cache/huggingface/hub``).
+        force_download: download again even if the files are cached; a zoo name's weights are still
+            checked against the manifest's sha256.
         local_files_only: never touch the network (also when ``HF_HUB_OFFLINE=1``).
+        token: a Hub token for private repositories (``True``: the saved one, ``False``: none; default:
+            ``HF_TOKEN`` or the one saved by ``hf auth login``).
         manifest: a manifest file to use instead of the shipped one.
         endpoint: a Hub mirror (default ``HF_ENDPOINT``).
-        token: a Hub token for private repositories.
         **overrides: ModelConfig fields that may differ at load time (``test_size``, ``mean``, ``std``, dropouts).
 
     Raises:
@@ -297,14 +348,19 @@ def from_pretrained(
         WeightsUnavailableError: unpublished or unobtainable weights, saying how to get them.
         ChecksumMismatchError: downloaded weights that differ from the manifest's sha256.
         StateDictMismatchError: weights that do not fit the config, naming the keys.
-        ValueError: conflicting or architecture-changing arguments.
+        ValueError: conflicting or architecture-changing arguments, a ``revision`` other than a zoo name's
+            pinned commit or with a local directory, ``force_download`` while downloads are off.
     """
     download = DownloadOptions(cache_dir=cache_dir, local_files_only=local_files_only, endpoint=endpoint, token=token)
+
+    def load_entry(entry: ManifestEntry) -> NTRENet:
+        paths = fetch_entry(entry, revision=revision, force_download=force_download, manifest=manifest, **download)
+        return _load_files(*paths, entry.name, device, overrides)
+
     if name_or_path is None:
         if backbone is None or dataset is None or fold is None:
             raise ValueError("Pass a name, an 'hf-hub:' id or a directory, or all of backbone=, dataset= and fold=.")
-        entry = load_manifest(manifest).find(backbone, dataset, fold, shot)
-        return _load_files(*fetch_entry(entry, **download), entry.name, device, overrides)
+        return load_entry(load_manifest(manifest).find(backbone, dataset, fold, shot))
     if any(v is not None for v in (backbone, dataset, fold, shot)):
         raise ValueError(
             "backbone=/dataset=/fold=/shot= select a checkpoint when no name is given; "
@@ -312,22 +368,24 @@ def from_pretrained(
         )
     spec = str(name_or_path)
     if spec.startswith("hf-hub:"):
-        config, weights = download_hf_hub(spec, download, revision=revision, manifest=manifest)
+        config, weights = download_hf_hub(
+            spec, download, revision=revision, force_download=force_download, manifest=manifest
+        )
         return _load_files(config, weights, spec, device, overrides)
     path = Path(spec).expanduser()
     if path.is_dir():
+        if revision is not None:
+            raise ValueError(
+                f"{spec!r} is a local directory, which has no revision; drop revision={revision!r}, or load a Hub "
+                f"revision with 'hf-hub:<repo_id>@{revision}'."
+            )
         return load_pretrained_dir(path, device=device, **overrides)
     if path.exists() or os.sep in spec or spec.startswith("."):
         raise FileNotFoundError(
             f"{spec!r} is not a directory holding {CONFIG_NAME} and {WEIGHTS_NAME}. Pass such a directory "
             "(written by save_pretrained or `ntre-zoo convert`), a zoo name or 'hf-hub:<repo_id>'."
         )
-    if revision is not None:
-        raise ValueError(
-            f"Zoo names are pinned to a revision in the manifest; for another one use 'hf-hub:<repo_id>@{revision}'."
-        )
-    entry = load_manifest(manifest).get(spec)
-    return _load_files(*fetch_entry(entry, **download), entry.name, device, overrides)
+    return load_entry(load_manifest(manifest).get(spec))
 
 
 def _verify_known_commit(manifest: Manifest, repo_id: str, weights: Path) -> None:
