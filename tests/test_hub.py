@@ -145,7 +145,7 @@ def test_unpublished_entry_names_the_reproduce_command_first(how):
     assert reproduce < train < convert
 
 
-def test_unpublished_entry_of_another_manifest_names_it_in_the_reproduce_command(tmp_path):
+def test_unpublished_entry_of_another_manifest_names_it_in_the_reproduce_command(tmp_path, capsys):
     entry = _hub_entry(None, None, None, filename=None)
     entry["status"] = "unpublished"
     manifest = _write_manifest(tmp_path / "my manifest.json", {"ntrenet_resnet50.synthetic_fold0": entry})
@@ -153,6 +153,8 @@ def test_unpublished_entry_of_another_manifest_names_it_in_the_reproduce_command
         ntre_zoo.from_pretrained("ntrenet_resnet50.synthetic_fold0", manifest=manifest)
     parsed = build_parser().parse_args(_reproduce_command(str(info.value))[1:])
     assert parsed.variants == ["ntrenet_resnet50.synthetic_fold0"] and parsed.manifest == str(manifest)
+    assert cli_main(["download", "ntrenet_resnet50.synthetic_fold0", "--manifest", str(manifest)]) != 0
+    assert f"--manifest '{manifest}'" in capsys.readouterr().err  # `ntre-zoo download` names it too
 
 
 def test_manifest_refuses_invented_or_incomplete_entries(tmp_path):

@@ -86,7 +86,7 @@ def _download(args: argparse.Namespace) -> int:
         print(f"{args.name}: config.json and weights cached at {weights.parent}")
         return 0
     entry = load_manifest(args.manifest).get(args.name)
-    _, weights = fetch_entry(entry, cache_dir=args.cache_dir, endpoint=args.endpoint)
+    _, weights = fetch_entry(entry, cache_dir=args.cache_dir, endpoint=args.endpoint, manifest=args.manifest)
     print(f"{entry.name}: sha256 verified, weights at {weights}")
     return 0
 
