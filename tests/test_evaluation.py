@@ -205,11 +205,11 @@ def test_evaluate_runs_in_eval_mode_without_autograd_and_never_changes_the_model
 
 
 @pytest.mark.parametrize("reuse_features", [True, False])
-def test_amp_dtype_runs_evaluation_under_autocast(synthetic_root, model, reuse_features):
+def test_bf16_runs_evaluation_under_autocast(synthetic_root, model, reuse_features):
     dataset = _dataset(synthetic_root, 6)
     seen, handle = _record_decoding(model)
     try:
-        result = evaluate(model, dataset, amp_dtype=torch.bfloat16, reuse_features=reuse_features, progress=False)
+        result = evaluate(model, dataset, precision="bf16", reuse_features=reuse_features, progress=False)
     finally:
         handle.remove()
     assert seen and {dtype for _, _, dtype in seen} == {torch.bfloat16}
@@ -291,6 +291,8 @@ def test_evaluate_cli_end_to_end(synthetic_root, model, tmp_path, capsys):
         assert key in data
     assert data["episodes"] == 6 and data["seed"] == 7 and data["seeds"] == [7, 8]
     assert data["protocol"]["test_classes"] == [1, 2, 3, 4, 5] and data["protocol"]["test_size"] == 65
+    # "precision" is the metric; the number format the numbers were computed in has its own name.
+    assert data["protocol"]["numeric_precision"] == "fp32" and "precision" not in data["protocol"]
     # The CLI's numbers are those of the Python function, one run per seed, and what it prints is what it wrote.
     runs = [evaluate(model, _dataset(synthetic_root, 6), seed=seed, progress=False) for seed in (7, 8)]
     assert [r["miou"] for r in data["runs"]] == [r.miou for r in runs] and runs[0].miou != runs[1].miou

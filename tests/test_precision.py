@@ -1,5 +1,6 @@
 """precision="fp32"|"bf16"|"fp16"|"auto": what auto resolves to (on this machine and on stated hardware), the
-amp_dtype alias, and the argument on predict, encode_support, segment and evaluate."""
+argument on predict, encode_support, segment and evaluate (resolved once per call), and the deprecated amp_dtype
+and --amp, which still work and warn."""
 
 import numpy as np
 import pytest
@@ -104,11 +105,16 @@ def test_explicit_precisions_and_bad_values():
         resolve_precision("float32")
 
 
-def test_amp_dtype_is_the_older_spelling_with_a_clear_rule():
-    assert autocast_dtype("auto", "cpu", torch.bfloat16) is torch.bfloat16  # default precision: amp_dtype decides
-    assert autocast_dtype("fp32", "cpu", torch.bfloat16, default="fp32") is torch.bfloat16
-    assert autocast_dtype("bf16", "cpu", torch.bfloat16) is torch.bfloat16  # agreeing is fine
-    with pytest.raises(ValueError, match="disagree"):
+def test_amp_dtype_is_the_deprecated_spelling_with_a_clear_rule():
+    message = r"amp_dtype=torch.bfloat16\) is deprecated .*: use precision='bf16'"
+    deprecated = pytest.warns(DeprecationWarning, match=message)
+    with deprecated:
+        assert autocast_dtype("auto", "cpu", torch.bfloat16) is torch.bfloat16  # default precision: amp_dtype decides
+    with deprecated:
+        assert autocast_dtype("fp32", "cpu", torch.bfloat16, default="fp32") is torch.bfloat16
+    with deprecated:
+        assert autocast_dtype("bf16", "cpu", torch.bfloat16) is torch.bfloat16  # agreeing is fine
+    with deprecated, pytest.raises(ValueError, match="disagree"):
         autocast_dtype("fp16", "cpu", torch.bfloat16)
     for dtype in (torch.int8, torch.float32):  # autocast's dtypes only (None is fp32)
         with pytest.raises(TypeError, match="amp_dtype must be"):
@@ -128,7 +134,9 @@ def test_precision_on_predict_encode_support_and_segment(tiny_model):
     query, _ = _scene(1)
     fp32 = tiny_model.predict(image, mask, query, precision="fp32", return_details=True)
     bf16 = tiny_model.predict(image, mask, query, precision="bf16", return_details=True)
-    alias = tiny_model.predict(image, mask, query, amp_dtype=torch.bfloat16, return_details=True)
+    with pytest.warns(DeprecationWarning, match=r"^predict\(amp_dtype=torch.bfloat16\) is deprecated") as warned:
+        alias = tiny_model.predict(image, mask, query, amp_dtype=torch.bfloat16, return_details=True)
+    assert warned[0].filename == __file__  # attributed to the caller, past model.predict: Python's filter shows it
     np.testing.assert_array_equal(bf16.probability, alias.probability)
     assert not np.array_equal(bf16.probability, fp32.probability)  # bf16 really ran
     np.testing.assert_allclose(bf16.probability, fp32.probability, atol=0.05)
@@ -141,15 +149,48 @@ def test_precision_on_predict_encode_support_and_segment(tiny_model):
     np.testing.assert_allclose(segmented.probabilities[0], bf16.probability, atol=1e-6)
     with pytest.raises(ValueError, match="precision must be one of"):
         tiny_model.predict(image, mask, query, precision="half")
-    with pytest.raises(ValueError, match="disagree"):
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="disagree"):
         tiny_model.predict(image, mask, query, precision="fp16", amp_dtype=torch.bfloat16)
+    message = r"^encode_support\(amp_dtype=torch.bfloat16\) .*: use precision='bf16'$"
+    with pytest.warns(DeprecationWarning, match=message):
+        alias_support = tiny_model.encode_support(image, mask, amp_dtype=torch.bfloat16)
+    assert torch.equal(alias_support.prototype, support.prototype)
+
+
+class _Counted:
+    """Wrap ``name`` of the precision module and count its calls (autocast_dtype and resolve_precision look their
+    helpers up there)."""
+
+    def __init__(self, monkeypatch, name):
+        self.calls, self.function = 0, getattr(precision_module, name)
+        monkeypatch.setattr(precision_module, name, self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.function(*args, **kwargs)
+
+
+def test_predict_and_segment_resolve_precision_once_per_call(monkeypatch, tiny_model):
+    """One resolution of auto per public call, however many supports, queries and classes it handles (it was
+    twice for predict and N + 1 times for segment with N classes)."""
+    image, mask = _scene()
+    query, _ = _scene(1)
+    for call in (
+        lambda: tiny_model.predict([image, query], [mask, mask], [query, image, query], batch_size=1),
+        lambda: tiny_model.segment([query, image], {"a": (image, mask), "b": (query, mask), "c": ([image], [mask])}),
+        lambda: tiny_model.encode_support([image, query], [mask, mask]),
+    ):
+        resolved, native = _Counted(monkeypatch, "resolve_precision"), _Counted(monkeypatch, "native_bf16")
+        call()
+        assert (resolved.calls, native.calls) == (1, 1)
+        monkeypatch.undo()
 
 
 @pytest.mark.filterwarnings("ignore:.*never form an episode")
-def test_precision_on_evaluate(tmp_path):
+def test_precision_on_evaluate(tmp_path, monkeypatch):
     import ntre_zoo
     from ntre_zoo.data import DataConfig, build_dataset, make_synthetic_voc
-    from ntre_zoo.evaluation import evaluate
+    from ntre_zoo.evaluation import evaluate, evaluate_seeds
 
     voc = make_synthetic_voc(tmp_path, seed=0, train=0, val=16, progress=False)
     model = ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0")
@@ -158,16 +199,27 @@ def test_precision_on_evaluate(tmp_path):
     default = evaluate(model, dataset, progress=False)
     assert evaluate(model, dataset, precision="fp32", progress=False).to_dict() == default.to_dict()
     bf16 = evaluate(model, dataset, precision="bf16", progress=False)
-    assert bf16.to_dict() == evaluate(model, dataset, amp_dtype=torch.bfloat16, progress=False).to_dict()
-    with pytest.raises(ValueError, match="disagree"):
+    with pytest.warns(DeprecationWarning, match=r"^evaluate\(amp_dtype=torch.bfloat16\) .*: use precision='bf16'"):
+        assert bf16.to_dict() == evaluate(model, dataset, amp_dtype=torch.bfloat16, progress=False).to_dict()
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="disagree"):
         evaluate(model, dataset, precision="fp16", amp_dtype=torch.bfloat16, progress=False)
+    native = _Counted(monkeypatch, "native_bf16")
+    evaluate_seeds(model, dataset, [0, 1, 2], precision="auto", progress=False)
+    assert native.calls == 1  # auto weighed once for the three seeds
 
 
-def test_evaluate_cli_precision_and_its_older_spelling():
+def test_evaluate_cli_precision_defaults_to_fp32_and_amp_still_works_with_a_notice(capsys):
     from argparse import Namespace
 
-    assert _precision(Namespace(precision=None, amp=None)) == "fp32"
-    assert _precision(Namespace(precision=None, amp="bf16")) == "bf16"
-    assert _precision(Namespace(precision="auto", amp=None)) == "auto"
-    with pytest.raises(ValueError, match="disagree"):
-        _precision(Namespace(precision="fp16", amp="bf16"))
+    def asked(precision, amp):
+        return _precision(Namespace(command="evaluate", precision=precision, amp=amp))
+
+    assert asked(None, None) == "fp32"  # the protocols'
+    assert asked("auto", None) == "auto" and capsys.readouterr().err == ""
+    assert asked(None, "bf16") == "bf16"
+    assert capsys.readouterr().err == (
+        "ntre-zoo evaluate: --amp bf16 is deprecated and goes in the next release: use --precision bf16\n"
+    )
+    assert asked("bf16", "bf16") == "bf16"  # agreeing is fine
+    with pytest.raises(ValueError, match="--amp bf16 and --precision fp16 disagree; pass only --precision"):
+        asked("fp16", "bf16")

@@ -171,12 +171,12 @@ def test_predict_restores_training_mode_and_runs_as_in_eval_mode_without_autogra
     assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in before.items())  # BN statistics untouched
 
 
-def test_amp_dtype_runs_the_network_under_autocast(tiny_model):
+def test_bf16_runs_the_network_under_autocast(tiny_model):
     image, mask = _scene()
     dtypes = []
     tiny_model.fuse.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
     fp32 = tiny_model.predict(image, mask, image, precision="fp32", return_details=True)
-    bf16 = tiny_model.predict(image, mask, image, amp_dtype=torch.bfloat16, return_details=True)
+    bf16 = tiny_model.predict(image, mask, image, precision="bf16", return_details=True)
     assert dtypes == [torch.float32, torch.bfloat16]
     assert bf16.probability.dtype == np.float32 and bf16.mask.shape == fp32.mask.shape
     difference = np.abs(bf16.probability - fp32.probability).max()

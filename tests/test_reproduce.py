@@ -3,6 +3,7 @@ with the same outputs as one that never stopped; the slow test regenerates the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -85,7 +86,8 @@ def test_the_shipped_variant_is_replayed_from_its_recorded_command():
         list(recipe.train_args)
         == (
             "--dataset pascal5i --fold 0 --layers 1 1 1 1 --channels 8 16 32 64 --stem-width 8 --reduce-dim 16 "
-            "--pyramid-bins 8 4 2 --test-size 129 --epochs 30 --batch-size 8 --val-every 0 --backbone-weights none"
+            "--pyramid-bins 8 4 2 --test-size 129 --epochs 30 --batch-size 8 --val-every 0 --backbone-weights none "
+            "--precision fp32"  # named: a CPU run, which trains in fp32 whatever the default
         ).split()
     )
     assert (recipe.episodes, recipe.seed, recipe.seeds, recipe.shots) == (1000, 321, 1, (1, 5))
@@ -94,12 +96,29 @@ def test_the_shipped_variant_is_replayed_from_its_recorded_command():
         recipe_for(load_manifest().get(SHIPPED), preset="paper")
 
 
+def test_a_recorded_command_names_its_precision_and_loses_the_deprecated_options():
+    shipped = load_manifest().get(SHIPPED)
+    measured = shipped.metrics["measured"]
+    for options, precision in (
+        ("", "fp32"),
+        ("--amp-dtype bfloat16", "bf16"),
+        ("--amp-dtype float16 --no-amp", "fp32"),  # --no-amp won, as it did
+        ("--precision auto", "auto"),
+    ):
+        command = measured["train_command"].replace("--val-every 0", f"--val-every 0 {options}")
+        recorded = {**shipped.metrics, "measured": {**measured, "train_command": command}}
+        args = list(recipe_for(dataclasses.replace(shipped, metrics=recorded)).train_args)
+        assert args.count("--precision") == 1 and args[args.index("--precision") + 1] == precision
+        assert "--amp-dtype" not in args and "--no-amp" not in args and "--val-every" in args
+
+
 def test_paper_variants_get_the_paper_recipe():
     manifest = load_manifest()
     recipe = recipe_for(manifest.get("ntrenet_resnet101.coco20i_fold2"))
     words = " ".join(recipe.train_args)
     assert (
-        "--dataset coco20i --fold 2 --shot 1 --backbone resnet101 --preset paper --backbone-weights reference" in words
+        "--dataset coco20i --fold 2 --shot 1 --backbone resnet101 --preset paper --backbone-weights reference "
+        "--precision auto" in words
     )
     assert (recipe.episodes, recipe.seed, recipe.seeds, recipe.weights) == (4000, 321, 5, "last")
     assert "--val-every 0" in words  # last weights: no selection on the test fold

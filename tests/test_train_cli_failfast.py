@@ -308,16 +308,43 @@ def test_timm_weights_offline_are_refused_unless_cached(tmp_path, monkeypatch, n
         resolve_backbone_weights("timm", BackboneConfig("resnet50"))
 
 
-def test_a_run_started_under_the_old_float16_default_resumes(voc, tmp_path):
-    """0.3 recorded amp_dtype 'float16' (its default); 0.4's default is 'auto'. Resuming keeps the run's own."""
+def test_a_run_of_0_3_resumes_in_the_float16_it_started_with(voc, tmp_path):
+    """0.3 recorded amp/amp_dtype (its default amp_dtype 'float16'; options --no-amp/--amp-dtype) where 0.4 records
+    precision (default 'auto'). Resuming such a run keeps fp16, and every file in the old form still reads."""
     out = tmp_path / "run"
     assert _train(voc, out, "--max-steps", "1") == 0
     path = out / "checkpoints" / "last.pt"
+
+    def old_form(config):
+        return {**{k: v for k, v in config.items() if k != "precision"}, "amp": True, "amp_dtype": "float16"}
+
     state = torch.load(path, weights_only=True)
-    state["config"] = json.dumps({**json.loads(state["config"]), "amp_dtype": "float16"})
+    state["config"] = json.dumps(old_form(json.loads(state["config"])))
     torch.save(state, path)
     recorded = json.loads((out / "train_config.json").read_text())
-    recorded["train"]["amp_dtype"] = "float16"
+    recorded["train"] = old_form(recorded["train"])
     (out / "train_config.json").write_text(json.dumps(recorded))
+    command = json.loads((out / "command.json").read_text())
+    args = {k: v for k, v in command["args"].items() if k != "precision"}
+    (out / "command.json").write_text(json.dumps({**command, "args": {**args, "no_amp": False, "amp_dtype": None}}))
     assert cli_main(["train", "--resume", str(out), "--max-steps", "2", "--no-progress"]) == 0
-    assert torch.load(path, weights_only=True)["step"] == 2
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 2 and json.loads(state["config"])["precision"] == "fp16"
+    assert _train(voc, out, "--resume", str(out), "--max-steps", "3", "--precision", "fp16") == 0
+    assert cli_main(["train", "--resume", str(out), "--max-steps", "4", "--precision", "bf16"]) == 1
+
+
+def test_no_amp_and_amp_dtype_still_work_with_a_notice_naming_precision(voc, tmp_path, capsys):
+    assert _train(voc, tmp_path / "a", "--max-steps", "1", "--amp-dtype", "float16") == 0
+    err = capsys.readouterr().err
+    assert "ntre-zoo train: --amp-dtype float16 is deprecated and goes in the next release: use --precision fp16" in err
+    assert json.loads((tmp_path / "a" / "train_config.json").read_text())["train"]["precision"] == "fp16"
+    command = json.loads((tmp_path / "a" / "command.json").read_text())
+    assert command["args"]["precision"] == "fp16" and "--precision fp16" in command["command"]
+    assert "amp_dtype" not in command["args"] and "--amp" not in command["command"]
+    assert _train(voc, tmp_path / "b", "--max-steps", "1", "--no-amp") == 0
+    assert "--no-amp is deprecated and goes in the next release: use --precision fp32" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "train_config.json").read_text())["train"]["precision"] == "fp32"
+    assert _train(voc, tmp_path / "c", "--no-amp", "--precision", "bf16") == 1
+    assert "--no-amp and --precision bf16 disagree; pass only --precision" in _error(capsys)
+    assert not (tmp_path / "c").exists()

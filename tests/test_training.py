@@ -184,26 +184,63 @@ def test_a_cpu_run_resumes_where_fp16_loss_scaling_is_on(tmp_path):
 
 
 def test_training_precision_is_bf16_where_native_and_fp32_before_ampere(monkeypatch):
-    from ntre_zoo.training import config as module
+    from ntre_zoo.inference import precision as module
 
-    assert TrainConfig().amp_dtype == "auto" and TrainConfig().precision_on("cpu") == "float32"
+    assert TrainConfig().precision == "auto" and TrainConfig().precision_on("cpu") == "fp32"
+    assert TrainConfig(precision="bf16").precision_on("cpu") == "fp32"  # the CPU trains in fp32, bit-exact
     monkeypatch.setattr(module, "native_bf16", lambda device: True)  # compute capability 8.0+
-    assert TrainConfig().precision_on("cuda:0") == "bfloat16"
-    assert TrainConfig(amp=False).precision_on("cuda:0") == "float32"
-    assert TrainConfig(amp_dtype="float16").precision_on("cuda:0") == "float16"
+    assert TrainConfig().precision_on("cuda:0") == "bf16"
+    assert TrainConfig(precision="fp32").precision_on("cuda:0") == "fp32"
+    assert TrainConfig(precision="fp16").precision_on("cuda:0") == "fp16"
     monkeypatch.setattr(module, "native_bf16", lambda device: False)  # Volta, Turing: fp32 as the reference
-    assert TrainConfig().precision_on("cuda:0") == "float32"
-    with pytest.raises(ValueError, match="amp_dtype must be one of 'auto', 'bfloat16', 'float16'"):
+    assert TrainConfig().precision_on("cuda:0") == "fp32"
+    assert TrainConfig(precision="bf16").precision_on("cuda:0") == "bf16"  # asked for: emulated, but asked
+    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'bf16', 'fp16', 'auto', got 'float16'"):
+        TrainConfig(precision="float16")
+
+
+def test_amp_and_amp_dtype_still_work_for_one_release_and_warn():
+    def deprecated(old, new):
+        return pytest.warns(DeprecationWarning, match=f"^{old} is deprecated and goes in the next release: use {new}$")
+
+    with deprecated(r"TrainConfig\(amp=False\)", "precision='fp32'"):
+        assert TrainConfig(amp=False).precision == "fp32"
+    with deprecated(r"TrainConfig\(amp_dtype='float16'\)", "precision='fp16'"):
+        assert TrainConfig(amp_dtype="float16").precision == "fp16"
+    with deprecated(r"TrainConfig\(amp=True, amp_dtype='bfloat16'\)", "precision='bf16'"):
+        assert TrainConfig(amp=True, amp_dtype="bfloat16", precision="bf16").precision == "bf16"  # agreeing
+    with deprecated(r"TrainConfig.from_preset\(amp_dtype='auto'\)", "precision='auto'"):
+        assert TrainConfig.from_preset("paper", amp_dtype="auto") == TrainConfig.from_preset("paper")
+    with deprecated(r"TrainConfig.replace\(amp=False\)", "precision='fp32'"):
+        assert TrainConfig(precision="bf16").replace(amp=False).precision == "fp32"
+    config = TrainConfig(precision="fp16")
+    with deprecated("TrainConfig.amp", "TrainConfig.precision"):
+        assert config.amp is True
+    with deprecated("TrainConfig.amp_dtype", "TrainConfig.precision"):
+        assert config.amp_dtype == "float16"
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="disagree; pass only precision="):
+        TrainConfig(amp_dtype="float16", precision="bf16")
+    with pytest.raises(ValueError, match="amp_dtype must be one of 'auto', 'bfloat16', 'float16', got 'fp16'"):
         TrainConfig(amp_dtype="fp16")
+    assert "amp" not in config.to_dict() and "amp_dtype" not in config.to_dict()
+
+
+def test_a_record_of_0_3_reads_as_the_precision_it_trained_with(recwarn):
+    """train_config.json and checkpoints of 0.3 hold amp/amp_dtype (default float16); they load, quietly."""
+    record = {k: v for k, v in TrainConfig().to_dict().items() if k != "precision"}
+    cases = ((True, "float16", "fp16"), (True, "bfloat16", "bf16"), (False, "float16", "fp32"))
+    for amp, amp_dtype, precision in cases:
+        assert TrainConfig.from_dict({**record, "amp": amp, "amp_dtype": amp_dtype}).precision == precision
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
 
 
 def test_the_run_records_the_precision_it_trained_in(tmp_path):
     trainer = Trainer(tiny(), RandomEpisodes(n=4), quiet(epochs=1), output_dir=tmp_path)
     assert not trainer.scaler.is_enabled()
     trainer.fit()
-    assert json.loads((tmp_path / "train_config.json").read_text())["precision"] == "float32"
+    assert json.loads((tmp_path / "train_config.json").read_text())["precision"] == "fp32"
     card = json.loads((tmp_path / "last" / "config.json").read_text())["metadata"]
-    assert card["training"]["precision"] == "float32"
+    assert card["training"]["precision"] == "fp32"
 
 
 def test_resume_refuses_a_different_trajectory(tmp_path):

@@ -10,8 +10,10 @@ from typing import Any
 from .._atomic import atomic_write_json
 from ..evaluation.loop import tf32_record
 from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from ..inference.precision import PRECISIONS
 from ..model import NTRENet
 from ..zoo.hub import from_pretrained
+from .precision import precision_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,11 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="e.g. cuda, cuda:1 (default: %(default)s)")
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "fp16", "auto"),
+        choices=PRECISIONS,
         default=None,
-        help="fp32 (default: the protocol's), bf16/fp16 autocast, or auto (bf16 where native)",
+        help="number format: fp32, bf16 or fp16 (autocast), or auto: bf16 where the device computes it natively and "
+        "the model gains, else fp32 (default: fp32, in which every protocol's numbers and the manifest's are measured)",
     )
-    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="older spelling of --precision")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="deprecated: use --precision")
     parser.add_argument("--batch-size", type=int, default=1, help="episodes per forward pass (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
@@ -105,12 +108,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.loop import evaluate_seeds
     from ..evaluation.metrics import format_table
     from ..evaluation.protocols import get_protocol
+    from ..inference.precision import resolve_precision
 
     protocol = get_protocol(args.protocol)
     seeds = _seeds(args, protocol)
+    asked = _precision(args)
     if args.output:
         _check_output(Path(args.output))
     model = _load_model(args.model, args.device)
+    precision = resolve_precision(asked, args.device, model)  # once: what the numbers are computed in
     config = protocol.data_config(
         DataConfig(
             dataset=args.dataset,
@@ -140,7 +146,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=args.device,
         progress=not args.no_progress,
-        precision=_precision(args),
+        precision=precision,
     )
     for run in result.runs:
         print(f"\n{args.dataset} fold {args.fold}, {args.shot}-shot, seed {run.seed}")
@@ -152,7 +158,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             f"FB-IoU {100 * summary['fb_iou']:.2f} +- {100 * summary['fb_iou_std']:.2f}"
         )
     if args.output:
-        record = _protocol(args, protocol, config, seeds, dataset, model.config.test_size)
+        record = _protocol(args, protocol, config, seeds, dataset, model.config.test_size, precision)
         summary.update(seed=seeds[0], model=args.model, protocol=record)
         atomic_write_json(Path(args.output), summary)
         print(f"wrote {args.output}")
@@ -179,10 +185,17 @@ def _sha256(path: Path | None) -> str | None:
 
 
 def _protocol(
-    args: argparse.Namespace, protocol: Any, config: Any, seeds: list[int], dataset: Any, test_size: int
+    args: argparse.Namespace,
+    protocol: Any,
+    config: Any,
+    seeds: list[int],
+    dataset: Any,
+    test_size: int,
+    precision: str,
 ) -> dict[str, Any]:
     """The result JSON's ``protocol`` record: the protocol's name and definition, what the command line changed,
-    and every setting of this run."""
+    and every setting of this run (``numeric_precision``: the number format the numbers were computed in, fp32,
+    bf16 or fp16, ``auto`` resolved; the metric ``precision`` is another thing)."""
     overrides = {
         key: value
         for key, value, default in (
@@ -214,7 +227,7 @@ def _protocol(
         "resize": dataset.resize,
         "scoring": dataset.scoring,
         "query_order": "val list order, cycled",
-        "precision": _precision(args),
+        "numeric_precision": precision,
         "batch_size": args.batch_size,
         "workers": args.workers,
         "device": args.device,
@@ -223,10 +236,8 @@ def _protocol(
 
 
 def _precision(args: argparse.Namespace) -> str:
-    """``--precision``, or its older spelling ``--amp``; both at once must agree."""
-    if args.amp and args.precision and args.amp != args.precision:
-        raise ValueError(f"--amp {args.amp} and --precision {args.precision} disagree; pass only --precision.")
-    return args.precision or args.amp or "fp32"
+    """``--precision`` (default fp32, the protocols'), or its deprecated spelling ``--amp`` (with a notice)."""
+    return precision_option(args, {f"--amp {args.amp}": args.amp} if args.amp else {}) or "fp32"
 
 
 def _run_make_synthetic(args: argparse.Namespace) -> int:

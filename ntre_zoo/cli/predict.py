@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..inference.precision import PRECISIONS
+
 #: Query files a directory contributes.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _KINDS = ("box", "points", "scribble")
@@ -47,7 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--class", dest="groups", action=_SupportGroups, metavar="NAME", help="start a class")
     parser.add_argument("--out", required=True, help="output directory (created)")
     parser.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default="auto", help="(default: auto)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="number format: fp32, bf16 or fp16 (autocast), or auto: bf16 where the device computes it natively and "
+        "the model gains, else fp32 (default: auto)",
+    )
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="probability a class needs to claim a pixel (default: 0.5)"
     )

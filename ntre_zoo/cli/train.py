@@ -19,7 +19,8 @@ from typing import Any
 
 from .._atomic import atomic_write_json
 from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, Protocol, get_protocol
-from .train_options import command_line, given_options, preflight, with_defaults
+from ..inference.precision import PRECISIONS
+from .train_options import command_line, given_options, preflight, with_defaults, with_precision
 
 __all__ = ["register"]
 
@@ -111,12 +112,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="backbone BN mode while training (default: train, as the reference)",
     )
     opt.add_argument("--grad-clip", type=float, help="clip the gradient norm (default: off)")
-    opt.add_argument("--no-amp", action="store_true", help="full precision on CUDA (default: autocast on CUDA)")
+    opt.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="number format on CUDA: auto = bf16 autocast on GPUs with native bf16 (compute capability 8.0+), fp32 "
+        "on older ones; fp16 adds gradient scaling; the CPU always trains in fp32 (default: auto)",
+    )
+    opt.add_argument("--no-amp", action="store_true", help="deprecated: use --precision fp32 (default: off)")
     opt.add_argument(
         "--amp-dtype",
         choices=("auto", "bfloat16", "float16"),
-        help="autocast type on CUDA: auto = bfloat16 on GPUs with native bf16 (compute capability 8.0+), float32 on "
-        "older ones; float16 adds gradient scaling (default: auto)",
+        help="deprecated: use --precision auto, bf16 or fp16 (default: --precision's)",
     )
     opt.add_argument(
         "--loss",
@@ -237,9 +243,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..training.validation import make_evaluate_fn
 
     is_main = int(os.environ.get("RANK", "0")) == 0
-    given = given_options(args)
     try:
-        plan = preflight(with_defaults(args), given, is_main)
+        args = with_precision(args)
+        plan = preflight(with_defaults(args), given_options(args), is_main)
     except (ValueError, FileNotFoundError, RuntimeError):
         if not is_main:
             return 1  # rank 0 reports it, once

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
+from .precision import precision_option
 
-__all__ = ["command_line", "given_options", "preflight", "with_defaults"]
+__all__ = ["command_line", "given_options", "preflight", "with_defaults", "with_precision"]
 
 #: Options that may be given again with ``--resume`` (they do not change the trajectory).
 _RESUME_OPTIONS = ("max_steps", "workers", "no_progress", "checkpoint_every", "push_to_hub", "device")
@@ -47,6 +48,18 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
         for k, v in vars(args).items()
         if k not in ("command", "handler") and v is not None and v is not False and not (k in _SWITCHED_OFF and v)
     }
+
+
+def with_precision(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the deprecated ``--no-amp`` / ``--amp-dtype`` turned into ``--precision`` (with a notice), so
+    that the run records and checks one option. ``--no-amp`` wins over ``--amp-dtype``, as it did."""
+    from ..training.config import precision_of_amp
+
+    values = vars(args).copy()
+    no_amp, amp_dtype = values.pop("no_amp", False), values.pop("amp_dtype", None)
+    older = {"--no-amp": "fp32"} if no_amp else {f"--amp-dtype {amp_dtype}": precision_of_amp(True, amp_dtype)}
+    chosen = precision_option(args, older if no_amp or amp_dtype else {}, int(os.environ.get("RANK", "0")) == 0)
+    return argparse.Namespace(**{**values, "precision": chosen})
 
 
 def with_defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -90,15 +103,13 @@ def _train_config(args: argparse.Namespace) -> Any:
     from ..training import TrainConfig
     from ..training.losses import LossConfig
 
-    names = ("epochs", "batch_size", "base_lr", "seed", "backbone_bn", "grad_clip", "amp_dtype", "val_every")
+    names = ("epochs", "batch_size", "base_lr", "seed", "backbone_bn", "grad_clip", "precision", "val_every")
     overrides: dict[str, Any] = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     for name in ("max_steps", "checkpoint_every"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.workers is not None:
         overrides["num_workers"] = args.workers
-    if args.no_amp:
-        overrides["amp"] = False
     overrides["progress"] = not args.no_progress
     if args.loss:
         overrides["loss"] = LossConfig.from_dict(_parse_loss(args.loss))
@@ -129,6 +140,7 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
     Returns:
         The options to run with, and the saved ``train_config.json``.
     """
+    from ..training.config import precision_of_amp
     from ..training.state import load_checkpoint
 
     out = Path(args.resume)
@@ -142,6 +154,11 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
     saved_args = saved.get("args")
     if not isinstance(saved_args, dict) or "command" not in saved:
         raise ValueError(f"{str(out / 'command.json')!r} lacks 'args' or 'command'; it was not written by ntre-zoo.")
+    # The run keeps the precision it started with, whatever the default is now; a run of 0.3 recorded it as
+    # amp/amp_dtype (options --no-amp/--amp-dtype), whose default then was float16.
+    recorded = train_config.get("train") or {}
+    precision = recorded.get("precision") or precision_of_amp(recorded.get("amp"), recorded.get("amp_dtype"))
+    saved_args = {**{k: v for k, v in saved_args.items() if k not in ("no_amp", "amp_dtype")}, "precision": precision}
     changed = []
     for key, value in given.items():
         if key in _RESUME_OPTIONS or key == "resume":
@@ -163,9 +180,6 @@ def _resume_args(args: argparse.Namespace, given: dict[str, Any]) -> tuple[argpa
         print(f"resuming {out}: applying {', '.join(applied)} (safe to change: the weights' trajectory stays the same)")
     now = {k: getattr(args, k) for k in _RESUME_OPTIONS}
     merged = {**_DEFAULTS, **_LEGACY, **saved_args, **now, "resume": str(out), "output": str(out), "overwrite": False}
-    recorded = train_config.get("train") or {}
-    if merged.get("amp_dtype") is None and recorded.get("amp_dtype"):  # the default changed (float16 -> auto) in
-        merged["amp_dtype"] = recorded["amp_dtype"]  # 0.4: a run keeps the one it started with
     return argparse.Namespace(**merged), {**train_config, "command": saved["command"]}
 
 

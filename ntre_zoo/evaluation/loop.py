@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 from ..data.builder import DataConfig, build_dataset
 from ..data.episodes import EpisodeDataset, collate_episodes
 from ..data.preprocessing import logits_to_original
-from ..inference.precision import autocast_dtype
-from ..model.config import check_amp_dtype, check_int, resolve_device
+from ..inference.precision import autocast_dtype, precision_of_amp_dtype, resolve_precision
+from ..model.config import check_int, resolve_device
 from ..model.eval_view import eval_view
 from ..model.types import FewShotSegmenter
 from .feature_reuse import score_grouped
@@ -198,10 +198,11 @@ def evaluate(
         reuse_features: encode each query image once per evaluation and each (support image, class) pair
             once while ``cache_mb`` allows (the fast path); False runs every episode from scratch.
         cache_mb: memory budget of the support cache.
-        precision: ``fp32`` (the default: the protocol's numbers, and the manifest's, are fp32), ``bf16`` or
-            ``fp16`` (autocast), or ``auto`` (bf16 where the device computes it natively; see
+        precision: ``fp32`` (the default: every protocol's numbers, and the manifest's, are fp32), ``bf16`` or
+            ``fp16`` (autocast), or ``auto`` (bf16 where the device computes it natively and the model gains; see
             :mod:`ntre_zoo.inference.precision`).
-        amp_dtype: the older spelling of ``precision`` (``torch.bfloat16`` = ``"bf16"``).
+        amp_dtype: deprecated (it goes in the next release; a ``DeprecationWarning`` says so): the older spelling
+            of ``precision`` (``torch.bfloat16`` = ``"bf16"``).
 
     Returns:
         :class:`FoldResult`, with the protocol's name.
@@ -211,9 +212,9 @@ def evaluate(
             ``protocol``.
     """
     batch_size, workers = check_int(batch_size, "batch_size", 1), check_int(workers, "workers", 0)
-    amp_dtype = check_amp_dtype(amp_dtype)
+    precision = precision_of_amp_dtype(precision, amp_dtype, default="fp32", function="evaluate")
     device = resolve_device(device) or torch.device("cpu")
-    dtype = autocast_dtype(precision, device, amp_dtype, default="fp32", model=model)
+    dtype = autocast_dtype(precision, device, model=model)
     named = get_protocol(protocol) if protocol is not None else None
     dataset = _resolve(model, dataset, named, progress)
     if named is not None:
@@ -250,8 +251,13 @@ def evaluate_seeds(
     Args:
         model, dataset, protocol: as :func:`evaluate` (a ``DataConfig`` is built once).
         seeds: the seeds (default: the protocol's seeds, e.g. BAM's five).
-        **kwargs: other :func:`evaluate` arguments.
+        **kwargs: other :func:`evaluate` arguments (``precision`` is resolved once, for every seed).
     """
+    precision = precision_of_amp_dtype(
+        kwargs.pop("precision", "fp32"), kwargs.pop("amp_dtype", None), default="fp32", function="evaluate_seeds"
+    )
+    device = resolve_device(kwargs.get("device", "cpu")) or torch.device("cpu")
+    kwargs["precision"] = resolve_precision(precision, device, model)
     named = get_protocol(protocol) if protocol is not None else None
     if seeds is None:
         if named is None:

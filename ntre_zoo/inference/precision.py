@@ -18,13 +18,21 @@
 So ``auto`` is never the slower choice on the models the zoo ships, and its answer depends only on the model
 and the hardware (never on a timing), so the same call gives the same numbers every time on one machine.
 
-``amp_dtype`` is the older spelling of the same choice and stays accepted: ``amp_dtype=torch.bfloat16`` is
-``precision="bf16"`` and ``torch.float16`` is ``"fp16"`` (None: not given); passing it together with a
-``precision`` other than the function's default is an error unless the two agree.
+A public function resolves ``precision`` once, where it is called (:func:`autocast_dtype`), and hands the
+resolved dtype to the helpers it calls.
+
+``amp_dtype`` is the older spelling of the same choice, deprecated (:func:`precision_of_amp_dtype`: it warns and
+goes in the next release): ``amp_dtype=torch.bfloat16`` is ``precision="bf16"`` and ``torch.float16`` is
+``"fp16"`` (None: not given); passing it together with a ``precision`` other than the function's default is an
+error unless the two agree.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,8 +47,10 @@ __all__ = [
     "bf16_pays",
     "cpu_capabilities",
     "native_bf16",
+    "precision_of_amp_dtype",
     "query_work",
     "resolve_precision",
+    "warn_deprecated",
 ]
 
 #: Accepted values of ``precision``.
@@ -123,14 +133,13 @@ def autocast_dtype(
     default: str = "auto",
     model: FewShotSegmenter | None = None,
 ) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` (or of the alias ``amp_dtype``) for ``model`` on ``device``; None
-    means fp32.
+    """The autocast dtype of ``precision`` for ``model`` on ``device``; None means fp32.
 
     Args:
         precision: one of :data:`PRECISIONS`.
         device: where the model runs.
-        amp_dtype: the older spelling (``torch.bfloat16``, ``torch.float16`` or None); when given it stands for
-            its precision name.
+        amp_dtype: deprecated older spelling (``torch.bfloat16``, ``torch.float16`` or None), see
+            :func:`precision_of_amp_dtype`.
         default: the calling function's default ``precision`` (only a non-default one conflicts with ``amp_dtype``).
         model: the model that will run (``auto`` weighs its work per query); None: a full-size model.
 
@@ -138,13 +147,40 @@ def autocast_dtype(
         ValueError: an unknown precision, or ``amp_dtype`` with a different non-default ``precision``.
         TypeError: an ``amp_dtype`` that is not one of autocast's dtypes.
     """
+    if amp_dtype is not None:
+        precision = precision_of_amp_dtype(precision, amp_dtype, default=default, function="autocast_dtype")
+    return _DTYPES[resolve_precision(precision, device, model)]
+
+
+def precision_of_amp_dtype(precision: str, amp_dtype: Any, *, default: str, function: str) -> str:
+    """The ``precision`` a call of ``function`` asks for: ``precision``, or the name its deprecated ``amp_dtype``
+    spells (``torch.bfloat16`` = ``"bf16"``, ``torch.float16`` = ``"fp16"``), with a ``DeprecationWarning``.
+
+    Raises:
+        ValueError: an unknown precision, or ``amp_dtype`` with a ``precision`` other than ``default`` and its own.
+        TypeError: an ``amp_dtype`` that is not one of autocast's dtypes.
+    """
     precision = _check(precision)
     amp_dtype = check_amp_dtype(amp_dtype)
-    if amp_dtype is not None:
-        if precision not in (default, _NAMES[amp_dtype]):
-            raise ValueError(
-                f"amp_dtype={amp_dtype} and precision={precision!r} disagree; pass only precision= "
-                "(amp_dtype is its older spelling)."
-            )
-        precision = _NAMES[amp_dtype]
-    return _DTYPES[resolve_precision(precision, device, model)]
+    if amp_dtype is None:
+        return precision
+    name = _NAMES[amp_dtype]
+    warn_deprecated(f"{function}(amp_dtype=torch.{str(amp_dtype).removeprefix('torch.')})", f"precision={name!r}")
+    if precision not in (default, name):
+        raise ValueError(
+            f"amp_dtype={amp_dtype} and precision={precision!r} disagree; pass only precision= "
+            "(amp_dtype is its deprecated older spelling)."
+        )
+    return name
+
+
+_PACKAGE = str(Path(__file__).resolve().parent.parent) + os.sep  # ntre_zoo/
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """A ``DeprecationWarning``: ``old`` goes in the next release, use ``new``. It is attributed to the first
+    caller outside this package (so Python's default filter shows it where a script calls the package)."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2: warn_deprecated's caller
+    while frame.f_back is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(f"{old} is deprecated and goes in the next release: use {new}", DeprecationWarning, stacklevel=level)

@@ -28,13 +28,13 @@ from ..data.preprocessing import (
     normalize,
     original_tiles,
 )
-from ..model.config import check_amp_dtype, check_int, resolve_device
+from ..model.config import check_int, resolve_device
 from ..model.eval_view import eval_view
 from ..model.heads import resize
 from ..model.types import FewShotSegmenter, NTRENetOutput, SupportFeatures
 from .annotations import support_mask
 from .image_io import MAX_PIXELS, as_list, check_mask_threshold, check_max_pixels, load_image
-from .precision import autocast_dtype
+from .precision import autocast_dtype, precision_of_amp_dtype
 
 __all__ = ["Prediction", "canvas_maps", "encode_support", "predict", "prepare_image"]
 
@@ -86,12 +86,12 @@ def _to_device(images: torch.Tensor, model: FewShotSegmenter, device: torch.devi
     return images.contiguous(memory_format=torch.channels_last) if model.fast_inference else images
 
 
-def _inference(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.ExitStack[bool | None]:
-    """No autograd, and autocast when ``amp_dtype`` is given."""
+def _inference(device: torch.device, dtype: torch.dtype | None) -> contextlib.ExitStack[bool | None]:
+    """No autograd, and autocast to ``dtype`` unless it is None (fp32)."""
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
-    if amp_dtype is not None:
-        stack.enter_context(torch.autocast(device_type=device.type, dtype=amp_dtype))
+    if dtype is not None:
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
     return stack
 
 
@@ -107,16 +107,32 @@ def encode_support(
     max_pixels: int | None = MAX_PIXELS,
 ) -> SupportFeatures:
     """Preprocess and encode K annotated supports once (see :func:`predict` for accepted forms, ``precision`` and
-    ``max_pixels``).
+    ``max_pixels``; ``amp_dtype`` is deprecated: use ``precision``).
 
     Raises:
         ValueError: K images vs a different number of masks, a mask whose size differs from its image,
             a mask with no target pixel, or a target too small to survive the resize to the model's size.
     """
-    images, masks = as_list(support_imgs), as_list(support_masks)
-    amp_dtype = check_amp_dtype(amp_dtype)
+    precision = precision_of_amp_dtype(precision, amp_dtype, default="auto", function="encode_support")
     mask_threshold = check_mask_threshold(mask_threshold)
     max_pixels = check_max_pixels(max_pixels)
+    device = _device_of(model, device)
+    dtype = autocast_dtype(precision, device, model=model)
+    return _encode_support(model, support_imgs, support_masks, device, dtype, mask_threshold, max_pixels)
+
+
+def _encode_support(
+    model: FewShotSegmenter,
+    support_imgs: Any,
+    support_masks: Any,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    mask_threshold: float | None,
+    max_pixels: int | None,
+) -> SupportFeatures:
+    """:func:`encode_support` with the arguments its public caller checked and resolved: the model already on
+    ``device``, ``dtype`` the autocast dtype (None: fp32)."""
+    images, masks = as_list(support_imgs), as_list(support_masks)
     if not images:
         raise ValueError("support_imgs is empty; pass at least one annotated support image.")
     if len(images) != len(masks):
@@ -143,9 +159,7 @@ def encode_support(
         canvases.append(normalize(image_to_canvas(image, size), model.config.mean, model.config.std))
         canvas_masks.append(mask_to_canvas(mask, size))
         sizes.append((int((mask == 1).sum()), *mask.shape))
-    device = _device_of(model, device)
-    amp_dtype = autocast_dtype(precision, device, amp_dtype, model=model)
-    with _inference(device, amp_dtype):
+    with _inference(device, dtype):
         batch = _to_device(torch.stack(canvases), model, device)
         support = eval_view(model).encode_support(batch[None], torch.stack(canvas_masks)[None].to(device))
     _check_targets_survive(support, sizes, size)
@@ -219,7 +233,8 @@ def predict(
             natively and the model is large enough to gain from it, fp32 elsewhere
             (:mod:`ntre_zoo.inference.precision`). bf16 changes the numbers slightly (a few pixels of the
             mask); ``precision="fp32"`` gives the reference numerics on every machine.
-        amp_dtype: the older spelling of ``precision`` (``torch.bfloat16`` = ``"bf16"``).
+        amp_dtype: deprecated (it goes in the next release; a ``DeprecationWarning`` says so): the older spelling
+            of ``precision`` (``torch.bfloat16`` = ``"bf16"``).
         batch_size: queries per forward pass.
         mask_threshold: binarise soft support masks (anti-aliased, JPEG): target where the value is above it,
             in the mask's scale (127 for 0..255, 0.5 for [0, 1]). Default: masks must be binary.
@@ -234,32 +249,25 @@ def predict(
         ValueError, TypeError, FileNotFoundError: naming the argument and index that is wrong.
     """
     batch_size = check_int(batch_size, "batch_size", 1)
-    amp_dtype = check_amp_dtype(amp_dtype)
+    precision = precision_of_amp_dtype(precision, amp_dtype, default="auto", function="predict")
     max_pixels = check_max_pixels(max_pixels)
-    if isinstance(support_imgs, SupportFeatures):
-        support = support_imgs
+    precomputed = isinstance(support_imgs, SupportFeatures)
+    if precomputed:
         if query is None:
             query = support_masks
         elif support_masks is not None:
             raise ValueError("With a precomputed support, call predict(support, query).")
-        _check_support_fits(model, support)
-        device = _device_of(model, device)
-        support = support.to(device)
+        _check_support_fits(model, support_imgs)
+    elif support_masks is None:
+        raise ValueError("support_masks is required: pass one mask per support image.")
     else:
-        if support_masks is None:
-            raise ValueError("support_masks is required: pass one mask per support image.")
-        support = encode_support(
-            model,
-            support_imgs,
-            support_masks,
-            device=device,
-            precision=precision,
-            amp_dtype=amp_dtype,
-            mask_threshold=mask_threshold,
-            max_pixels=max_pixels,
-        )
-        device = support.prototype.device
-    amp_dtype = autocast_dtype(precision, device, amp_dtype, model=model)
+        mask_threshold = check_mask_threshold(mask_threshold)
+    device = _device_of(model, device)
+    dtype = autocast_dtype(precision, device, model=model)  # the one resolution of this call
+    if precomputed:
+        support = support_imgs.to(device)
+    else:
+        support = _encode_support(model, support_imgs, support_masks, device, dtype, mask_threshold, max_pixels)
     if query is None:
         raise ValueError("query is required: pass an image or a list of images to segment.")
     single = not isinstance(query, (list, tuple))
@@ -272,7 +280,7 @@ def predict(
             for i, q in enumerate(queries[start : start + batch_size])
         ]
         batch = _to_device(torch.stack([canvas for canvas, _ in prepared]), model, device)
-        with _inference(device, amp_dtype):
+        with _inference(device, dtype):
             out = view(batch, support=support)
         results.extend(_to_original(out, [hw for _, hw in prepared], return_details))
     return results[0] if single else results

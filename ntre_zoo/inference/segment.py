@@ -19,15 +19,15 @@ import torch
 from ..model.config import check_int
 from ..model.eval_view import eval_view
 from ..model.types import FewShotSegmenter, SupportFeatures
-from .image_io import MAX_PIXELS
+from .image_io import MAX_PIXELS, check_mask_threshold, check_max_pixels
 from .precision import autocast_dtype
 from .predict import (
     _check_support_fits,
     _device_of,
+    _encode_support,
     _inference,
     _to_device,
     _to_original,
-    encode_support,
     prepare_image,
 )
 
@@ -103,6 +103,23 @@ def encode_supports(
         TypeError, ValueError: not a mapping, no class, a name that is not a non-empty string, too many
             classes, or a value that is not an ``(images, annotations)`` pair; support errors name the class.
     """
+    mask_threshold = check_mask_threshold(mask_threshold)
+    max_pixels = check_max_pixels(max_pixels)
+    device = _device_of(model, device)
+    dtype = autocast_dtype(precision, device, model=model)
+    return _encode_supports(model, supports, device, dtype, mask_threshold, max_pixels)
+
+
+def _encode_supports(
+    model: FewShotSegmenter,
+    supports: Mapping[str, Any],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    mask_threshold: float | None,
+    max_pixels: int | None,
+) -> dict[str, SupportFeatures]:
+    """:func:`encode_supports` with the arguments its public caller checked and resolved (the model on
+    ``device``, ``dtype`` the autocast dtype or None for fp32)."""
     if not isinstance(supports, Mapping) or not supports:
         raise TypeError(
             'supports must be a non-empty mapping {"name": (images, annotations), ...}, got '
@@ -124,15 +141,7 @@ def encode_supports(
                 f"got {type(value).__name__}."
             )
         try:
-            encoded[name] = encode_support(
-                model,
-                value[0],
-                value[1],
-                device=device,
-                precision=precision,
-                mask_threshold=mask_threshold,
-                max_pixels=max_pixels,
-            )
+            encoded[name] = _encode_support(model, value[0], value[1], device, dtype, mask_threshold, max_pixels)
         except (ValueError, TypeError, FileNotFoundError) as error:
             raise type(error)(f"supports[{name!r}]: {error}") from None
     return encoded
@@ -170,11 +179,11 @@ def segment(
     batch_size = check_int(batch_size, "batch_size", 1)
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
-    encoded = encode_supports(
-        model, supports, device=device, precision=precision, mask_threshold=mask_threshold, max_pixels=max_pixels
-    )
+    mask_threshold = check_mask_threshold(mask_threshold)
+    max_pixels = check_max_pixels(max_pixels)
     device = _device_of(model, device)
-    dtype = autocast_dtype(precision, device, model=model)
+    dtype = autocast_dtype(precision, device, model=model)  # the one resolution of this call, for every class
+    encoded = _encode_supports(model, supports, device, dtype, mask_threshold, max_pixels)
     names = tuple(encoded)
     single = not isinstance(query, (list, tuple))
     queries = [query] if single else list(query)

@@ -35,7 +35,8 @@ class ModelMixin:
                 takes (one or a list of K), which are then preprocessed as ``predict`` does.
             support_masks: ``(B, K, H, W)`` with 1 = target, 0 = not, 255 = ignore (counts as not
                 target), or masks in any form ``predict`` takes.
-            **kwargs: ``device``, ``precision`` (or ``amp_dtype``), ``mask_threshold`` for the image form.
+            **kwargs: ``device``, ``precision``, ``mask_threshold``, ``max_pixels`` for the image form
+                (``amp_dtype`` still works, with a ``DeprecationWarning``: use ``precision``).
 
         Returns:
             :class:`~ntre_zoo.model.types.SupportFeatures`.

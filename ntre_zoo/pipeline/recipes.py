@@ -4,7 +4,9 @@ A variant whose measured metrics record the command that trained it (``train_com
 ``ntrenet_tiny.synthetic_fold0`` does) is replayed from that command: same options, same environment
 (``OMP_NUM_THREADS=1``), same exported weights (``last``), evaluated on the recorded episodes and seed. Every
 other variant (the 20 paper variants) gets the paper recipe: ``--preset paper`` (or ``reference``), the
-authors' backbone initialisation (``--backbone-weights reference``), and the protocol's evaluation.
+authors' backbone initialisation (``--backbone-weights reference``), ``--precision auto`` (bf16 on GPUs that
+compute it natively), and the protocol's evaluation. Every recipe names its ``--precision``, so that it means the
+same whatever the default of ``train`` becomes.
 
 Also here: the checks a sweep makes before its first step (data roots, backbone files, GPU groups) and the
 measured numbers it records, in the manifest's form (percent, with episodes, seeds, protocol and command).
@@ -141,6 +143,7 @@ def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | No
             args.append(word)
     if "--backbone-weights" not in args:  # recorded before the option existed: the default then was random
         args += ["--backbone-weights", "none"]
+    args = _naming_precision(args)
     shots = tuple(sorted(int(m.group(1)) for k in measured if (m := re.fullmatch(r"miou_(\d+)shot", k))))
     recorded_seeds = measured.get("seeds")
     return Recipe(
@@ -159,6 +162,25 @@ def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | No
         synthetic=tuple(sorted(synthetic.items())),
         origin="recorded",
     )
+
+
+def _naming_precision(args: list[str]) -> list[str]:
+    """A recorded command's options with its precision named by ``--precision``: the deprecated ``--no-amp`` and
+    ``--amp-dtype X`` become it, and a command naming none gets ``fp32``: the recorded runs are CPU runs (their
+    environment pins the CPU kernels), and the CPU trains in fp32 whatever the option says."""
+    from ..training.config import precision_of_amp
+
+    if "--precision" in args:
+        return args
+    amp_dtype = None if "--no-amp" in args else _option(args, "--amp-dtype")
+    precision = precision_of_amp(True, amp_dtype) if amp_dtype else "fp32"
+    kept, it = [], iter(args)
+    for word in it:
+        if word == "--amp-dtype":
+            next(it, None)
+        elif word != "--no-amp":
+            kept.append(word)
+    return [*kept, "--precision", precision]
 
 
 def recipe_for(
@@ -206,7 +228,7 @@ def recipe_for(
     named = get_protocol(protocol)
     args = ["--dataset", entry.dataset, "--fold", str(entry.fold), "--shot", str(entry.train_shot)]
     args += ["--backbone", entry.backbone, "--preset", preset or "paper", "--backbone-weights", backbone_weights]
-    args += ["--protocol", named.name]
+    args += ["--precision", "auto", "--protocol", named.name]
     if select == "last":
         args += ["--val-every", "0"]  # no selection on the test fold, so no validation to run
     return Recipe(

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from ..inference.precision import native_bf16
+from ..inference.precision import PRECISIONS, resolve_precision, warn_deprecated
 from ..model.config import check_fields
 from .losses import LossConfig
 
-__all__ = ["AMP_DTYPES", "PRESETS", "RESUMABLE_OVERRIDES", "TrainConfig"]
+__all__ = ["AMP_DTYPES", "PRESETS", "RESUMABLE_OVERRIDES", "TrainConfig", "precision_of_amp"]
 
-#: Values of ``TrainConfig.amp_dtype``.
+#: Values of the deprecated ``TrainConfig.amp_dtype``, and the ``precision`` each names.
 AMP_DTYPES = ("auto", "bfloat16", "float16")
+_AMP_DTYPE_PRECISIONS = dict(zip(AMP_DTYPES, ("auto", "bf16", "fp16"), strict=True))
+_AMP_KEYS = ("amp", "amp_dtype")
 
 #: Fields a resumed run may change: they do not alter the trajectory of the weights.
 RESUMABLE_OVERRIDES = frozenset({"max_steps", "progress", "num_workers", "log_every", "checkpoint_every"})
@@ -33,6 +36,60 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+_T = TypeVar("_T")
+
+
+def precision_of_amp(amp: Any = None, amp_dtype: Any = None) -> str:
+    """The ``TrainConfig.precision`` that the deprecated pair ``amp`` / ``amp_dtype`` (0.3 and earlier) spells:
+    ``amp=False`` is ``fp32``; else ``amp_dtype`` (``auto``, ``bfloat16`` = ``bf16``, ``float16`` = ``fp16``; None:
+    ``auto``).
+
+    Raises:
+        ValueError: an ``amp_dtype`` outside :data:`AMP_DTYPES`.
+    """
+    if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
+        raise ValueError(
+            f"amp_dtype must be one of {', '.join(map(repr, AMP_DTYPES))}, got {amp_dtype!r}; it is deprecated: pass "
+            f"precision= instead ({', '.join(map(repr, PRECISIONS))})."
+        )
+    if amp is not None and not amp:
+        return "fp32"
+    return _AMP_DTYPE_PRECISIONS[amp_dtype or "auto"]
+
+
+def _new_spelling(values: Mapping[str, Any], function: str) -> dict[str, Any]:
+    """``values`` with the deprecated ``amp`` / ``amp_dtype`` turned into ``precision``, warning that they go.
+
+    Raises:
+        ValueError: a bad ``amp_dtype``, or a ``precision`` other than the default that disagrees with them.
+    """
+    values = dict(values)
+    old = {k: values.pop(k) for k in _AMP_KEYS if k in values}
+    if not old:
+        return values
+    named = precision_of_amp(**old)
+    warn_deprecated(f"{function}({', '.join(f'{k}={v!r}' for k, v in old.items())})", f"precision={named!r}")
+    if values.get("precision", "auto") not in ("auto", named):
+        raise ValueError(
+            f"{', '.join(f'{k}={v!r}' for k, v in old.items())} and precision={values['precision']!r} disagree; pass "
+            "only precision= (amp and amp_dtype are its deprecated older spelling)."
+        )
+    return {**values, "precision": named}
+
+
+def _accepting_amp_keywords(cls: type[_T]) -> type[_T]:
+    """Let the constructor take the deprecated ``amp`` / ``amp_dtype`` keywords (for one release)."""
+    generated: Callable[..., None] = cls.__init__
+
+    @functools.wraps(generated)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        generated(self, *args, **_new_spelling(kwargs, cls.__name__))
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+@_accepting_amp_keywords
 @dataclass(frozen=True)
 class TrainConfig:
     """Episodic training hyper-parameters. Defaults are the reference preset (``TrainConfig.preset("reference")``).
@@ -49,10 +106,12 @@ class TrainConfig:
         grad_clip: clip the head's gradient norm to this value; None (the reference) for no clipping.
         backbone_bn: ``"train"`` (the reference: frozen weights, BN in train mode with batch statistics and
             drifting running statistics) or ``"eval"`` (BN statistics frozen too).
-        amp: mixed precision on CUDA (ignored on CPU, which trains in float32 for bit-exact runs).
-        amp_dtype: the autocast type on CUDA: ``"auto"`` (bfloat16 where the GPU computes it natively, compute
-            capability 8.0 and newer; float32 before Ampere, as the reference trained), ``"bfloat16"`` or
-            ``"float16"`` (with gradient scaling). :meth:`precision_on` gives what a device resolves it to.
+        precision: the number format on CUDA: ``"auto"`` (bf16 autocast where the GPU computes it natively,
+            compute capability 8.0 and newer, with no gradient scaling; fp32 before Ampere, as the reference
+            trained), ``"bf16"``, ``"fp16"`` (autocast with gradient scaling) or ``"fp32"``. The CPU always trains
+            in fp32 (bit-exact runs). :meth:`precision_on` gives what a device resolves it to. The deprecated
+            keywords ``amp=False`` (``"fp32"``) and ``amp_dtype=`` (``"bfloat16"``, ``"float16"``, ``"auto"``)
+            still work for one release, with a ``DeprecationWarning``.
         seed: seeds every RNG (321 in the reference).
         deterministic: cuDNN deterministic, no benchmark (the reference's setting with a seed).
         shuffle: shuffle the training episodes each epoch.
@@ -80,8 +139,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float | None = None
     backbone_bn: str = "train"
-    amp: bool = True
-    amp_dtype: str = "auto"
+    precision: str = "auto"
     seed: int = 321
     deterministic: bool = True
     shuffle: bool = True
@@ -107,8 +165,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.backbone_bn not in ("train", "eval"):
             raise ValueError(f"backbone_bn must be 'train' (the reference) or 'eval', got {self.backbone_bn!r}.")
-        if self.amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"amp_dtype must be one of {', '.join(map(repr, AMP_DTYPES))}, got {self.amp_dtype!r}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}.")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None (no clipping), got {self.grad_clip!r}.")
         for name in ("val_every", "checkpoint_every", "max_steps"):
@@ -134,7 +192,7 @@ class TrainConfig:
         if name not in PRESETS:
             raise ValueError(f"Unknown training preset {name!r}. Expected one of: {', '.join(PRESETS)}.")
         values: dict[str, Any] = {"preset": name, **PRESETS[name]["*"], **PRESETS[name].get(benchmark, {})}
-        return cls.from_dict({**values, **overrides})
+        return cls.from_dict({**values, **_new_spelling(overrides, "TrainConfig.from_preset")})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (the loss config nested)."""
@@ -142,33 +200,47 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise."""
-        values = check_fields(cls, data)
+        """Inverse of :meth:`to_dict`; unknown keys raise. A record written before ``precision`` existed
+        (``train_config.json`` or a checkpoint of 0.3, with ``amp`` and ``amp_dtype``) reads as the precision it
+        trained with (:func:`precision_of_amp`)."""
+        values = dict(data)
+        if "precision" not in values and any(k in values for k in _AMP_KEYS):
+            values["precision"] = precision_of_amp(values.pop("amp", None), values.pop("amp_dtype", None))
+        values = check_fields(cls, _new_spelling(values, "TrainConfig.from_dict"))
         if isinstance(values.get("loss"), Mapping):
             values["loss"] = LossConfig.from_dict(values["loss"])
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed."""
-        return self.from_dict({**self.to_dict(), **changes})
+        return self.from_dict({**self.to_dict(), **_new_spelling(changes, "TrainConfig.replace")})
 
     def trajectory_differences(self, other: TrainConfig) -> dict[str, Any]:
         """Fields (other than :data:`RESUMABLE_OVERRIDES`) whose values differ: ``{name: (self, other)}``."""
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (mine[k], theirs[k]) for k in mine if k not in RESUMABLE_OVERRIDES and mine[k] != theirs[k]}
 
-    def precision_on(self, device: str | torch.device) -> str:
-        """The dtype training computes in on ``device``: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+    @property
+    def amp(self) -> bool:
+        """Deprecated (``DeprecationWarning``): whether :attr:`precision` is other than ``fp32``."""
+        warn_deprecated("TrainConfig.amp", "TrainConfig.precision")
+        return self.precision != "fp32"
 
-        float32 on the CPU and with ``amp`` off; on CUDA, ``amp_dtype``, where ``"auto"`` is bfloat16 on GPUs
-        with native bf16 (compute capability 8.0+: no gradient scaling needed) and float32 on older ones.
+    @property
+    def amp_dtype(self) -> str:
+        """Deprecated (``DeprecationWarning``): :attr:`precision` in the old names (``fp32`` reads ``auto``, with
+        :attr:`amp` False)."""
+        warn_deprecated("TrainConfig.amp_dtype", "TrainConfig.precision")
+        return {"bf16": "bfloat16", "fp16": "float16"}.get(self.precision, "auto")
+
+    def precision_on(self, device: str | torch.device) -> str:
+        """What training computes in on ``device``: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+        fp32 on the CPU (bit-exact runs); on CUDA, :attr:`precision`, where ``"auto"`` is bf16 on GPUs with native
+        bf16 (compute capability 8.0+: no gradient scaling needed) and fp32 on older ones.
         """
         device = torch.device(device)
-        if device.type != "cuda" or not self.amp:
-            return "float32"
-        if self.amp_dtype == "auto":
-            return "bfloat16" if native_bf16(device) else "float32"
-        return self.amp_dtype
+        return resolve_precision(self.precision, device) if device.type == "cuda" else "fp32"
 
     def validation_interval(self) -> int:
         """Epochs between validations (0: never), with the reference's rule when ``val_every`` is None."""

@@ -86,7 +86,7 @@ def card_metadata(
     step: int,
     world_size: int,
     environment: Mapping[str, Any] | None = None,
-    precision: str = "float32",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """The ``save_pretrained`` metadata of exported weights: the run's metadata, the validation metrics with
     the ``episodes``/``seed``/``command`` that ``push_to_hub`` needs to record them as measured, the recipe (with

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..inference.precision import autocast_dtype
 from .config import TrainConfig
 from .distributed import (
     DistributedContext,
@@ -129,9 +130,8 @@ class Trainer:
         self.criterion = NTRENetLoss(self.config.loss)
         #: What the run computes in on this device (``TrainConfig.precision_on``): recorded in train_config.json.
         self.precision = self.config.precision_on(self.device)
-        self.amp = self.precision != "float32"
-        self.amp_dtype = getattr(torch, self.precision)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "float16")
+        self.autocast_dtype = autocast_dtype(self.precision, self.device)  # None: fp32
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         if self.device.type == "cuda":  # the layout tensor cores read without transposes
             self.model.to(memory_format=torch.channels_last)
         self.network: nn.Module = self.model
@@ -293,7 +293,8 @@ class Trainer:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         if self.device.type == "cuda":
             batch["query_image"] = batch["query_image"].contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
+        dtype = self.autocast_dtype
+        autocast = torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with autocast:
             output = self.network(batch["query_image"], batch["support_images"], batch["support_masks"])
         gather = all_gather_cat if self.dist.enabled else None
@@ -325,7 +326,7 @@ class Trainer:
             where = ", ".join(f"{value} on rank {rank}" for rank, value in bad.items())
             raise RuntimeError(
                 f"The training loss is not finite at step {self.step} (lr {lr:.3g}): {where}. Lower base_lr or set "
-                f"grad_clip; in float16 (amp_dtype), try bfloat16 or float32 (--no-amp)."
+                f"grad_clip; in fp16 (precision), try --precision bf16 or fp32."
             )
 
     def _gather_losses(self) -> dict[str, float]:
