@@ -5,9 +5,9 @@
 
 Runs :class:`ntre_zoo.training.Trainer` (the reference recipe: SGD, poly lr, PCL bank, frozen backbone with
 train-mode BN) for ``--steps`` steps and times every step after ``--warmup``; the backbone is random (the
-time of a step does not depend on the weights). The default precision is the trainer's (``--amp-dtype auto``:
+time of a step does not depend on the weights). The default precision is the trainer's (``--precision auto``:
 bf16 where native, fp32 before Ampere); the trainer stops on a non-finite loss, and the JSON records the last
-loss and the precision. ``--tiny`` takes the narrow test model (for a smoke run on a CPU). ``--save DIR``
+loss and the precision it resolved to. ``--tiny`` takes the narrow test model (for a smoke run on a CPU). ``--save DIR``
 keeps the weights for an evaluation run.
 """
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20, help="steps left out of the timing")
-    parser.add_argument("--amp-dtype", choices=["auto", "float16", "bfloat16", "none"], default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     parser.add_argument("--tiny", action="store_true", help="the narrow test model (smoke runs on a CPU)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--workers", type=int, default=8)
@@ -52,13 +52,11 @@ def main() -> None:
     model = ntre_zoo.create_model(args.backbone, test_size=args.crop_size, **tiny)
     data = DataConfig(dataset="pascal5i", root=args.data_root, augment=AugmentConfig(crop_size=args.crop_size))
     train = build_dataset(data, "train", progress=False)
-    amp = args.amp_dtype != "none"
     config = TrainConfig(
         epochs=10**6,  # the schedule's length does not change a step's cost; max_steps ends the run
         batch_size=args.batch_size,
         max_steps=args.steps,
-        amp=amp,
-        amp_dtype=args.amp_dtype if amp else "auto",
+        precision=args.precision,
         num_workers=args.workers,
         val_every=0,
         progress=False,
@@ -89,7 +87,7 @@ def main() -> None:
         "backbone": args.backbone,
         "crop_size": args.crop_size,
         "batch_size": args.batch_size,
-        "amp_dtype": args.amp_dtype,
+        "precision_asked": args.precision,
         "precision": trainer.precision,
         "first_loss": losses[0],
         "last_loss": losses[-1],
