@@ -66,6 +66,7 @@ _CPU_FLAGS = ("avx2", "avx512", "avx512_bf16", "amx_tile", "amx_fp16", "vnni")
 #: ResNet-50 at 473 (1.6e11) 0.33x. The threshold sits where the gain is clear on a CPU without AMX.
 BF16_MIN_WORK = 4e8
 _PARAMETER_COUNT = "_ntre_zoo_parameter_count"  # the model's attribute caching its parameter count
+_PACKAGE = str(Path(__file__).resolve().parent.parent) + os.sep  # ntre_zoo/: warnings are attributed past its frames
 
 
 def cpu_capabilities() -> dict[str, Any]:
@@ -165,16 +166,13 @@ def precision_of_amp_dtype(precision: str, amp_dtype: Any, *, default: str, func
     if amp_dtype is None:
         return precision
     name = _NAMES[amp_dtype]
-    warn_deprecated(f"{function}(amp_dtype=torch.{str(amp_dtype).removeprefix('torch.')})", f"precision={name!r}")
+    warn_deprecated(f"{function}(amp_dtype={amp_dtype})", f"precision={name!r}")
     if precision not in (default, name):
         raise ValueError(
             f"amp_dtype={amp_dtype} and precision={precision!r} disagree; pass only precision= "
             "(amp_dtype is its deprecated older spelling)."
         )
     return name
-
-
-_PACKAGE = str(Path(__file__).resolve().parent.parent) + os.sep  # ntre_zoo/
 
 
 def warn_deprecated(old: str, new: str) -> None:

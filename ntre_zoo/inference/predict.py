@@ -80,6 +80,15 @@ def _device_of(model: FewShotSegmenter, device: str | torch.device | None) -> to
     return next(model.parameters()).device
 
 
+def _placed(
+    model: FewShotSegmenter, device: str | torch.device | None, precision: str
+) -> tuple[torch.device, torch.dtype | None]:
+    """Where the model runs (moved there if asked, :func:`_device_of`) and the autocast dtype ``precision``
+    resolves to for it there (None: fp32): the one resolution of a public call, which its helpers are handed."""
+    device = _device_of(model, device)
+    return device, autocast_dtype(precision, device, model=model)
+
+
 def _to_device(images: torch.Tensor, model: FewShotSegmenter, device: torch.device) -> torch.Tensor:
     """``(N, 3, S, S)`` batch on ``device``, channels_last on the fast path."""
     images = images.to(device)
@@ -116,8 +125,7 @@ def encode_support(
     precision = precision_of_amp_dtype(precision, amp_dtype, default="auto", function="encode_support")
     mask_threshold = check_mask_threshold(mask_threshold)
     max_pixels = check_max_pixels(max_pixels)
-    device = _device_of(model, device)
-    dtype = autocast_dtype(precision, device, model=model)
+    device, dtype = _placed(model, device, precision)
     return _encode_support(model, support_imgs, support_masks, device, dtype, mask_threshold, max_pixels)
 
 
@@ -262,8 +270,7 @@ def predict(
         raise ValueError("support_masks is required: pass one mask per support image.")
     else:
         mask_threshold = check_mask_threshold(mask_threshold)
-    device = _device_of(model, device)
-    dtype = autocast_dtype(precision, device, model=model)  # the one resolution of this call
+    device, dtype = _placed(model, device, precision)
     if precomputed:
         support = support_imgs.to(device)
     else:

@@ -20,12 +20,11 @@ from ..model.config import check_int
 from ..model.eval_view import eval_view
 from ..model.types import FewShotSegmenter, SupportFeatures
 from .image_io import MAX_PIXELS, check_mask_threshold, check_max_pixels
-from .precision import autocast_dtype
 from .predict import (
     _check_support_fits,
-    _device_of,
     _encode_support,
     _inference,
+    _placed,
     _to_device,
     _to_original,
     prepare_image,
@@ -105,8 +104,7 @@ def encode_supports(
     """
     mask_threshold = check_mask_threshold(mask_threshold)
     max_pixels = check_max_pixels(max_pixels)
-    device = _device_of(model, device)
-    dtype = autocast_dtype(precision, device, model=model)
+    device, dtype = _placed(model, device, precision)
     return _encode_supports(model, supports, device, dtype, mask_threshold, max_pixels)
 
 
@@ -181,8 +179,7 @@ def segment(
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
     mask_threshold = check_mask_threshold(mask_threshold)
     max_pixels = check_max_pixels(max_pixels)
-    device = _device_of(model, device)
-    dtype = autocast_dtype(precision, device, model=model)  # the one resolution of this call, for every class
+    device, dtype = _placed(model, device, precision)  # one resolution for every class
     encoded = _encode_supports(model, supports, device, dtype, mask_threshold, max_pixels)
     names = tuple(encoded)
     single = not isinstance(query, (list, tuple))
