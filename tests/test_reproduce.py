@@ -239,6 +239,12 @@ def test_a_shipped_variant_regenerated_on_another_cpu_is_told_apart_from_another
         (again,) = reproduce([SMALL], syn, tmp_path / "out", manifest=package_manifest, runner=in_process)
         assert again.sha256 == result.sha256 and again.weights_diff is not None
         assert again.weights_diff.same_training() is (change == "statistic"), again.weights_diff
+        capsys.readouterr()
+        command = ["reproduce", SMALL, "--data-root", str(syn), "-o", str(tmp_path / "out"), "--no-progress"]
+        assert cli_main([*command, "--manifest", str(package_manifest)]) == 0  # done: nothing runs, it reports
+        verdict = "only running statistics moved" if change == "statistic" else "a different training"
+        printed = capsys.readouterr().out
+        assert f"against the shipped weights, {again.weights_diff.summary()}: " in printed and verdict in printed
 
 
 # ------------------------------------------------------------------------------------------ GPU scheduling
