@@ -42,9 +42,9 @@ SHIPPED = "ntrenet_tiny.synthetic_fold0"
 SMALL = "ntrenet_tiny.synthetic_fold0_small"
 #: A variant recorded like the shipped one, small enough for the default suite: 2 epochs on 24 images.
 SMALL_COMMAND = (
-    "ntre-zoo make-synthetic syn --seed 0 --train 24 --val 12 && OMP_NUM_THREADS=1 ntre-zoo train --dataset pascal5i "
-    "--data-root syn/VOCdevkit/VOC2012 --fold 0 -o run --layers 1 1 1 1 --channels 8 16 32 64 --stem-width 8 "
-    "--reduce-dim 16 --pyramid-bins 8 4 2 --test-size 65 --epochs 2 --batch-size 4 --val-every 0  "
+    "ntre-zoo make-synthetic -o syn --seed 0 --train 24 --val 12 && OMP_NUM_THREADS=1 ntre-zoo train "
+    "--dataset pascal5i --data-root syn/VOCdevkit/VOC2012 --fold 0 -o run --layers 1 1 1 1 --channels 8 16 32 64 "
+    "--stem-width 8 --reduce-dim 16 --pyramid-bins 8 4 2 --test-size 65 --epochs 2 --batch-size 4 --val-every 0  "
     "# weights: run/last/model.safetensors"
 )
 
@@ -59,7 +59,7 @@ def in_process(step, gpus):
 def small(tmp_path_factory):
     """The small synthetic benchmark and a manifest whose one variant records SMALL_COMMAND."""
     root = tmp_path_factory.mktemp("small")
-    assert cli_main(["make-synthetic", str(root / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
+    assert cli_main(["make-synthetic", "-o", str(root / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
     measured = {"miou_1shot": 0.0, "episodes": 4, "seed": 321, "command": "...", "train_command": SMALL_COMMAND}
     entry = {"backbone": "tiny", "dataset": "synthetic", "fold": 0, "train_shot": 1, "source": "hub"}
     entry.update(hub=dict.fromkeys(("repo_id", "revision", "filename", "sha256")), status="unpublished")
@@ -357,7 +357,7 @@ def test_reproduce_regenerates_the_shipped_model(tmp_path):
     the running statistics within CROSS_CPU_STATISTICS_ATOL (one oneDNN convolution rounds by CPU model), and the
     manifest's six numbers. The sha256 itself is the shipped one only on a CPU of the shipping kind."""
     syn, out = tmp_path / "synbig", tmp_path / "out"
-    subprocess.run(_cli("make-synthetic", str(syn), "--seed", "0", "--no-progress"), env=_env(), check=True)
+    subprocess.run(_cli("make-synthetic", "-o", str(syn), "--seed", "0", "--no-progress"), env=_env(), check=True)
     done = subprocess.run(
         _cli("reproduce", SHIPPED, "--data-root", str(syn), "-o", str(out)),
         env=_env(),

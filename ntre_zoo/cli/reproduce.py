@@ -67,8 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_reproduce)
 
 
+def _benchmarks(manifest: str | None) -> set[str]:
+    """The benchmarks a ``--data-root DATASET=DIR`` may name: those of the shipped manifest and of ``manifest``."""
+    from ..zoo.manifest import load_manifest
+
+    return {entry.dataset for path in (None, manifest) for entry in load_manifest(path).entries.values()}
+
+
 def _data_roots(items: list[str], datasets: set[str]) -> str | dict[str, str]:
-    """One ``DIR`` for every benchmark, or ``{DATASET: DIR}`` with ``datasets`` the manifest's benchmarks."""
+    """One ``DIR`` for every benchmark, or ``{DATASET: DIR}`` with DATASET one of ``datasets``."""
     roots: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -78,7 +85,7 @@ def _data_roots(items: list[str], datasets: set[str]) -> str | dict[str, str]:
             return item
         else:
             raise ValueError(
-                f"With several --data-root options, each must be DATASET=DIR, DATASET one of the manifest's "
+                f"With several --data-root options, each must be DATASET=DIR, DATASET one of the manifests' "
                 f"{', '.join(sorted(datasets))}; got {item!r}."
             )
     return roots
@@ -100,7 +107,6 @@ def _stop(signum: int, frame: object) -> None:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from ..pipeline.reproduce import reproduce
-    from ..zoo.manifest import load_manifest
 
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}.")
@@ -109,7 +115,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     try:
         results = reproduce(
             args.variants,
-            _data_roots(args.data_root, {e.dataset for e in load_manifest(args.manifest).entries.values()}),
+            _data_roots(args.data_root, _benchmarks(args.manifest)),
             args.output,
             protocol=args.protocol,
             backbone_weights=args.backbone_weights,
