@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import UnknownModelError
-from ntre_zoo.pipeline.recipes import recipe_for, select_variants
+from ntre_zoo.pipeline.recipes import check_data_root, recipe_for, select_variants
 from ntre_zoo.pipeline.reproduce import LEDGER_NAME, reproduce
 from ntre_zoo.training.environment import PINNED_CPU_KERNELS
 from ntre_zoo.training.trainer import Trainer
@@ -113,6 +113,21 @@ def test_paper_variants_get_the_paper_recipe():
     ]
     with pytest.raises(UnknownModelError, match="Did you mean"):
         select_variants(manifest, ["ntrenet_resnet50.pascal5i_fold7"])
+
+
+def test_a_recorded_make_synthetic_reads_the_same_in_both_spellings(small, tmp_path):
+    """SMALL records ``make-synthetic -o syn``; the shipped entry, recorded before 0.4, the positional ``synbig``."""
+    _, manifest = small
+    recipe = recipe_for(load_manifest(manifest).get(SMALL))
+    assert dict(recipe.synthetic) == {"seed": 0, "train": 24, "val": 12}
+    data = json.loads(manifest.read_text())
+    measured = data["models"][SMALL]["metrics"]["measured"]
+    measured["train_command"] = measured["train_command"].replace("make-synthetic -o syn", "make-synthetic syn")
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(data))
+    assert recipe_for(load_manifest(older).get(SMALL)) == recipe
+    with pytest.raises(FileNotFoundError, match=r"make-synthetic -o DIR --seed 0 --train 24 --val 12$"):
+        check_data_root(recipe, tmp_path)  # no synthetic.json there: the command that makes it, new spelling
 
 
 def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tmp_path, monkeypatch):
