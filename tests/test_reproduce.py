@@ -130,6 +130,14 @@ def test_a_recorded_make_synthetic_reads_the_same_in_both_spellings(small, tmp_p
         check_data_root(recipe, tmp_path)  # no synthetic.json there: the command that makes it, new spelling
 
 
+def test_data_roots_per_benchmark_are_named_by_the_manifests_benchmarks(small, tmp_path, capsys):
+    syn, manifest = small
+    line = ["reproduce", SMALL, "--manifest", str(manifest), "-o", str(tmp_path / "zoo"), "--dry-run"]
+    assert cli_main([*line, "--data-root", f"synthetic={syn}", "--data-root", "pascal=x"]) == 1
+    assert "DATASET one of the manifests' coco20i, pascal5i, synthetic; got 'pascal=x'" in capsys.readouterr().err
+    assert cli_main([*line, "--data-root", f"synthetic={syn}", "--data-root", "coco20i=unused"]) == 0
+
+
 def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tmp_path, monkeypatch):
     syn, manifest = small
 
