@@ -46,7 +46,7 @@ def _cpu_only(monkeypatch):
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("syn")
-    assert cli_main(["make-synthetic", str(root), "--train", "24", "--val", "12", "--no-progress"]) == 0
+    assert cli_main(["make-synthetic", "-o", str(root), "--train", "24", "--val", "12", "--no-progress"]) == 0
     return str(root / "VOCdevkit" / "VOC2012")
 
 
