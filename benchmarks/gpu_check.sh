@@ -129,7 +129,7 @@ step device device_info
 step tests python -m pytest -q -rs -p no:cacheprovider tests/test_predict.py::test_cuda_matches_cpu \
   tests/test_model.py::test_cuda_prior_equals_the_cpu_prior
 step tf32 tf32_check
-step synthetic python -m ntre_zoo make-synthetic "$WORK/syn" --train "$TRAIN" --val "$VAL" --size "$SIZE" --no-progress
+step synthetic python -m ntre_zoo make-synthetic -o "$WORK/syn" --train "$TRAIN" --val "$VAL" --size "$SIZE" --no-progress
 step train_w8 "${TRAINING[@]}" --batch-size "$SMALL" --steps "$STEPS" --warmup "$WARMUP" --workers "$WORKERS" \
   --save "$WORK/model" --json "$WORK/train_w8.json"
 step train_w0 "${TRAINING[@]}" --batch-size "$SMALL" --steps "$STEPS" --warmup "$WARMUP" --workers 0 \

@@ -2,7 +2,7 @@
 
     python examples/evaluate_synthetic.py [--model NAME_OR_DIR] [--episodes 200]
 
-The same as `ntre-zoo make-synthetic DIR` followed by `ntre-zoo evaluate MODEL --dataset pascal5i
+The same as `ntre-zoo make-synthetic -o DIR` followed by `ntre-zoo evaluate MODEL --dataset pascal5i
 --data-root DIR/VOCdevkit/VOC2012 --fold 0`.
 """
 

@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--support", action="append", required=True, help="a support image (repeat for K shots)")
     parser.add_argument("--support-mask", action="append", required=True, help="its binary mask, same order")
     parser.add_argument("--query", required=True, help="the image to segment")
-    parser.add_argument("--output", default="onnx_mask.png", help="where to write the mask (0/255 PNG)")
+    parser.add_argument("-o", "--output", default="onnx_mask.png", help="where to write the mask (0/255 PNG)")
     args = parser.parse_args()
     segmenter = OnnxSegmenter(args.export_dir)
     images = [np.asarray(Image.open(p).convert("RGB")) for p in args.support]

@@ -1,8 +1,8 @@
 """Segment a query from one annotated support, offline.
 
-    python examples/predict_quickstart.py [--model NAME_OR_DIR] [--out DIR]
+    python examples/predict_quickstart.py [--model NAME_OR_DIR] [-o DIR]
 
-Writes a synthetic support image, its mask and a query to --out as PNG files (the way your own files
+Writes a synthetic support image, its mask and a query to -o/--output as PNG files (the way your own files
 would sit on disk), then predicts from the paths. With no --model it uses the demo model shipped inside
 the package (ntrenet_tiny.synthetic_fold0).
 """
@@ -21,9 +21,9 @@ from ntre_zoo.demo import DEMO_MODEL
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="anything ntre_zoo.from_pretrained accepts")
-    parser.add_argument("--out", default="quickstart_out")
+    parser.add_argument("-o", "--output", default="quickstart_out", help="folder to write (default: %(default)s)")
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
 
     supports, masks, query, query_mask = synthetic_episode(seed=7, fold=0, shot=1)

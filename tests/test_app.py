@@ -126,11 +126,11 @@ def test_examples_are_synthetic_episodes_on_disk(tmp_path):
 
 
 def test_app_command_arguments():
-    args = build_parser().parse_args(["app", "--model", "runs/x/best", "--host", "0.0.0.0", "--port", "8080"])
+    args = build_parser().parse_args(["app", "runs/x/best", "--host", "0.0.0.0", "--port", "8080"])
     assert (args.model, args.host, args.port, args.allow_any_model) == (["runs/x/best"], "0.0.0.0", 8080, False)
     defaults = build_parser().parse_args(["app"])
-    assert (defaults.model, defaults.host, defaults.port) == (None, "127.0.0.1", 7860)
-    several = build_parser().parse_args(["app", "--model", "a", "--model", "b", "--allow-any-model"])
+    assert (defaults.model, defaults.host, defaults.port) == ([], "127.0.0.1", 7860)
+    several = build_parser().parse_args(["app", "a", "b", "--allow-any-model"])
     assert (several.model, several.allow_any_model) == (["a", "b"], True)
 
 
@@ -216,7 +216,7 @@ def test_launch_sets_the_upload_limit_and_passes_the_model_choices(monkeypatch):
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(grey_png(7000, 6000, zlib.compress(b"\0" * 64))))  # 42 MP: refused from its header
     assert seen["build"] == ("a", {"offered": ["b"], "allow_any_model": False})
-    args = build_parser().parse_args(["app", "--model", "a", "--model", "b"])
+    args = build_parser().parse_args(["app", "a", "b"])
     monkeypatch.setattr(ui, "launch", lambda model, **options: seen.update(cli=(model, options)))
     monkeypatch.setattr("ntre_zoo.app.launch", ui.launch)
     assert args.handler(args) == 0

@@ -188,7 +188,7 @@ def test_cli_convert(tmp_path, capsys):
                 str(path),
                 "--backbone",
                 "vgg16_bn",
-                "--out",
+                "-o",
                 str(tmp_path / "out"),
                 "--dataset",
                 "pascal5i",
@@ -203,5 +203,5 @@ def test_cli_convert(tmp_path, capsys):
     assert loaded.pretrained_metadata["test_classes"][0] == "diningtable"
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
-    assert cli_main(["convert", str(path), "--backbone", "resnet50", "--out", str(tmp_path / "bad")]) == 1
+    assert cli_main(["convert", str(path), "--backbone", "resnet50", "-o", str(tmp_path / "bad")]) == 1
     assert "Check --backbone" in capsys.readouterr().err

@@ -66,7 +66,7 @@ def synthetic_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     # Seed 4 with 30 val images: fold-0 episodes over 5 classes in which some images are a support for two
     # different classes (test_feature_reuse_gives_the_per_episode_metrics relies on it).
-    assert main(["make-synthetic", str(out), "--seed", "4", "--train", "0", "--val", "30", "--no-progress"]) == 0
+    assert main(["make-synthetic", "-o", str(out), "--seed", "4", "--train", "0", "--val", "30", "--no-progress"]) == 0
     return out / "VOCdevkit" / "VOC2012"
 
 

@@ -218,7 +218,7 @@ def test_evaluate_cli_precision_defaults_to_fp32_and_amp_still_works_with_a_noti
     assert asked("auto", None) == "auto" and capsys.readouterr().err == ""
     assert asked(None, "bf16") == "bf16"
     assert capsys.readouterr().err == (
-        "ntre-zoo evaluate: --amp bf16 is deprecated and goes in the next release: use --precision bf16\n"
+        "ntre-zoo evaluate: --amp bf16 is deprecated and goes in the next release; use --precision bf16\n"
     )
     assert asked("bf16", "bf16") == "bf16"  # agreeing is fine
     with pytest.raises(ValueError, match="--amp bf16 and --precision fp16 disagree; pass only --precision"):

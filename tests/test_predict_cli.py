@@ -83,7 +83,7 @@ def test_expand_queries_takes_files_globs_and_directories(files, tmp_path):
 def test_one_class_writes_masks_and_overlays_for_every_query(files, tmp_path, capsys):
     out = tmp_path / "out"
     support = f"{files / 'support.png'}:{files / 'support_mask.png'}"
-    args = ["predict", "--model", DEMO_MODEL, "--support", support, str(files / "queries"), "--out", str(out)]
+    args = ["predict", DEMO_MODEL, "--support", support, str(files / "queries"), "-o", str(out)]
     assert main([*args, "--no-progress"]) == 0
     assert "wrote 3 mask(s) and overlay(s) for 1 class(es)" in capsys.readouterr().out
     model = ntre_zoo.from_pretrained(DEMO_MODEL)
@@ -105,7 +105,6 @@ def test_several_classes_and_weak_supports_with_details(files, tmp_path):
     code = main(
         [
             "predict",
-            "--model",
             DEMO_MODEL,
             "--class",
             "ring",
@@ -122,7 +121,7 @@ def test_several_classes_and_weak_supports_with_details(files, tmp_path):
             "--support",
             f"{image}:points=50,50,120,150",
             str(files / "queries" / "q*.jpg"),
-            "--out",
+            "-o",
             str(out),
             "--details",
             "--precision",
@@ -157,7 +156,7 @@ def test_several_classes_and_weak_supports_with_details(files, tmp_path):
 
 def test_cli_errors_are_clear(files, tmp_path, capsys):
     image = files / "support.png"
-    base = ["predict", "--model", DEMO_MODEL, str(files / "queries"), "--out", str(tmp_path / "o"), "--no-progress"]
+    base = ["predict", DEMO_MODEL, str(files / "queries"), "-o", str(tmp_path / "o"), "--no-progress"]
     assert (
         main([*base, "--support", f"{image}:box=0,0,10,10", "--class", "a", "--support", f"{image}:box=0,0,9,9"]) == 1
     )
@@ -187,7 +186,7 @@ def test_predict_never_writes_over_an_input_file(tmp_path, capsys):
     (folder / "s.png").write_bytes(before["q.png"])
     before["s.png"] = before["q.png"]
     support = f"{folder / 'support.png'}:{folder / 's_mask.png'}"
-    base = ["predict", "--model", DEMO_MODEL, "--support", support, "--out", str(folder), "--no-progress"]
+    base = ["predict", DEMO_MODEL, "--support", support, "-o", str(folder), "--no-progress"]
     assert main([*base, str(folder / "s.png")]) == 1
     err = capsys.readouterr().err
     assert "would write over the input" in err and str(folder / "s_mask.png") in err
@@ -205,7 +204,7 @@ def test_predict_refuses_an_output_that_is_a_link_to_an_input(tmp_path, capsys):
     out.mkdir()
     os.link(folder / "s_mask.png", out / "q_mask.png")  # a hard link: another name of the same file
     support = f"{folder / 'support.png'}:{folder / 's_mask.png'}"
-    args = ["predict", "--model", DEMO_MODEL, "--support", support, str(folder / "q.png"), "--out", str(out)]
+    args = ["predict", DEMO_MODEL, "--support", support, str(folder / "q.png"), "-o", str(out)]
     assert main([*args, "--no-progress"]) == 1
     assert "would write over the input" in capsys.readouterr().err
 
@@ -214,8 +213,8 @@ def test_predict_out_that_is_a_file_is_refused_before_any_work(files, tmp_path, 
     out = tmp_path / "taken"
     out.write_text("mine")
     support = f"{files / 'support.png'}:{files / 'support_mask.png'}"
-    args = ["predict", "--model", "no/such/model", "--support", support, str(files / "queries"), "--out", str(out)]
+    args = ["predict", "no/such/model", "--support", support, str(files / "queries"), "-o", str(out)]
     assert main([*args, "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert f"--out {str(out)!r} is a file" in err
+    assert f"--output {str(out)!r} is a file" in err
     assert out.read_text() == "mine"

@@ -107,7 +107,7 @@ def test_prepare_pascal5i_builds_the_tree_pixel_for_pixel_and_a_rerun_writes_not
     assert len(pascal5i_source(voc, "train").labels) == 5 and len(pascal5i_source(out, "val").labels) == 1
 
     before = _snapshot(out)
-    command = ["prepare", "pascal5i", "--voc", str(sources["voc"]), "--sbd", str(sources["sbd"]), "--out", str(out)]
+    command = ["prepare", "pascal5i", "--voc", str(sources["voc"]), "--sbd", str(sources["sbd"]), "-o", str(out)]
     assert main([*command, "--no-progress"]) == 0
     assert "0 files written" in capsys.readouterr().out
     assert _snapshot(out) == before
@@ -280,7 +280,7 @@ def test_prepare_coco20i_refuses_a_truncated_zip_and_missing_images(coco_sources
 
 def test_prepare_cli_reports_a_clear_error(tmp_path, capsys):
     images, notes = str(tmp_path / "train2014.zip"), str(tmp_path / "a.zip")
-    code = main(["prepare", "coco20i", "--images", images, "--annotations", notes, "--out", str(tmp_path / "o")])
+    code = main(["prepare", "coco20i", "--images", images, "--annotations", notes, "-o", str(tmp_path / "o")])
     assert code == 1
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "o").exists()
 

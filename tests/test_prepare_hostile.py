@@ -133,7 +133,7 @@ def test_the_cap_is_a_keyword_and_a_cli_option(tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(ArchiveError, match=r"benchmark\.tgz.*img/2008_000001\.jpg.* 1 MiB"):
         prepare_pascal5i(*archives, out, progress=False, max_member_bytes=MiB)
-    command = ["prepare", "pascal5i", "--voc", str(archives[0]), "--sbd", str(archives[1]), "--out", str(out)]
+    command = ["prepare", "pascal5i", "--voc", str(archives[0]), "--sbd", str(archives[1]), "-o", str(out)]
     assert main([*command, "--no-progress", "--max-member-mib", "1"]) == 1
     assert "--max-member-mib" in capsys.readouterr().err and not out.exists()
     assert main([*command, "--no-progress", "--max-member-mib", "3"]) == 0
@@ -272,7 +272,7 @@ def test_the_stage_goes_inside_out_when_only_out_is_writable(tmp_path, monkeypat
 
 def test_out_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "out").write_text("mine")
-    with pytest.raises(FileExistsError, match="--out"):
+    with pytest.raises(FileExistsError, match="-o"):
         prepare_pascal5i(*_archives(tmp_path / "archives", *pascal_members()), tmp_path / "out", progress=False)
     assert (tmp_path / "out").read_text() == "mine"
 

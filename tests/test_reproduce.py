@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import UnknownModelError
-from ntre_zoo.pipeline.recipes import recipe_for, select_variants
+from ntre_zoo.pipeline.recipes import check_data_root, recipe_for, select_variants
 from ntre_zoo.pipeline.reproduce import LEDGER_NAME, reproduce
 from ntre_zoo.training.environment import PINNED_CPU_KERNELS
 from ntre_zoo.training.trainer import Trainer
@@ -43,9 +43,9 @@ SHIPPED = "ntrenet_tiny.synthetic_fold0"
 SMALL = "ntrenet_tiny.synthetic_fold0_small"
 #: A variant recorded like the shipped one, small enough for the default suite: 2 epochs on 24 images.
 SMALL_COMMAND = (
-    "ntre-zoo make-synthetic syn --seed 0 --train 24 --val 12 && OMP_NUM_THREADS=1 ntre-zoo train --dataset pascal5i "
-    "--data-root syn/VOCdevkit/VOC2012 --fold 0 -o run --layers 1 1 1 1 --channels 8 16 32 64 --stem-width 8 "
-    "--reduce-dim 16 --pyramid-bins 8 4 2 --test-size 65 --epochs 2 --batch-size 4 --val-every 0  "
+    "ntre-zoo make-synthetic -o syn --seed 0 --train 24 --val 12 && OMP_NUM_THREADS=1 ntre-zoo train "
+    "--dataset pascal5i --data-root syn/VOCdevkit/VOC2012 --fold 0 -o run --layers 1 1 1 1 --channels 8 16 32 64 "
+    "--stem-width 8 --reduce-dim 16 --pyramid-bins 8 4 2 --test-size 65 --epochs 2 --batch-size 4 --val-every 0  "
     "# weights: run/last/model.safetensors"
 )
 
@@ -60,7 +60,7 @@ def in_process(step, gpus):
 def small(tmp_path_factory):
     """The small synthetic benchmark and a manifest whose one variant records SMALL_COMMAND."""
     root = tmp_path_factory.mktemp("small")
-    assert cli_main(["make-synthetic", str(root / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
+    assert cli_main(["make-synthetic", "-o", str(root / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
     measured = {"miou_1shot": 0.0, "episodes": 4, "seed": 321, "command": "...", "train_command": SMALL_COMMAND}
     entry = {"backbone": "tiny", "dataset": "synthetic", "fold": 0, "train_shot": 1, "source": "hub"}
     entry.update(hub=dict.fromkeys(("repo_id", "revision", "filename", "sha256")), status="unpublished")
@@ -132,6 +132,29 @@ def test_paper_variants_get_the_paper_recipe():
     ]
     with pytest.raises(UnknownModelError, match="Did you mean"):
         select_variants(manifest, ["ntrenet_resnet50.pascal5i_fold7"])
+
+
+def test_a_recorded_make_synthetic_reads_the_same_in_both_spellings(small, tmp_path):
+    """SMALL records ``make-synthetic -o syn``; the shipped entry, recorded before 0.4, the positional ``synbig``."""
+    _, manifest = small
+    recipe = recipe_for(load_manifest(manifest).get(SMALL))
+    assert dict(recipe.synthetic) == {"seed": 0, "train": 24, "val": 12}
+    data = json.loads(manifest.read_text())
+    measured = data["models"][SMALL]["metrics"]["measured"]
+    measured["train_command"] = measured["train_command"].replace("make-synthetic -o syn", "make-synthetic syn")
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(data))
+    assert recipe_for(load_manifest(older).get(SMALL)) == recipe
+    with pytest.raises(FileNotFoundError, match=r"make-synthetic -o DIR --seed 0 --train 24 --val 12$"):
+        check_data_root(recipe, tmp_path)  # no synthetic.json there: the command that makes it, new spelling
+
+
+def test_data_roots_per_benchmark_are_named_by_the_manifests_benchmarks(small, tmp_path, capsys):
+    syn, manifest = small
+    line = ["reproduce", SMALL, "--manifest", str(manifest), "-o", str(tmp_path / "zoo"), "--dry-run"]
+    assert cli_main([*line, "--data-root", f"synthetic={syn}", "--data-root", "pascal=x"]) == 1
+    assert "DATASET one of the manifests' coco20i, pascal5i, synthetic; got 'pascal=x'" in capsys.readouterr().err
+    assert cli_main([*line, "--data-root", f"synthetic={syn}", "--data-root", "coco20i=unused"]) == 0
 
 
 def test_a_sweep_refuses_what_it_would_fail_on_before_running_anything(small, tmp_path, monkeypatch):
@@ -258,6 +281,12 @@ def test_a_shipped_variant_regenerated_on_another_cpu_is_told_apart_from_another
         (again,) = reproduce([SMALL], syn, tmp_path / "out", manifest=package_manifest, runner=in_process)
         assert again.sha256 == result.sha256 and again.weights_diff is not None
         assert again.weights_diff.same_training() is (change == "statistic"), again.weights_diff
+        capsys.readouterr()
+        command = ["reproduce", SMALL, "--data-root", str(syn), "-o", str(tmp_path / "out"), "--no-progress"]
+        assert cli_main([*command, "--manifest", str(package_manifest)]) == 0  # done: nothing runs, it reports
+        verdict = "only running statistics moved" if change == "statistic" else "a different training"
+        printed = capsys.readouterr().out
+        assert f"against the shipped weights, {again.weights_diff.summary()}: " in printed and verdict in printed
 
 
 # ------------------------------------------------------------------------------------------ GPU scheduling
@@ -376,7 +405,7 @@ def test_reproduce_regenerates_the_shipped_model(tmp_path):
     the running statistics within CROSS_CPU_STATISTICS_ATOL (one oneDNN convolution rounds by CPU model), and the
     manifest's six numbers. The sha256 itself is the shipped one only on a CPU of the shipping kind."""
     syn, out = tmp_path / "synbig", tmp_path / "out"
-    subprocess.run(_cli("make-synthetic", str(syn), "--seed", "0", "--no-progress"), env=_env(), check=True)
+    subprocess.run(_cli("make-synthetic", "-o", str(syn), "--seed", "0", "--no-progress"), env=_env(), check=True)
     done = subprocess.run(
         _cli("reproduce", SHIPPED, "--data-root", str(syn), "-o", str(out)),
         env=_env(),

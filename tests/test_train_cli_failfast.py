@@ -46,7 +46,7 @@ def _cpu_only(monkeypatch):
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("syn")
-    assert cli_main(["make-synthetic", str(root), "--train", "24", "--val", "12", "--no-progress"]) == 0
+    assert cli_main(["make-synthetic", "-o", str(root), "--train", "24", "--val", "12", "--no-progress"]) == 0
     return str(root / "VOCdevkit" / "VOC2012")
 
 
@@ -337,13 +337,13 @@ def test_a_run_of_0_3_resumes_in_the_float16_it_started_with(voc, tmp_path):
 def test_no_amp_and_amp_dtype_still_work_with_a_notice_naming_precision(voc, tmp_path, capsys):
     assert _train(voc, tmp_path / "a", "--max-steps", "1", "--amp-dtype", "float16") == 0
     err = capsys.readouterr().err
-    assert "ntre-zoo train: --amp-dtype float16 is deprecated and goes in the next release: use --precision fp16" in err
+    assert "ntre-zoo train: --amp-dtype float16 is deprecated and goes in the next release; use --precision fp16" in err
     assert json.loads((tmp_path / "a" / "train_config.json").read_text())["train"]["precision"] == "fp16"
     command = json.loads((tmp_path / "a" / "command.json").read_text())
     assert command["args"]["precision"] == "fp16" and "--precision fp16" in command["command"]
     assert "amp_dtype" not in command["args"] and "--amp" not in command["command"]
     assert _train(voc, tmp_path / "b", "--max-steps", "1", "--no-amp") == 0
-    assert "--no-amp is deprecated and goes in the next release: use --precision fp32" in capsys.readouterr().err
+    assert "--no-amp is deprecated and goes in the next release; use --precision fp32" in capsys.readouterr().err
     assert json.loads((tmp_path / "b" / "train_config.json").read_text())["train"]["precision"] == "fp32"
     assert _train(voc, tmp_path / "c", "--no-amp", "--precision", "bf16") == 1
     assert "--no-amp and --precision bf16 disagree; pass only --precision" in _error(capsys)

@@ -316,7 +316,7 @@ def test_k_shot_training_and_eval_mode_backbone_bn(tmp_path):
 def test_cli_train_resume_and_fine_tune(tmp_path, capsys):
     from ntre_zoo.cli import main
 
-    assert main(["make-synthetic", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
+    assert main(["make-synthetic", "-o", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"]) == 0
     root = str(tmp_path / "syn" / "VOCdevkit" / "VOC2012")
     model = [
         "--layers",
@@ -413,7 +413,7 @@ def test_cli_push_to_hub_sends_the_measured_metrics(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(ntre_zoo.zoo.hub_access, "check_hub_reachable", lambda *a, **k: "")  # checked before training
     monkeypatch.setattr(ntre_zoo.zoo.hub_access, "check_write_access", lambda *a, **k: "me")
-    main(["make-synthetic", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"])
+    main(["make-synthetic", "-o", str(tmp_path / "syn"), "--train", "24", "--val", "12", "--no-progress"])
     args = [
         "train",
         "--dataset",
@@ -510,7 +510,7 @@ def test_training_goes_on_after_validation_and_resumes_exactly(tmp_path):
     parameters usable by autograd and in their own layout, so resuming across it is still bit-exact."""
     from ntre_zoo.cli import main
 
-    assert main(["make-synthetic", str(tmp_path / "syn"), "--train", "16", "--val", "10", "--no-progress"]) == 0
+    assert main(["make-synthetic", "-o", str(tmp_path / "syn"), "--train", "16", "--val", "10", "--no-progress"]) == 0
     root = str(tmp_path / "syn" / "VOCdevkit" / "VOC2012")
     args = [
         "--dataset",

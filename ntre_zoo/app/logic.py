@@ -87,7 +87,7 @@ MODEL_CACHE_SIZE = 4
 #: a path that exists and one that does not, so that the page reveals nothing about the server's files.
 NOT_OFFERED = (
     "This model is not offered here: choose one of the listed models. (The server's operator can offer more with "
-    "`ntre-zoo app --model NAME_OR_DIR`.)"
+    "`ntre-zoo app NAME_OR_DIR`.)"
 )
 
 
@@ -174,7 +174,7 @@ def model_notice(loaded: LoadedModel) -> str:
         return (
             f"**Synthetic demo model.** `{loaded.name}` was trained on drawn shapes on textured backgrounds "
             "(ntre-zoo's synthetic benchmark), **not on photos**: it segments shapes like those of the examples "
-            "below and does poorly on real pictures. Load real weights with `ntre-zoo app --model NAME_OR_DIR`."
+            "below and does poorly on real pictures. Load real weights with `ntre-zoo app NAME_OR_DIR`."
         )
     trained = f", trained on {loaded.trained_on}" if loaded.trained_on else ""
     return f"Model: `{loaded.name}`{trained}."

@@ -1,5 +1,7 @@
-"""The ``ntre-zoo`` command line. Each subcommand lives in its own module with a ``register(subparsers)``
-function that adds its parser and sets ``handler`` to a function taking the parsed arguments."""
+"""The ``ntre-zoo`` command line. Each subcommand (or group of subcommands: ``zoo`` holds list, download, info
+and convert) lives in its own module with a ``register(subparsers)`` function that adds its parser and sets
+``handler`` to a function taking the parsed arguments. One spelling per meaning: ``-o/--output`` for what a
+command writes, the model as the first positional argument (``options.py`` keeps the old spellings for a release)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,19 @@ import sys
 __all__ = ["build_parser", "main"]
 
 #: Modules of this package that define subcommands, in the order ``--help`` lists them.
-_COMMAND_MODULES = ("demo", "predict", "zoo", "prepare", "evaluate", "train", "reproduce", "export", "app")
+_COMMAND_MODULES = (
+    "demo",
+    "predict",
+    "zoo",
+    "prepare",
+    "evaluate",
+    "make_synthetic",
+    "train",
+    "reproduce",
+    "publish",
+    "export",
+    "app",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

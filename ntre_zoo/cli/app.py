@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import Deprecated
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,11 +16,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "download the masks. Needs pip install 'ntre-zoo[app]'.",
     )
     parser.add_argument(
+        "model",
+        nargs="*",
+        action="extend",
+        metavar="MODEL",
+        help="models visitors may choose: zoo name, local directory or hf-hub:ID; the first is shown first "
+        "(default: the shipped demo model; the zoo's published names are always offered)",
+    )
+    parser.add_argument(
         "--model",
-        action="append",
-        default=None,
-        help="a model visitors may choose: zoo name, local directory or hf-hub:ID; repeat it to offer several, the "
-        "first is shown first (default: the shipped demo model; the zoo's published names are always offered)",
+        dest="model",
+        action=Deprecated,
+        append=True,
+        replacement="the models as positional arguments: ntre-zoo app MODEL [MODEL ...]",
+        help=argparse.SUPPRESS,
     )
     parser.add_argument(
         "--allow-any-model",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_output
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Builds a synthetic few-shot episode, predicts it with the model shipped in the package "
         "and writes support, query, prediction, BG map and DO map side by side. No network needed.",
     )
-    parser.add_argument("--output", default="ntre_zoo_demo.png", help="PNG to write (default: %(default)s)")
+    add_output(parser, "PNG to write (default: %(default)s)", metavar="FILE", default="ntre_zoo_demo.png")
     parser.add_argument("--seed", type=int, default=0, help="which episode (default: %(default)s)")
     parser.add_argument("--shot", type=int, default=1, help="number of supports (default: %(default)s)")
     parser.set_defaults(handler=_run)

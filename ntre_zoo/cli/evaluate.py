@@ -1,4 +1,4 @@
-"""``ntre-zoo evaluate`` (few-shot benchmark evaluation) and ``ntre-zoo make-synthetic``."""
+"""``ntre-zoo evaluate``: few-shot benchmark evaluation under a named protocol."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_json
+from ..data.builder import DATASETS
+from ..data.splits import COCO_SPLITS
 from ..evaluation.loop import tf32_record
 from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from ..inference.precision import PRECISIONS
 from ..model import NTRENet
 from ..zoo.hub import from_pretrained
-from .precision import precision_option
+from .options import add_output, precision_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "model", metavar="MODEL", help="anything from_pretrained accepts: zoo name, hf-hub:ID or a directory"
     )
-    parser.add_argument("--dataset", required=True, choices=("pascal5i", "coco20i", "folder"))
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--data-root", required=True, help="VOC2012 dir (or its parent), COCO root, or folder dataset")
     parser.add_argument("--fold", type=int, default=0, help="test fold 0-3 (default: %(default)s)")
     parser.add_argument("--shot", type=int, default=1, help="supports per episode (default: %(default)s)")
@@ -53,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--coco-split",
         default=None,
-        choices=("interleaved", "contiguous"),
+        choices=COCO_SPLITS,
         help="COCO-20i fold layout (default: the protocol's, interleaved: PFENet's use_split_coco)",
     )
     parser.add_argument("--novel-classes", type=int, nargs="+", default=None, help="folder dataset: the test class ids")
@@ -65,26 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="number format: fp32, bf16 or fp16 (autocast), or auto: bf16 where the device computes it natively and "
         "the model gains, else fp32 (default: fp32, in which every protocol's numbers and the manifest's are measured)",
     )
-    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="deprecated: use --precision")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help=argparse.SUPPRESS)  # deprecated
     parser.add_argument("--batch-size", type=int, default=1, help="episodes per forward pass (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
-    parser.add_argument("--output", default=None, help="write the results as JSON here")
+    add_output(parser, "write the results as JSON here (default: print them only)", metavar="FILE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_run_evaluate)
-
-    synth = subparsers.add_parser(
-        "make-synthetic",
-        help="write the procedural few-shot benchmark in the VOC layout",
-        description="Generates 20 shape/appearance classes (4 folds of 5) on recurring stuff textures, with "
-        "distractor objects, as OUT/VOCdevkit/VOC2012 that `evaluate --dataset pascal5i` reads unchanged.",
-    )
-    synth.add_argument("out", metavar="OUT", help="output directory")
-    synth.add_argument("--seed", type=int, default=0, help="dataset seed (default: %(default)s)")
-    synth.add_argument("--train", type=int, default=1000, help="training images (default: %(default)s)")
-    synth.add_argument("--val", type=int, default=300, help="validation images (default: %(default)s)")
-    synth.add_argument("--size", type=int, default=200, help="long image side in pixels (default: %(default)s)")
-    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
-    synth.set_defaults(handler=_run_make_synthetic)
 
 
 def _load_model(spec: str, device: str) -> NTRENet:
@@ -238,14 +226,3 @@ def _protocol(
 def _precision(args: argparse.Namespace) -> str:
     """``--precision`` (default fp32, the protocols'), or its deprecated spelling ``--amp`` (with a notice)."""
     return precision_option(args, {f"--amp {args.amp}": args.amp} if args.amp else {}) or "fp32"
-
-
-def _run_make_synthetic(args: argparse.Namespace) -> int:
-    from ..data import make_synthetic_voc
-
-    voc = make_synthetic_voc(
-        args.out, args.seed, train=args.train, val=args.val, size=args.size, progress=not args.no_progress
-    )
-    print(f"wrote {args.train} train and {args.val} val images to {voc}")
-    print(f"evaluate with: ntre-zoo evaluate MODEL --dataset pascal5i --data-root {voc}")
-    return 0

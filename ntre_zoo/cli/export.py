@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_output
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,9 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model", metavar="MODEL", help="anything from_pretrained accepts: zoo name, hf-hub:ID or a directory"
     )
     parser.add_argument("--format", required=True, choices=("onnx",), help="the graph format (only onnx so far)")
-    parser.add_argument(
-        "-o", "--output", required=True, help="the folder to write: new, empty or a previous export (else refused)"
-    )
+    add_output(parser, "the folder to write: new, empty or a previous export (else refused)", required=True)
     parser.add_argument(
         "--test-size", type=int, default=None, help="canvas side, 9 to 2048 (default: the model's test_size)"
     )

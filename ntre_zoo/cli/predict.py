@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inference.precision import PRECISIONS
+from .options import Deprecated, add_output, optional_positional
 
 #: Query files a directory contributes.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -38,16 +39,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "query, NAME_mask.png (0/1, or label indices with several classes, as a palette PNG) and NAME_overlay.png. "
         "A support is IMG:MASK, IMG:box=x0,y0,x1,y1, IMG:points=x,y[,x,y...] or IMG:scribble=STROKES.png "
         "(pixels of IMG; rules in docs/predict.md). With --class NAME, the --support options after it "
-        "belong to that class. Example: ntre-zoo predict --model DIR --class dog --support d.jpg:d.png "
-        "--class cat --support c.jpg:box=10,20,200,180 photos/*.jpg --out results",
+        "belong to that class. Example: ntre-zoo predict DIR --class dog --support d.jpg:d.png "
+        "--class cat --support c.jpg:box=10,20,200,180 photos/*.jpg -o results",
     )
-    parser.add_argument("queries", nargs="+", metavar="QUERY", help="image files, globs or directories")
-    parser.add_argument("--model", required=True, help="anything from_pretrained accepts: zoo name or directory")
+    parser.add_argument(
+        "model", metavar="MODEL", help="anything from_pretrained accepts: zoo name, hf-hub:ID or a directory"
+    )
+    optional_positional(
+        parser.add_argument("queries", nargs="+", metavar="QUERY", help="image files, globs or directories")
+    )
+    parser.add_argument(
+        "--model",
+        dest="old_model",
+        action=Deprecated,
+        replacement="the model as the first positional argument: ntre-zoo predict MODEL QUERY...",
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument(
         "--support", dest="groups", action=_SupportGroups, required=True, metavar="IMG:ANNOTATION", help="a support"
     )
     parser.add_argument("--class", dest="groups", action=_SupportGroups, metavar="NAME", help="start a class")
-    parser.add_argument("--out", required=True, help="output directory (created)")
+    add_output(parser, "output directory (created)", required=True, old=("--out",))
     parser.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
     parser.add_argument(
         "--precision",
@@ -62,7 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--mask-threshold", type=float, default=None, help="binarise soft support masks: target above it (e.g. 127)"
     )
-    parser.add_argument("--batch-size", type=int, default=4, help="queries per forward pass (default: 4)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="queries per forward pass; their backbone pass serves every class (default: %(default)s)",
+    )
     parser.add_argument("--details", action="store_true", help="also NAME_details.npz and NAME_panel.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)
@@ -123,7 +140,7 @@ def expand_queries(patterns: list[str]) -> list[Path]:
         if path.stem in stems and stems[path.stem] != path:
             raise ValueError(
                 f"Queries {str(stems[path.stem])!r} and {str(path)!r} would write the same outputs "
-                f"({path.stem}_mask.png); run them with separate --out directories."
+                f"({path.stem}_mask.png); run them with separate -o/--output directories."
             )
         stems[path.stem] = path
     return list(dict.fromkeys(paths))
@@ -144,6 +161,18 @@ def _supports(groups: list[tuple[str | None, list[str]]]) -> dict[str, tuple[lis
         pairs = [parse_support(spec) for spec in specs]
         supports[label] = ([image for image, _ in pairs], [annotation for _, annotation in pairs])
     return supports
+
+
+def _model_and_queries(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """``(model, query patterns)``: MODEL QUERY..., or with the old ``--model M`` every positional is a query."""
+    if args.old_model is not None:
+        return args.old_model, [args.model, *(args.queries or [])]
+    if not args.queries:
+        raise ValueError(
+            f"predict takes the model, then at least one QUERY: ntre-zoo predict {args.model} QUERY... "
+            "--support IMG:ANNOTATION -o DIR."
+        )
+    return args.model, args.queries
 
 
 def _output_names(query: Path, details: bool) -> list[str]:
@@ -175,7 +204,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
-    """Refuse a run that would write over one of its inputs, or into an ``--out`` that is a file, before
+    """Refuse a run that would write over one of its inputs, or into an ``--output`` that is a file, before
     anything is read or written.
 
     Raises:
@@ -183,13 +212,13 @@ def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
         ValueError: an output path is an input file, naming both.
     """
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {str(out)!r} is a file, not a directory; pass a directory (it is created).")
+        raise FileExistsError(f"--output {str(out)!r} is a file, not a directory; pass a directory (it is created).")
     for output in outputs:
         for source in inputs:
             if _same_file(output, source):
                 raise ValueError(
                     f"{str(output)!r} would write over the input {str(source)!r}; nothing was written. Choose "
-                    "another --out directory (e.g. a new folder beside the inputs), or rename the input."
+                    "another -o/--output directory (e.g. a new folder beside the inputs), or rename the input."
                 )
 
 
@@ -203,13 +232,14 @@ def _run(args: argparse.Namespace) -> int:
 
     batch_size = check_int(args.batch_size, "--batch-size", 1)
     supports = _supports(args.groups)
-    queries = expand_queries(args.queries)
+    model_spec, patterns = _model_and_queries(args)
+    queries = expand_queries(patterns)
     named = args.groups[0][0] is not None
-    out = Path(args.out)
+    out = Path(args.output)
     outputs = [out / "labels.json", *(out / name for q in queries for name in _output_names(q, args.details))]
     check_outputs(out, outputs, _input_files(supports, queries))
     out.mkdir(parents=True, exist_ok=True)
-    model = from_pretrained(args.model)
+    model = from_pretrained(model_spec)
     encoded = encode_supports(
         model, supports, device=args.device, precision=args.precision, mask_threshold=args.mask_threshold
     )

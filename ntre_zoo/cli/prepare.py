@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from .options import add_output
+
 __all__ = ["register"]
 
 #: The default of --max-member-mib (ntre_zoo.data.prepare.archives.DEFAULT_MAX_MEMBER_BYTES, in MiB).
@@ -40,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="build PASCAL-5i or COCO-20i from the official archives",
         description="Turns the archives as downloaded (or their extracted folders) into the trees that "
         "`ntre-zoo train/evaluate --dataset pascal5i|coco20i` read. The archives are checked first, the tree is "
-        "built beside --out and moved in at the end (a failure leaves --out as it was), a file already in --out "
-        "is never overwritten, and a re-run writes only the missing files. See docs/data.md.",
+        "built beside the output directory and moved in at the end (a failure leaves it as it was), a file already "
+        "there is never overwritten, and a re-run writes only the missing files. See docs/data.md.",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     voc = benchmarks.add_parser(
@@ -53,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     voc.add_argument("--voc", required=True, help="VOCtrainval_11-May-2012.tar (or its extracted folder)")
     voc.add_argument("--sbd", required=True, help="SBD's benchmark.tgz (or its extracted folder)")
-    voc.add_argument("--out", required=True, help="output directory")
+    add_output(voc, "output directory", required=True, old=("--out",))
     _add_common(voc)
     voc.set_defaults(handler=_run_pascal5i)
     coco = benchmarks.add_parser(
@@ -64,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     coco.add_argument("--images", nargs="+", required=True, help="train2014.zip val2014.zip (or their folders)")
     coco.add_argument("--annotations", required=True, help="annotations_trainval2014.zip (or its folder)")
-    coco.add_argument("--out", required=True, help="output directory (the COCO root)")
+    add_output(coco, "output directory (the COCO root)", required=True, old=("--out",))
     _add_common(coco)
     coco.set_defaults(handler=_run_coco20i)
 
@@ -77,7 +79,7 @@ def _run_pascal5i(args: argparse.Namespace) -> int:
     from ..data.prepare.voc_sbd import prepare_pascal5i
 
     summary = prepare_pascal5i(
-        args.voc, args.sbd, args.out, progress=not args.no_progress, max_member_bytes=_bytes(args.max_member_mib)
+        args.voc, args.sbd, args.output, progress=not args.no_progress, max_member_bytes=_bytes(args.max_member_mib)
     )
     print(summary)
     print(f"train or evaluate with: --dataset pascal5i --data-root {summary.root}")
@@ -90,7 +92,7 @@ def _run_coco20i(args: argparse.Namespace) -> int:
     summary = prepare_coco20i(
         args.images,
         args.annotations,
-        args.out,
+        args.output,
         progress=not args.no_progress,
         max_member_bytes=_bytes(args.max_member_mib),
     )

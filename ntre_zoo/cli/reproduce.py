@@ -1,5 +1,4 @@
-"""``ntre-zoo reproduce`` (train, evaluate and package zoo variants, resumably) and ``ntre-zoo publish`` (to the
-Hub and into the manifest); see docs/reproducing.md."""
+"""``ntre-zoo reproduce``: train, evaluate and package zoo variants, resumably; see docs/reproducing.md."""
 
 from __future__ import annotations
 
@@ -8,6 +7,8 @@ import signal
 from pathlib import Path
 
 from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from ..training.config import PRESETS
+from .options import add_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the prepared data, one directory for all, or per benchmark: pascal5i=DIR coco20i=DIR synthetic=DIR "
         "(repeat the option)",
     )
-    p.add_argument("--output", "-o", required=True, help="the sweep's directory (its ledger makes it resumable)")
+    add_output(p, "the sweep's directory (its ledger makes it resumable)", required=True)
     p.add_argument(
         "--protocol",
         default=DEFAULT_PROTOCOL,
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="{reference,timm,PATH}",
         help="paper variants' backbone initialisation (default: reference, the authors' files in ./initmodel)",
     )
-    p.add_argument("--preset", choices=("paper", "reference"), help="paper variants' training preset (default: paper)")
+    p.add_argument("--preset", choices=tuple(PRESETS), help="paper variants' training preset (default: paper)")
     p.add_argument(
         "--select",
         choices=("last", "best"),
@@ -65,33 +66,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per variant and step stays)")
     p.set_defaults(handler=_reproduce)
 
-    p = subparsers.add_parser(
-        "publish",
-        help="upload OUT/VARIANT to the Hub and write its manifest entry",
-        description="Checks the directory, then the token and write access, uploads the directory as one commit, and "
-        "writes the entry (repo, commit, sha256, measured metrics) into checkpoints_manifest.json, printing the diff.",
-    )
-    p.add_argument("directory", metavar="DIR", help="OUT/VARIANT from `ntre-zoo reproduce` (or a save_pretrained dir)")
-    p.add_argument("--repo-id", required=True, help="owner/name on the Hub; use the variant's name as name")
-    p.add_argument("--manifest", help="the manifest to update (default: the package's checkpoints_manifest.json)")
-    p.add_argument("--name", help="the zoo name, if the directory does not record it")
-    p.add_argument("--dry-run", action="store_true", help="check everything and print the diff; upload nothing")
-    p.add_argument("--token", help="Hub token (default: HF_TOKEN or `hf auth login`)")
-    p.add_argument("--endpoint", help="Hub endpoint or mirror (default: HF_ENDPOINT)")
-    p.add_argument("--private", action="store_true", help="create the repository private")
-    p.set_defaults(handler=_publish)
+
+def _benchmarks(manifest: str | None) -> set[str]:
+    """The benchmarks a ``--data-root DATASET=DIR`` may name: those of the shipped manifest and of ``manifest``."""
+    from ..zoo.manifest import load_manifest
+
+    return {entry.dataset for path in (None, manifest) for entry in load_manifest(path).entries.values()}
 
 
-def _data_roots(items: list[str]) -> str | dict[str, str]:
+def _data_roots(items: list[str], datasets: set[str]) -> str | dict[str, str]:
+    """One ``DIR`` for every benchmark, or ``{DATASET: DIR}`` with DATASET one of ``datasets``."""
     roots: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if sep and key in ("pascal5i", "coco20i", "synthetic"):
+        if sep and key in datasets:
             roots[key] = value
         elif len(items) == 1:
             return item
         else:
-            raise ValueError(f"With several --data-root options, each must be DATASET=DIR; got {item!r}.")
+            raise ValueError(
+                f"With several --data-root options, each must be DATASET=DIR, DATASET one of the manifests' "
+                f"{', '.join(sorted(datasets))}; got {item!r}."
+            )
     return roots
 
 
@@ -119,7 +115,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     try:
         results = reproduce(
             args.variants,
-            _data_roots(args.data_root),
+            _data_roots(args.data_root, _benchmarks(args.manifest)),
             args.output,
             protocol=args.protocol,
             backbone_weights=args.backbone_weights,
@@ -154,19 +150,3 @@ def _reproduce(args: argparse.Namespace) -> int:
     elif results:
         print(f"publish each with: ntre-zoo publish {Path(args.output)}/VARIANT --repo-id ORG/VARIANT")
     return 1 if failed else 0
-
-
-def _publish(args: argparse.Namespace) -> int:
-    from ..zoo.publish import publish
-
-    publish(
-        args.directory,
-        args.repo_id,
-        manifest=args.manifest,
-        name=args.name,
-        dry_run=args.dry_run,
-        token=args.token,
-        endpoint=args.endpoint,
-        private=args.private or None,
-    )
-    return 0

@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write_json
+from ..data.builder import DATASETS
+from ..data.splits import COCO_SPLITS
 from ..evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, Protocol, get_protocol
 from ..inference.precision import PRECISIONS
+from ..model.config import BACKBONES
+from ..training.config import PRESETS
+from .options import add_output
 from .train_options import command_line, given_options, preflight, with_defaults, with_precision
 
 __all__ = ["register"]
@@ -31,12 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train or fine-tune NTRENet on episodes",
         description="Episodic NTRENet training with the reference recipe. Writes OUT/checkpoints/{last,best}.pt "
         "(training state) and OUT/{last,best}/ (from_pretrained-loadable weights), and prints one line per epoch. "
-        "See docs/training.md.",
+        "Unlike evaluate, predict and export, train takes no MODEL positional: the model is what it writes, a new "
+        "one by default; --init names the weights to fine-tune from. See docs/training.md.",
     )
     data = p.add_argument_group("data")
-    data.add_argument(
-        "--dataset", choices=("pascal5i", "coco20i", "folder"), help="benchmark (required unless --resume)"
-    )
+    data.add_argument("--dataset", choices=DATASETS, help="benchmark (required unless --resume)")
     data.add_argument(
         "--data-root",
         help="VOC2012 dir (e.g. from `ntre-zoo make-synthetic`), COCO root or folder dataset (required unless "
@@ -44,9 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--fold", type=int, help="test fold 0-3; training uses the other classes (default: 0)")
     data.add_argument("--shot", type=int, help="supports per training episode (default: 1)")
-    data.add_argument(
-        "--coco-split", choices=("interleaved", "contiguous"), help="COCO-20i fold layout (default: interleaved)"
-    )
+    data.add_argument("--coco-split", choices=COCO_SPLITS, help="COCO-20i fold layout (default: interleaved)")
     data.add_argument(
         "--protocol",
         choices=tuple(PROTOCOLS),
@@ -61,12 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument(
         "--init",
         metavar="NAME_OR_PATH",
-        help="start from these weights (anything from_pretrained accepts) instead of a new model "
-        "(default: a new model)",
+        help="fine-tune: start from these weights (anything from_pretrained accepts: zoo name, hf-hub:ID or a "
+        "directory) instead of a new model (default: a new model)",
     )
-    model.add_argument(
-        "--backbone", choices=("resnet50", "resnet101", "vgg16_bn"), help="backbone of a new model (default: resnet50)"
-    )
+    model.add_argument("--backbone", choices=tuple(BACKBONES), help="backbone of a new model (default: resnet50)")
     model.add_argument(
         "--backbone-weights",
         metavar="{reference,timm,PATH,none}",
@@ -94,13 +94,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     opt = p.add_argument_group("optimisation")
     opt.add_argument(
         "--preset",
-        choices=("reference", "paper"),
+        choices=tuple(PRESETS),
         help="hyper-parameter preset: reference = lr 0.025, batch 4, 150 epochs; paper = lr 0.03, batch 32, "
         "200 epochs (50 on COCO) (default: reference)",
     )
     opt.add_argument("--epochs", type=int, help="(default: from --preset: 150 reference, 200 or 50 paper)")
     opt.add_argument(
-        "--batch-size", type=int, help="episodes per step over all processes (default: from --preset: 4 or 32)"
+        "--batch-size",
+        type=int,
+        help="episodes per optimiser step, summed over all processes (each of N processes takes 1/N of them) "
+        "(default: from --preset: 4 or 32)",
     )
     opt.add_argument(
         "--base-lr", type=float, help="the effective lr is 10x this (default: from --preset: 0.0025 or 0.003)"
@@ -118,12 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="number format on CUDA: auto = bf16 autocast on GPUs with native bf16 (compute capability 8.0+), fp32 "
         "on older ones; fp16 adds gradient scaling; the CPU always trains in fp32 (default: auto)",
     )
-    opt.add_argument("--no-amp", action="store_true", help="deprecated: use --precision fp32 (default: off)")
-    opt.add_argument(
-        "--amp-dtype",
-        choices=("auto", "bfloat16", "float16"),
-        help="deprecated: use --precision auto, bf16 or fp16 (default: --precision's)",
-    )
+    # deprecated spellings of --precision, hidden (with_precision prints the notice naming the replacement)
+    opt.add_argument("--no-amp", action="store_true", help=argparse.SUPPRESS)
+    opt.add_argument("--amp-dtype", choices=("auto", "bfloat16", "float16"), help=argparse.SUPPRESS)
     opt.add_argument(
         "--loss",
         nargs="+",
@@ -131,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="LossConfig fields, e.g. pcl_weight=0 bg_weight=0 for ablations (default: the reference's weights)",
     )
     run = p.add_argument_group("run")
-    run.add_argument("--output", "-o", help="output directory, new or empty (required unless --resume)")
+    add_output(run, "output directory, new or empty (required unless --resume)", metavar="OUT")
     run.add_argument(
         "--resume",
         metavar="DIR",

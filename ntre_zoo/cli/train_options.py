@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
-from .precision import precision_option
+from .options import precision_option
 
 __all__ = ["command_line", "given_options", "preflight", "with_defaults", "with_precision"]
 
@@ -199,7 +199,7 @@ def preflight(args: argparse.Namespace, given: dict[str, Any], is_main: bool) ->
     if args.resume:
         args, plan["saved"] = _resume_args(args, given)
     elif not (args.dataset and args.data_root and args.output):
-        raise ValueError("ntre-zoo train needs --dataset, --data-root and --output (or --resume DIR).")
+        raise ValueError("ntre-zoo train needs --dataset, --data-root and -o/--output (or --resume DIR).")
     else:
         check_output_dir(Path(args.output), args.overwrite)
         if not Path(args.data_root).exists():

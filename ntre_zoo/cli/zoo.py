@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-_BACKBONES = ("resnet50", "resnet101", "vgg16_bn")
+from ..model.config import BACKBONES
+from .options import add_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "resnet{50,101}_v2.pth / vgg16_bn.pth into timm backbone keys instead.",
     )
     parser.add_argument("path", help="the .pth file")
-    parser.add_argument("--backbone", required=True, choices=_BACKBONES)
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--backbone", required=True, choices=tuple(BACKBONES))
+    add_output(parser, "output directory", required=True, old=("--out",))
     parser.add_argument("--shot", type=int, default=1, help="shot the checkpoint was trained with (default: 1)")
     parser.add_argument("--dataset", default=None, help="its benchmark, for the model card (pascal5i, coco20i)")
     parser.add_argument("--fold", type=int, default=None, help="fold it was trained on, for the model card")
@@ -124,7 +125,7 @@ def _convert(args: argparse.Namespace) -> int:
         from ..zoo.convert import convert_imagenet_backbone
 
         state = convert_imagenet_backbone(args.path, args.backbone)
-        out = Path(args.out)
+        out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         target = out / f"{args.backbone}_imagenet.safetensors"
         safetensors.torch.save_file({k: v.contiguous() for k, v in state.items()}, str(target))
@@ -141,6 +142,6 @@ def _convert(args: argparse.Namespace) -> int:
         metadata["dataset"] = args.dataset
     if args.fold is not None:
         metadata["fold"] = args.fold
-    model.save_pretrained(args.out, metadata=metadata)
-    print(f"converted {args.path} -> {args.out}; load with ntre_zoo.from_pretrained({str(args.out)!r})")
+    model.save_pretrained(args.output, metadata=metadata)
+    print(f"converted {args.path} -> {args.output}; load with ntre_zoo.from_pretrained({str(args.output)!r})")
     return 0

@@ -30,7 +30,7 @@ def find_voc_root(root: str | Path) -> Path:
     raise FileNotFoundError(
         f"No PASCAL VOC tree under {str(root)!r}: expected VOC2012/ (or VOCdevkit/VOC2012/) with JPEGImages/ "
         "and SegmentationClassAug/. Pass the VOC2012 directory as the data root, or make a synthetic one "
-        "with `ntre-zoo make-synthetic OUT`."
+        "with `ntre-zoo make-synthetic -o OUT`."
     )
 
 

@@ -114,6 +114,19 @@ def _option(words: Sequence[str], flag: str, default: str | None = None) -> str 
     return words[words.index(flag) + 1] if flag in words else default
 
 
+def _synthetic_options(words: Sequence[str]) -> dict[str, int]:
+    """The options of a recorded ``make-synthetic`` (``--seed 0 --train 1000 --val 300``), without its output
+    directory: ``-o OUT``, or ``OUT`` alone as commands recorded before 0.4 spell it."""
+    options: dict[str, int] = {}
+    it = iter(words)
+    for word in it:
+        if word in ("-o", "--output"):
+            next(it, None)
+        elif word.startswith("--"):
+            options[word[2:]] = int(next(it))
+    return options
+
+
 def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | None) -> Recipe:
     """Replay the recorded command: ``[ENV=V ...] ntre-zoo make-synthetic ... && [ENV=V] ntre-zoo train ...``,
     with a ``# weights: RUN/last/...`` comment naming the export."""
@@ -128,8 +141,7 @@ def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | No
             key, _, value = words.pop(0).partition("=")
             local[key] = value
         if words[:2] == ["ntre-zoo", "make-synthetic"]:
-            options = words[3:]
-            synthetic = {options[i][2:]: int(options[i + 1]) for i in range(0, len(options) - 1, 2)}
+            synthetic = _synthetic_options(words[2:])
         elif words[:2] == ["ntre-zoo", "train"]:
             train, env = words[2:], local
     if train is None:
@@ -264,7 +276,7 @@ def check_data_root(recipe: Recipe, root: Path) -> Path:
     if found is None:
         raise FileNotFoundError(
             f"{recipe.name} trains on the synthetic benchmark, but {str(root)!r} holds no synthetic.json. Make it "
-            f"with: ntre-zoo make-synthetic DIR {' '.join(f'--{k} {v}' for k, v in recipe.synthetic)}"
+            f"with: ntre-zoo make-synthetic -o DIR {' '.join(f'--{k} {v}' for k, v in recipe.synthetic)}"
         )
     written = json.loads((found / "synthetic.json").read_text(encoding="utf-8"))
     wrong = [f"--{k} {v} (found {written.get(k)!r})" for k, v in recipe.synthetic if written.get(k) != v]

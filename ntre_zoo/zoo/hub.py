@@ -200,7 +200,7 @@ def _unpublished_error(entry: ManifestEntry, manifest: PathLike | None = None) -
         f"recipe, evaluates it and writes zoo/{entry.name}/, which from_pretrained('zoo/{entry.name}') loads. "
         f"Or train it yourself (`ntre-zoo train`, backbone {entry.backbone}, {entry.dataset} fold {entry.fold}) "
         "and load the run's OUT/best or OUT/last with from_pretrained, or convert a checkpoint of the authors' "
-        f"code with `ntre-zoo convert CHECKPOINT.pth --backbone {entry.backbone} --out DIR`. "
+        f"code with `ntre-zoo convert CHECKPOINT.pth --backbone {entry.backbone} -o DIR`. "
         "`ntre-zoo list --published` shows the weights that can be downloaded."
     )
 

@@ -1,7 +1,7 @@
-"""Writing a benchmark tree from archives without touching ``--out`` until every member has been read and
-checked: the files go first into a staging folder beside ``--out`` (same filesystem), then each new file is
-moved into ``--out``, never over a file already there. A failure removes the staging folder and leaves
-``--out`` as it was. Also the summary a ``prepare`` run reports."""
+"""Writing a benchmark tree from archives without touching the output folder (``-o/--output``) until every member
+has been read and checked: the files go first into a staging folder beside it (same filesystem), then each new
+file is moved in, never over a file already there. A failure removes the staging folder and leaves the output
+folder as it was. Also the summary a ``prepare`` run reports."""
 
 from __future__ import annotations
 
@@ -49,14 +49,14 @@ class PrepareSummary:
 
 
 def output_folder(out: str | Path) -> Path:
-    """``--out`` as a path, refused if it is a file (prepare writes a folder and never replaces a file).
+    """``-o/--output`` as a path, refused if it is a file (prepare writes a folder and never replaces a file).
 
     Raises:
         FileExistsError: ``out`` is an existing file.
     """
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"--out {str(path)!r} is a file; prepare writes a folder there. Choose another --out.")
+        raise FileExistsError(f"--output {str(path)!r} is a file; prepare writes a folder there. Choose another one.")
     return path
 
 
@@ -64,7 +64,7 @@ def _checked(relative: str) -> str:
     """``relative`` if it stays inside the output folder (no absolute path, no empty, '.' or '..' part)."""
     parts = relative.split("/")
     if "\\" in relative or "\x00" in relative or any(part in ("", ".", "..") for part in parts):
-        raise ArchiveError(f"Refusing to write {relative!r}: it is not a path inside --out.")
+        raise ArchiveError(f"Refusing to write {relative!r}: it is not a path inside the output folder.")
     return relative
 
 
@@ -78,7 +78,7 @@ def _place(staged: Path, target: Path, replace: bool) -> bool:
         os.link(staged, target)  # fails if target exists, so nothing is ever overwritten
     except FileExistsError:
         return False
-    except OSError:  # no hard links on this filesystem (or --out is a mount point): check, then copy
+    except OSError:  # no hard links on this filesystem (or the output folder is a mount point): check, then copy
         if target.exists() or target.is_symlink():
             return False
         atomic_write(target, lambda tmp: shutil.copyfile(staged, tmp))
@@ -116,7 +116,7 @@ class WritePlan:
     """Every file of the tree (relative to ``out``, ``/``-separated) and where it comes from.
 
     Args:
-        out: the ``--out`` folder.
+        out: the output folder (``-o/--output``).
     """
 
     out: Path
@@ -151,7 +151,7 @@ class WritePlan:
         if not ours and existing.is_file() and existing.read_bytes() != content:
             raise FileExistsError(
                 f"{str(existing)!r} exists and differs from the {relative} this archive gives; prepare never "
-                "overwrites a file it did not write. Move it away, or choose another --out."
+                "overwrites a file it did not write. Move it away, or choose another -o/--output."
             )
         self.files[relative] = (content, ours)
 
