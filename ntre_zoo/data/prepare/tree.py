@@ -87,7 +87,7 @@ def _place(staged: Path, target: Path, replace: bool) -> bool:
 
 
 class _Stage:
-    """A hidden folder beside ``out`` (``.OUT.ntre-zoo-prepare-XXXX.tmp``) shaped as ``out`` will be; inside
+    """A hidden folder beside ``out`` (``.OUT.ntre-zoo-prepare-<random>.tmp``) shaped as ``out`` will be; inside
     ``out`` when only ``out`` is writable (its files are never moved onto themselves: none is named so)."""
 
     def __init__(self, out: Path) -> None:
