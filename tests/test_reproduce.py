@@ -22,7 +22,7 @@ import ntre_zoo
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import UnknownModelError
 from ntre_zoo.pipeline.recipes import check_data_root, recipe_for, select_variants
-from ntre_zoo.pipeline.reproduce import LEDGER_NAME, reproduce
+from ntre_zoo.pipeline.reproduce import LEDGER_NAME, _same_recipe, reproduce
 from ntre_zoo.training.environment import PINNED_CPU_KERNELS
 from ntre_zoo.training.trainer import Trainer
 from ntre_zoo.zoo.download import sha256_file
@@ -287,6 +287,20 @@ def test_a_shipped_variant_regenerated_on_another_cpu_is_told_apart_from_another
         verdict = "only running statistics moved" if change == "statistic" else "a different training"
         printed = capsys.readouterr().out
         assert f"against the shipped weights, {again.weights_diff.summary()}: " in printed and verdict in printed
+
+
+def test_a_sweep_recorded_by_0_3_without_precision_continues_and_other_changes_are_refused():
+    """0.3's ledgers recorded the recipe's options without --precision: the same recipe (its training resumes in
+    the precision its own run recorded); any other difference is still another recipe."""
+    recipe = recipe_for(load_manifest().get(SHIPPED))
+    current = recipe.to_dict()
+    at = current["train_args"].index("--precision")
+    old = {**current, "train_args": current["train_args"][:at] + current["train_args"][at + 2 :]}
+    assert _same_recipe(None, recipe) and _same_recipe(current, recipe) and _same_recipe(old, recipe)
+    assert not _same_recipe({**old, "fold": old["fold"] + 1}, recipe)
+    epochs = old["train_args"].index("--epochs") + 1
+    changed = {**old, "train_args": [*old["train_args"][:epochs], "31", *old["train_args"][epochs + 1 :]]}
+    assert not _same_recipe(changed, recipe)
 
 
 # ------------------------------------------------------------------------------------------ GPU scheduling

@@ -314,7 +314,7 @@ class _Sweep:
         if record.get("state") == "done" and (directory / ENTRY_FILE).is_file():
             self.say(index, recipe.name, f"done earlier, skipped ({directory})")
             return self._result(recipe, entry, directory, "done")
-        if record.get("recipe") not in (None, recipe.to_dict()) or record.get("data_root") not in (None, root):
+        if not _same_recipe(record.get("recipe"), recipe) or record.get("data_root") not in (None, root):
             raise ValueError(
                 f"{self.out} holds an unfinished {recipe.name} started with other settings (see {LEDGER_NAME}); "
                 "run the same command as before, or use another -o."
@@ -391,6 +391,21 @@ class _Sweep:
         if entry.source == "package" and entry.expected_sha256 and digest != entry.expected_sha256:
             diff = compare_weights(directory / WEIGHTS_NAME, entry.package_paths()[0])
         return VariantResult(recipe.name, state, directory, measured, digest, check, diff)
+
+
+def _same_recipe(recorded: dict[str, Any] | None, recipe: Recipe) -> bool:
+    """Whether a ledger's recipe is ``recipe`` (None: nothing recorded). A ledger of 0.3 recorded its options
+    without ``--precision``: that recipe is the same one, and its training resumes in the precision its own
+    ``train_config.json`` recorded (``train --resume`` reads it), so the precision cannot change mid-run."""
+    current = recipe.to_dict()
+    if recorded is None or recorded == current:
+        return True
+    args = list(current["train_args"])
+    if "--precision" in args and "--precision" not in recorded.get("train_args", []):
+        at = args.index("--precision")
+        del args[at : at + 2]
+        return recorded == {**current, "train_args": args}
+    return False
 
 
 def _data_roots(data_root: str | Path | Mapping[str, str | Path]) -> dict[str, Path]:
