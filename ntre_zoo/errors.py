@@ -1,6 +1,13 @@
-"""Exceptions of the model zoo; each derives from the built-in type a caller would already catch."""
+"""Exceptions of the model zoo, each derived from the built-in type a caller would already catch, and the
+package's deprecation warnings (an old spelling keeps working for one release and names its replacement)."""
 
 from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
 
 __all__ = [
     "ArchiveError",
@@ -10,7 +17,31 @@ __all__ = [
     "StateDictMismatchError",
     "UnknownModelError",
     "WeightsUnavailableError",
+    "alias_moved_module",
+    "warn_deprecated",
 ]
+
+_PACKAGE = str(Path(__file__).resolve().parent) + os.sep  # ntre_zoo/: warnings are attributed past its frames
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """A ``DeprecationWarning``: ``old`` goes in the next release, use ``new``. It is attributed to the first
+    caller outside this package (so Python's default filter shows it where a script calls the package)."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2: warn_deprecated's caller
+    while frame.f_back is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(f"{old} is deprecated and goes in the next release: use {new}", DeprecationWarning, stacklevel=level)
+
+
+def alias_moved_module(alias: str, module: ModuleType) -> None:
+    """Make the module ``alias`` (a moved module's old path, kept one release) ``module`` itself, so its names,
+    private helpers and monkeypatching by the old path keep working; warn at the line that imported it.
+
+    Call it from the alias module's body: stacklevel 3 is that body's importer (``warnings`` skips the import
+    machinery's frames)."""
+    message = f"{alias} is deprecated and goes in the next release: use {module.__name__}"
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
+    sys.modules[alias] = module
 
 
 class UnknownModelError(KeyError):

@@ -4,6 +4,7 @@ import ast
 import importlib
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -198,6 +199,11 @@ def test_a_moved_module_keeps_its_old_path_for_one_release_with_a_warning(monkey
     with pytest.warns(DeprecationWarning, match=f"{old} is deprecated .*: use {MOVED[old]}$"):
         module = importlib.import_module(old)
     assert module is importlib.import_module(MOVED[old])
+    monkeypatch.delitem(sys.modules, old)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(compile(f"import {old}", "user_script.py", "exec"), {})  # a user's own line
+    assert [(w.category, w.filename) for w in caught] == [(DeprecationWarning, "user_script.py")]
 
 
 def test_top_level_holds_only_the_wings_and_shared_files():

@@ -29,14 +29,11 @@ error unless the two agree.
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..errors import warn_deprecated
 from ..model.config import check_amp_dtype
 from ..model.types import FewShotSegmenter
 
@@ -50,7 +47,6 @@ __all__ = [
     "precision_of_amp_dtype",
     "query_work",
     "resolve_precision",
-    "warn_deprecated",
 ]
 
 #: Accepted values of ``precision``.
@@ -66,7 +62,6 @@ _CPU_FLAGS = ("avx2", "avx512", "avx512_bf16", "amx_tile", "amx_fp16", "vnni")
 #: ResNet-50 at 473 (1.6e11) 0.33x. The threshold sits where the gain is clear on a CPU without AMX.
 BF16_MIN_WORK = 4e8
 _PARAMETER_COUNT = "_ntre_zoo_parameter_count"  # the model's attribute caching its parameter count
-_PACKAGE = str(Path(__file__).resolve().parent.parent) + os.sep  # ntre_zoo/: warnings are attributed past its frames
 
 
 def cpu_capabilities() -> dict[str, Any]:
@@ -173,12 +168,3 @@ def precision_of_amp_dtype(precision: str, amp_dtype: Any, *, default: str, func
             "(amp_dtype is its deprecated older spelling)."
         )
     return name
-
-
-def warn_deprecated(old: str, new: str) -> None:
-    """A ``DeprecationWarning``: ``old`` goes in the next release, use ``new``. It is attributed to the first
-    caller outside this package (so Python's default filter shows it where a script calls the package)."""
-    level, frame = 2, sys._getframe(1)  # stacklevel 2: warn_deprecated's caller
-    while frame.f_back is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
-        level, frame = level + 1, frame.f_back
-    warnings.warn(f"{old} is deprecated and goes in the next release: use {new}", DeprecationWarning, stacklevel=level)

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..inference.precision import PRECISIONS, resolve_precision, warn_deprecated
+from ..errors import warn_deprecated
+from ..inference.precision import PRECISIONS, resolve_precision
 from ..model.config import check_fields
 from .losses import LossConfig
 

@@ -1,18 +1,10 @@
 """Deprecated alias of :mod:`ntre_zoo.pipeline.recipes`, kept for one release.
 
-The recipes build on training, so they moved to the pipeline wing. Importing this alias warns, then makes
-``ntre_zoo.zoo.recipes`` the module ``ntre_zoo.pipeline.recipes`` itself, so its names, private helpers and
-monkeypatching keep working. Nothing in the package imports it.
+The recipes build on training, so they moved to the pipeline wing. Importing this alias warns and makes it that
+module itself; nothing in the package imports it.
 """
 
-import sys
-import warnings
-
+from ..errors import alias_moved_module
 from ..pipeline import recipes
 
-warnings.warn(
-    "ntre_zoo.zoo.recipes is deprecated and goes in the next release: use ntre_zoo.pipeline.recipes",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = recipes
+alias_moved_module(__name__, recipes)

@@ -158,6 +158,7 @@ def read_sbd_label(data: bytes, limit: int) -> np.ndarray:
     inflated = _inflate_mat(data, limit)
     try:
         segmentation = np.asarray(_loadmat(inflated)["GTcls"].Segmentation)
+    # scipy raises NotImplementedError for a MATLAB 7.3 (HDF5) file: a real refusal, not a stub
     except (*_DECODE_ERRORS, AttributeError, NotImplementedError) as error:
         raise ValueError(f"is not an SBD class label (no GTcls.Segmentation: {error})") from error
     if segmentation.ndim != 2 or segmentation.size == 0 or segmentation.min() < 0 or segmentation.max() > 255:
