@@ -1,5 +1,6 @@
 """ntre-zoo: NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022) on timm backbones."""
 
+from .data import DataConfig
 from .evaluation import evaluate
 from .export import export_onnx
 from .inference import Box, Points, Prediction, Scribble, Segmentation, predict, segment, visualize
@@ -12,6 +13,9 @@ from .model import (
     SupportFeatures,
     create_model,
 )
+from .pipeline.fine_tune import fine_tune
+from .pipeline.run import train
+from .training import RunConfig, TrainConfig
 from .zoo.convert import from_official_checkpoint
 from .zoo.hub import from_pretrained
 from .zoo.manifest import list_models
@@ -20,23 +24,28 @@ from .zoo.version import __version__
 __all__ = [
     "BackboneConfig",
     "Box",
+    "DataConfig",
     "ModelConfig",
     "NTRENet",
     "NTRENetOutput",
     "Points",
     "Prediction",
     "QueryFeatures",
+    "RunConfig",
     "Scribble",
     "Segmentation",
     "SupportFeatures",
+    "TrainConfig",
     "__version__",
     "create_model",
     "evaluate",
     "export_onnx",
+    "fine_tune",
     "from_official_checkpoint",
     "from_pretrained",
     "list_models",
     "predict",
     "segment",
+    "train",
     "visualize",
 ]

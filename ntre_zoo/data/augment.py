@@ -26,7 +26,8 @@ class AugmentConfig:
     """The reference training pipeline's settings (``util/transform.py`` of PFENet and NTRENet).
 
     Args:
-        crop_size: side of the square training crop (473; PFENet's COCO configs use 641).
+        crop_size: side of the square training crop (473; PFENet's COCO configs use 641); None: the canvas side
+            (``DataConfig.test_size``, the model's ``test_size`` in a training run).
         scale_range: uniform isotropic rescale range.
         rotate_degrees: rotation angle bound, uniform in ``[-d, d]``.
         rotate_p, blur_p, flip_p: probabilities of rotation, 5x5 Gaussian blur and horizontal flip.
@@ -34,7 +35,7 @@ class AugmentConfig:
         crop_retries: ... at most this many times (the last draw is kept).
     """
 
-    crop_size: int = 473
+    crop_size: int | None = 473
     scale_range: tuple[float, float] = (0.9, 1.1)
     rotate_degrees: float = 10.0
     rotate_p: float = 0.5
@@ -44,7 +45,7 @@ class AugmentConfig:
     crop_retries: int = 31
 
     def __post_init__(self) -> None:
-        if self.crop_size < 9:
+        if self.crop_size is not None and self.crop_size < 9:
             raise ValueError(f"crop_size must be at least 9, got {self.crop_size!r}.")
         low, high = (float(v) for v in self.scale_range)
         if not 0 < low <= high:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .augment import AugmentConfig
 from .coco20i import coco20i_source
@@ -79,6 +82,30 @@ class DataConfig:
                 f"train_list/val_list select PASCAL-5i image lists; dataset {self.dataset!r} takes none "
                 "(a folder dataset reads its own train.txt/val.txt)."
             )
+        if isinstance(self.augment, Mapping):
+            object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+        for key in ("mean", "std"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (the augmentation nested)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise (lists become tuples)."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"A DataConfig is read from a JSON object, got {type(data).__name__}.")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"Unknown DataConfig field(s) {unknown}; expected {[f.name for f in dataclasses.fields(cls)]}."
+            )
+        if isinstance(values.get("augment"), Mapping):
+            augment = {k: tuple(v) if isinstance(v, list) else v for k, v in values["augment"].items()}
+            values["augment"] = AugmentConfig(**augment)
+        return cls(**values)
 
 
 def _source(config: DataConfig, split: str, progress: bool) -> ImageSource:
@@ -87,6 +114,15 @@ def _source(config: DataConfig, split: str, progress: bool) -> ImageSource:
     if config.dataset == "coco20i":
         return coco20i_source(config.root, split, progress=progress)
     return folder_source(config.root, split)
+
+
+def _augment(config: DataConfig) -> AugmentConfig:
+    """The augmentation, its crop side resolved: ``crop_size=None`` crops at the canvas side (``test_size``)."""
+    if config.augment.crop_size is not None:
+        return config.augment
+    if config.test_size is None:
+        raise ValueError("AugmentConfig(crop_size=None) crops at DataConfig.test_size, which is None; set one of them.")
+    return dataclasses.replace(config.augment, crop_size=config.test_size)
 
 
 def fold_split(config: DataConfig, source: ImageSource | None = None, progress: bool = True) -> FoldSplit:
@@ -143,7 +179,7 @@ def build_dataset(
         shot=config.shot,
         episodes=episodes,
         seed=seed,
-        augment=config.augment,
+        augment=_augment(config),
         test_size=config.test_size,
         mean=config.mean,
         std=config.std,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,46 +11,12 @@ from .._atomic import atomic_write_json
 from .config import TrainConfig
 
 __all__ = [
-    "RUN_ENTRIES",
     "append_jsonl",
     "card_metadata",
-    "check_output_dir",
-    "clear_run_dir",
     "epoch_line",
     "tensorboard_writer",
     "write_json",
 ]
-
-#: What a training run writes in its output directory (``clear_run_dir`` deletes these and nothing else).
-RUN_ENTRIES = ("command.json", "train_config.json", "metrics.jsonl", "checkpoints", "best", "last", "tensorboard")
-
-
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a file, or a non-empty directory unless ``overwrite``: a new run never mixes with an earlier one.
-
-    Raises:
-        ValueError: naming the directory and the way out (``--resume`` for a run, ``--overwrite``, a new one).
-    """
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(out)!r} is a file; pass a directory.")
-    if not out.is_dir() or overwrite or not any(out.iterdir()):
-        return
-    hint = f" It holds an ntre-zoo run: continue it with --resume {out}." if (out / "command.json").is_file() else ""
-    raise ValueError(
-        f"--output {str(out)!r} is not empty.{hint} To train a new run there, pass --overwrite (it deletes the "
-        f"earlier run's {', '.join(RUN_ENTRIES)}); or choose a new directory."
-    )
-
-
-def clear_run_dir(out: Path) -> None:
-    """Delete what a training run wrote in ``out`` (:data:`RUN_ENTRIES`), leaving any other file alone."""
-    for name in RUN_ENTRIES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
 
 def write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically."""

@@ -1,15 +1,6 @@
 """The episodic trainer: SGD with the reference's groups and poly schedule, DO bank, checkpoints, resume, DDP.
 
-Output directory layout (rank 0 writes it):
-
-* ``train_config.json``: the :class:`~ntre_zoo.training.TrainConfig` and the model config.
-* ``checkpoints/last.pt``: the full training state (model, optimizer, scaler, DO bank, every rank's RNG
-  states, epoch, step and sampler position); ``--resume`` continues from it. ``checkpoints/best.pt``: the
-  same at the best validation. Both are written atomically.
-* ``last/`` and ``best/``: the weights exported with ``save_pretrained`` (``config.json``,
-  ``model.safetensors``, model card with the measured metrics): ``from_pretrained("OUT/best")`` loads them.
-* ``metrics.jsonl``: one line per epoch (mean training loss, lr, validation metrics); ``tensorboard/`` when
-  the ``tensorboard`` package is installed.
+What it writes in its output directory (rank 0) is laid out by :class:`~ntre_zoo.training.run_dir.RunDir`.
 """
 
 from __future__ import annotations
@@ -44,6 +35,7 @@ from .environment import run_environment
 from .losses import NTRENetLoss
 from .optim import build_optimizer, poly_lr, set_lr
 from .outputs import append_jsonl, card_metadata, epoch_line, tensorboard_writer, write_json
+from .run_dir import RunDir
 from .state import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -113,6 +105,7 @@ class Trainer:
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.run_dir = RunDir(output_dir) if output_dir is not None else None
         self.metadata = dict(metadata or {})
         self.evaluate_fn = evaluate_fn
         check_batch_split(self.config.batch_size, self.dist.world_size, "the TrainConfig")
@@ -169,9 +162,9 @@ class Trainer:
             ValueError: the checkpoint was written with a different trajectory-changing config.
         """
         if resume:
-            if self.output_dir is None:
+            if self.run_dir is None:
                 raise ValueError("resume=True needs the output_dir of the run to continue.")
-            self.load_state(load_checkpoint(self.output_dir / "checkpoints" / "last.pt"))
+            self.load_state(load_checkpoint(self.run_dir.checkpoint("last")))
         else:
             # Different streams per rank (dropout, PCL sampling); identical weights come from DDP's broadcast.
             seed_everything(self.config.seed + self.dist.rank, self.config.deterministic)
@@ -179,9 +172,9 @@ class Trainer:
             # CUDA training is not bit-reproducible whatever the flags (atomic adds in the backward of
             # interpolation and of the losses), so cuDNN may pick its fastest kernels (docs/training.md).
             torch.backends.cudnn.benchmark = True
-        if self.dist.is_main and self.output_dir is not None:
-            self._write_config()
-            self._writer = tensorboard_writer(self.output_dir / "tensorboard")
+        if self.dist.is_main and self.run_dir is not None:
+            self._write_config(self.run_dir)
+            self._writer = tensorboard_writer(self.run_dir.tensorboard)
         try:
             self._run()
         finally:
@@ -449,12 +442,12 @@ class Trainer:
             rngs: list[Any] = [None] * self.dist.world_size
             dist.all_gather_object(rngs, state["rng"][0])
             state["rng"] = rngs
-        if self.output_dir is None or not self.dist.is_main:
+        if self.run_dir is None or not self.dist.is_main:
             return None
-        return atomic_save(state, self.output_dir / "checkpoints" / f"{name}.pt")
+        return atomic_save(state, self.run_dir.checkpoint(name))
 
     # ------------------------------------------------------------------ files
-    def _write_config(self) -> None:
+    def _write_config(self, run_dir: RunDir) -> None:
         model_config: Any = getattr(self.model, "config", None)
         payload = {
             "train": self.config.to_dict(),
@@ -464,7 +457,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "metadata": self.metadata,
         }
-        write_json(self.output_dir / "train_config.json", payload)  # type: ignore[operator]
+        write_json(run_dir.train_config, payload)
 
     def _log_epoch(self, record: Mapping[str, Any], improved: bool) -> None:
         """One printed line per epoch on rank 0 (also without progress bars, so cluster logs show progress), then
@@ -472,9 +465,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         print(epoch_line(record, self.config.epochs, improved), flush=True)
-        if self.output_dir is None:
+        if self.run_dir is None:
             return
-        append_jsonl(self.output_dir / "metrics.jsonl", record)
+        append_jsonl(self.run_dir.metrics, record)
         if self._writer is not None:
             for k, v in record.items():
                 if k.startswith("train_") and isinstance(v, float) and math.isfinite(v):
@@ -491,7 +484,7 @@ class Trainer:
         """Write ``OUT/<name>/`` with ``save_pretrained`` (config.json, model.safetensors, model card); models
         without ``save_pretrained`` (not an NTRENet) are only checkpointed."""
         save = getattr(self.model, "save_pretrained", None)
-        if self.output_dir is None or not self.dist.is_main or save is None:
+        if self.run_dir is None or not self.dist.is_main or save is None:
             return
         environment = run_environment(self.device)
         card = card_metadata(
@@ -504,4 +497,4 @@ class Trainer:
             environment,
             self.precision,
         )
-        save(self.output_dir / name, metadata=card)
+        save(self.run_dir.export(name), metadata=card)
