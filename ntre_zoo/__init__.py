@@ -1,4 +1,11 @@
-"""ntre-zoo: NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022) on timm backbones."""
+"""ntre-zoo: NTRENet few-shot semantic segmentation (Liu et al., CVPR 2022) on timm backbones.
+
+The training entry points (``train``, ``fine_tune``, ``RunConfig``, ``TrainConfig``) load on first use, so that
+``import ntre_zoo`` for inference, and every import of the zoo wing, loads neither training nor the pipeline.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .data import DataConfig
 from .evaluation import evaluate
@@ -13,9 +20,6 @@ from .model import (
     SupportFeatures,
     create_model,
 )
-from .pipeline.fine_tune import fine_tune
-from .pipeline.run import train
-from .training import RunConfig, TrainConfig
 from .zoo.convert import from_official_checkpoint
 from .zoo.hub import from_pretrained
 from .zoo.manifest import list_models
@@ -49,3 +53,29 @@ __all__ = [
     "train",
     "visualize",
 ]
+
+#: The public names that load on first use, and their modules.
+_ON_FIRST_USE = {
+    "RunConfig": "ntre_zoo.training.run_config",
+    "TrainConfig": "ntre_zoo.training.config",
+    "fine_tune": "ntre_zoo.pipeline.fine_tune",
+    "train": "ntre_zoo.pipeline.run",
+}
+
+if TYPE_CHECKING:
+    from .pipeline.fine_tune import fine_tune
+    from .pipeline.run import train
+    from .training.config import TrainConfig
+    from .training.run_config import RunConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ON_FIRST_USE:
+        raise AttributeError(f"module 'ntre_zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -226,25 +226,31 @@ def test_public_api_is_unchanged():
         [
             "BackboneConfig",
             "Box",
+            "DataConfig",
             "ModelConfig",
             "NTRENet",
             "NTRENetOutput",
             "Points",
             "Prediction",
             "QueryFeatures",
+            "RunConfig",
             "Scribble",
             "Segmentation",
             "SupportFeatures",
+            "TrainConfig",
             "create_model",
             "evaluate",
             "export_onnx",
+            "fine_tune",
             "from_official_checkpoint",
             "from_pretrained",
             "list_models",
             "predict",
             "segment",
+            "train",
             "visualize",
             "__version__",
         ]
     )
+    assert all(getattr(ntre_zoo, name) is not None for name in ntre_zoo.__all__)  # the ones loaded on first use too
     assert all(hasattr(ntre_zoo, name) for name in ntre_zoo.__all__)

@@ -19,6 +19,7 @@ from ntre_zoo.cli import build_parser
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import HubAccessError, StateDictMismatchError
 from ntre_zoo.model.config import BackboneConfig
+from ntre_zoo.pipeline.train_command import add_train_arguments
 from ntre_zoo.zoo.backbone_weights import BackboneWeights, load_backbone_weights, resolve_backbone_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
@@ -324,9 +325,7 @@ def test_a_run_of_0_3_resumes_in_the_float16_it_started_with(voc, tmp_path):
     recorded = json.loads((out / "train_config.json").read_text())
     recorded["train"] = old_form(recorded["train"])
     (out / "train_config.json").write_text(json.dumps(recorded))
-    command = json.loads((out / "command.json").read_text())
-    args = {k: v for k, v in command["args"].items() if k != "precision"}
-    (out / "command.json").write_text(json.dumps({**command, "args": {**args, "no_amp": False, "amp_dtype": None}}))
+    _as_a_0_3_run(out, ["--dataset", "pascal5i", "--data-root", voc, "--epochs", "1", "--val-every", "0", *TINY])
     assert cli_main(["train", "--resume", str(out), "--max-steps", "2", "--no-progress"]) == 0
     state = torch.load(path, weights_only=True)
     assert state["step"] == 2 and json.loads(state["config"])["precision"] == "fp16"
@@ -334,14 +333,27 @@ def test_a_run_of_0_3_resumes_in_the_float16_it_started_with(voc, tmp_path):
     assert cli_main(["train", "--resume", str(out), "--max-steps", "4", "--precision", "bf16"]) == 1
 
 
+def _as_a_0_3_run(out: Path, words: list[str]) -> None:
+    """Turn a run made now into the form 0.3 wrote: ``command.json`` with every option (defaults filled in, no
+    ``precision``), and no ``run.json``."""
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = {k: v for k, v in vars(parser.parse_args(words)).items() if k not in ("config", "precision")}
+    defaults = {"protocol": "ntrenet", "fold": 0, "shot": 1, "coco_split": "interleaved", "backbone": "resnet50"}
+    args = {**args, **defaults, "preset": "reference", "backbone_weights": "none", "output": str(out)}
+    command = {"command": "ntre-zoo train " + " ".join(words), "args": args}
+    (out / "command.json").write_text(json.dumps(command))
+    (out / "run.json").unlink()
+
+
 def test_no_amp_and_amp_dtype_still_work_with_a_notice_naming_precision(voc, tmp_path, capsys):
     assert _train(voc, tmp_path / "a", "--max-steps", "1", "--amp-dtype", "float16") == 0
     err = capsys.readouterr().err
     assert "ntre-zoo train: --amp-dtype float16 is deprecated and goes in the next release; use --precision fp16" in err
     assert json.loads((tmp_path / "a" / "train_config.json").read_text())["train"]["precision"] == "fp16"
-    command = json.loads((tmp_path / "a" / "command.json").read_text())
-    assert command["args"]["precision"] == "fp16" and "--precision fp16" in command["command"]
-    assert "amp_dtype" not in command["args"] and "--amp" not in command["command"]
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["config"]["train"]["precision"] == "fp16" and "--precision fp16" in run["command"]
+    assert "amp_dtype" not in run["config"]["train"] and "--amp" not in run["command"]
     assert _train(voc, tmp_path / "b", "--max-steps", "1", "--no-amp") == 0
     assert "--no-amp is deprecated and goes in the next release; use --precision fp32" in capsys.readouterr().err
     assert json.loads((tmp_path / "b" / "train_config.json").read_text())["train"]["precision"] == "fp32"

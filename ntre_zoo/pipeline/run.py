@@ -85,11 +85,11 @@ def load_run(path: str | os.PathLike) -> tuple[RunConfig, str]:
         hint = f" For this checkpoint that is --resume {parent}." if parent else ""
         raise ValueError(f"--resume takes a run's output directory, not the file {str(run.path)!r}.{hint}")
     if run.run_config.is_file():
-        config = RunConfig.load(run.run_config)
         command = run.read_json(run.run_config, "the run's configuration (run.json)").get("command")
+        load_checkpoint(run.checkpoint("last"))  # read once now, so a damaged file stops the run at once
+        config = RunConfig.load(run.run_config)
     else:
         config, command = _legacy_run(run)
-    load_checkpoint(run.checkpoint("last"))  # read once now, so a damaged file stops the run at once
     return config.replace(output_dir=str(run.path)), command or f"ntre-zoo train --config {run.run_config}"
 
 
@@ -98,6 +98,7 @@ def _legacy_run(run: RunDir) -> tuple[RunConfig, str]:
     ``RunConfig``. Options it did not record (``--protocol``) take the value they had then (the tree's lists)."""
     saved = run.read_json(run.legacy_command, "the run's options (command.json)")
     train_config = run.read_json(run.train_config, "the run's configuration (train_config.json)")
+    load_checkpoint(run.checkpoint("last"))  # read once now, so a damaged file stops the run at once
     options = saved.get("args")
     if not isinstance(options, dict) or "command" not in saved:
         raise ValueError(f"{str(run.legacy_command)!r} lacks 'args' or 'command'; it was not written by ntre-zoo.")

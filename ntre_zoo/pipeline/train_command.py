@@ -193,7 +193,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--config",
         metavar="RUN_JSON",
         help="the run as a RunConfig file (RunConfig.save, what `ntre-zoo reproduce` gives its trainings) instead of "
-        f"the options above; only {', '.join(map(flag, RESUME_OPTIONS))} and --overwrite may be added",
+        f"the options above; only {', '.join(map(flag, RESUME_OPTIONS))} and --overwrite may be added (default: "
+        "the options above)",
     )
     run.add_argument(
         "--resume",
