@@ -26,7 +26,9 @@ from typing import Any
 
 from ..errors import UnknownModelError
 from ..evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
+from ..training.run_config import RunConfig
 from ..zoo.manifest import Manifest, ManifestEntry
+from .train_command import command_line, parse_train_command, run_config_from_options
 
 __all__ = [
     "Recipe",
@@ -40,7 +42,8 @@ __all__ = [
 ]
 
 _DEFAULT_SEEDS = 5
-_PAIRED = ("--data-root", "-o", "--output")  # train options that reproduce sets itself
+#: Where a recipe's run reads and writes until a sweep gives it its data root and run directory.
+_UNSET = "."
 _METRICS = ("miou", "fb_iou", "precision")
 
 
@@ -50,10 +53,8 @@ class Recipe:
 
     Args:
         name: the manifest name.
-        dataset: the benchmark the loaders read (``pascal5i``, ``coco20i``; the synthetic set reads as ``pascal5i``).
-        data_key: which ``--data-root`` it needs: the manifest's dataset (``pascal5i``, ``coco20i``, ``synthetic``).
-        fold: the test fold.
-        train_args: the ``ntre-zoo train`` options, without ``--data-root`` and ``-o``.
+        data_key: which data root it needs: the manifest's dataset (``pascal5i``, ``coco20i``, ``synthetic``).
+        run: the training run, with its data root and run directory left to the sweep (:meth:`run_config`).
         env: environment variables of the training command (``OMP_NUM_THREADS=1`` for bit-exact CPU runs).
         weights: the export that becomes the variant's weights: ``last`` or ``best`` (selected on the test fold,
             as the authors' code does).
@@ -67,10 +68,8 @@ class Recipe:
     """
 
     name: str
-    dataset: str
     data_key: str
-    fold: int
-    train_args: tuple[str, ...]
+    run: RunConfig
     env: tuple[tuple[str, str], ...] = ()
     weights: str = "last"
     shots: tuple[int, ...] = (1, 5)
@@ -81,13 +80,29 @@ class Recipe:
     synthetic: tuple[tuple[str, int], ...] = ()
     origin: str = "paper"
 
+    @property
+    def dataset(self) -> str:
+        """The benchmark the loaders read (the synthetic set reads as ``pascal5i``)."""
+        return self.run.data.dataset
+
+    @property
+    def fold(self) -> int:
+        return self.run.data.fold
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the ledger keeps it, so a resumed sweep can refuse changed settings)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "run"}
+        return json.loads(json.dumps({**values, "run": self.run.to_dict()}))
 
-    def train_command(self, data_root: str, output: str | Path) -> list[str]:
-        """``ntre-zoo train`` arguments for a fresh run."""
-        return ["train", *self.train_args, "--data-root", data_root, "-o", str(output)]
+    def run_config(self, data_root: str | Path, output: str | Path) -> RunConfig:
+        """The training run reading ``data_root`` and writing ``output``."""
+        return self.run.replace(**{"data.root": str(data_root), "output_dir": str(output)})
+
+    def train_command(self, data_root: str | Path, output: str | Path) -> str:
+        """The training as a user types it: environment, then ``ntre-zoo train`` with every option."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env)
+        words = command_line(self.run_config(data_root, output))
+        return f"{env} {words}" if env else str(words)
 
 
 def select_variants(manifest: Manifest, patterns: Sequence[str]) -> list[str]:
@@ -108,10 +123,6 @@ def select_variants(manifest: Manifest, patterns: Sequence[str]) -> list[str]:
             found = [manifest.get(pattern).name]
         names += [n for n in found if n not in names]
     return names
-
-
-def _option(words: Sequence[str], flag: str, default: str | None = None) -> str | None:
-    return words[words.index(flag) + 1] if flag in words else default
 
 
 def _synthetic_options(words: Sequence[str]) -> dict[str, int]:
@@ -146,24 +157,16 @@ def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | No
             train, env = words[2:], local
     if train is None:
         raise ValueError(f"{entry.name}: the recorded train_command holds no `ntre-zoo train` ({text.strip()!r}).")
-    args: list[str] = []
-    it = iter(train)
-    for word in it:
-        if word in _PAIRED:
-            next(it, None)
-        else:
-            args.append(word)
-    if "--backbone-weights" not in args:  # recorded before the option existed: the default then was random
-        args += ["--backbone-weights", "none"]
-    args = _naming_precision(args)
+    options = parse_train_command(train)
+    # Recorded before --backbone-weights existed, the default then was random; a command naming no precision is a
+    # CPU run (its environment pins the CPU kernels), and the CPU trains in fp32 whatever the option says.
+    options = {"backbone_weights": "none", "precision": "fp32", **options, "data_root": _UNSET, "output": _UNSET}
     shots = tuple(sorted(int(m.group(1)) for k in measured if (m := re.fullmatch(r"miou_(\d+)shot", k))))
     recorded_seeds = measured.get("seeds")
     return Recipe(
         name=entry.name,
-        dataset=str(_option(args, "--dataset")),
         data_key=entry.dataset,
-        fold=int(_option(args, "--fold", "0") or 0),
-        train_args=tuple(args),
+        run=run_config_from_options(options),
         env=tuple(sorted(env.items())),
         weights="best" if "/best/" in comment else "last",
         shots=shots or (1, 5),
@@ -174,25 +177,6 @@ def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | No
         synthetic=tuple(sorted(synthetic.items())),
         origin="recorded",
     )
-
-
-def _naming_precision(args: list[str]) -> list[str]:
-    """A recorded command's options with its precision named by ``--precision``: the deprecated ``--no-amp`` and
-    ``--amp-dtype X`` become it, and a command naming none gets ``fp32``: the recorded runs are CPU runs (their
-    environment pins the CPU kernels), and the CPU trains in fp32 whatever the option says."""
-    from ..training.config import precision_of_amp
-
-    if "--precision" in args:
-        return args
-    amp_dtype = None if "--no-amp" in args else _option(args, "--amp-dtype")
-    precision = precision_of_amp(True, amp_dtype) if amp_dtype else "fp32"
-    kept, it = [], iter(args)
-    for word in it:
-        if word == "--amp-dtype":
-            next(it, None)
-        elif word != "--no-amp":
-            kept.append(word)
-    return [*kept, "--precision", precision]
 
 
 def recipe_for(
@@ -238,17 +222,15 @@ def recipe_for(
     if select not in ("last", "best"):
         raise ValueError(f"select must be 'last' or 'best', got {select!r}.")
     named = get_protocol(protocol)
-    args = ["--dataset", entry.dataset, "--fold", str(entry.fold), "--shot", str(entry.train_shot)]
-    args += ["--backbone", entry.backbone, "--preset", preset or "paper", "--backbone-weights", backbone_weights]
-    args += ["--precision", "auto", "--protocol", named.name]
+    options: dict[str, Any] = {"dataset": entry.dataset, "fold": entry.fold, "shot": entry.train_shot}
+    options |= {"backbone": entry.backbone, "preset": preset or "paper", "backbone_weights": backbone_weights}
+    options |= {"precision": "auto", "protocol": named.name, "data_root": _UNSET, "output": _UNSET}
     if select == "last":
-        args += ["--val-every", "0"]  # no selection on the test fold, so no validation to run
+        options["val_every"] = 0  # no selection on the test fold, so no validation to run
     return Recipe(
         name=entry.name,
-        dataset=entry.dataset,
         data_key=entry.dataset,
-        fold=entry.fold,
-        train_args=tuple(args),
+        run=run_config_from_options(options),
         weights=select,
         episodes=named.episodes(entry.dataset),
         seed=named.seeds[0],
@@ -295,12 +277,11 @@ def check_backbones(recipes: Sequence[Recipe]) -> None:
 
     seen = set()
     for recipe in recipes:
-        args = list(recipe.train_args)
-        spec = args[args.index("--backbone-weights") + 1]
-        backbone = args[args.index("--backbone") + 1] if "--backbone" in args else "resnet50"
-        if spec != "none" and (spec, backbone) not in seen:
-            seen.add((spec, backbone))
-            resolve_backbone_weights(spec, BackboneConfig(backbone))
+        spec, model = recipe.run.backbone_weights, recipe.run.model
+        if spec is None or model is None or spec == "none" or (spec, model.backbone.name) in seen:
+            continue
+        seen.add((spec, model.backbone.name))
+        resolve_backbone_weights(spec, BackboneConfig(model.backbone.name))
 
 
 def gpu_groups(recipes: Sequence[Recipe], gpus: Sequence[int] | None, per_run: int) -> list[list[int] | None]:
@@ -319,13 +300,8 @@ def gpu_groups(recipes: Sequence[Recipe], gpus: Sequence[int] | None, per_run: i
         )
     if per_run < 1 or len(gpus) % per_run:
         raise ValueError(f"gpus_per_run={per_run} must divide the {len(gpus)} GPUs {list(gpus)}.")
-    from ..training.config import TrainConfig
-
     for recipe in recipes:
-        args = list(recipe.train_args)
-        preset = args[args.index("--preset") + 1] if "--preset" in args else "reference"
-        batch = TrainConfig.from_preset(preset, benchmark=recipe.dataset).batch_size
-        batch = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else batch
+        batch = recipe.run.train.batch_size
         if batch % per_run:
             fits = [n for n in range(1, len(gpus) + 1) if batch % n == 0 and len(gpus) % n == 0]
             raise ValueError(
