@@ -1,4 +1,5 @@
-"""Metrics against hand-computed values, evaluation invariance, and the CLI end to end."""
+"""Metrics against hand-computed values, evaluation invariance, the CLI end to end, bad options refused before
+evaluating, and the TF32 switches an fp32 evaluation on CUDA records."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""predict(): every input form, original-size output, the support cache, and clear errors on bad input."""
+"""predict(): every input form, original-size output (in tiles, in memory of the results' size), the support
+cache, supports too small at the test size, thread safety, and clear errors on bad input and options."""
 
 import copy
 import sys

@@ -1,4 +1,5 @@
-"""Trainer: optimizer groups, schedule, sampler, learning, bit-exact resume, atomic checkpoints, export."""
+"""Trainer: optimizer groups, schedule, sampler, learning, bit-exact resume, atomic checkpoints, export, and
+from_pretrained on a run's output directory pointing at best/ and last/."""
 
 import json
 from pathlib import Path
