@@ -1,12 +1,14 @@
-"""Shared fixtures: a narrow model of the real timm families, the ``slow`` marker gate, and the simulated CPU kind
-(``--cpu-bf16``)."""
+"""Shared fixtures and helpers: a narrow model of the real timm families, the ``slow`` marker gate, the simulated
+CPU kind (``--cpu-bf16``), a local Hub, a cap on this process's memory, and comparing two models' weights."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 import torch
+from hub_server import HubServer
 
 import ntre_zoo
 
@@ -100,3 +102,37 @@ def _one_thread():
 @pytest.fixture
 def tiny_model() -> ntre_zoo.NTRENet:
     return make_tiny_model()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A local Hub (``tests/hub_server.py``) that huggingface_hub talks to, with a fresh ``HF_HOME``."""
+    server = HubServer()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield server
+    server.stop()
+
+
+@contextlib.contextmanager
+def address_space_limit(extra_bytes: int):
+    """Let this process map at most ``extra_bytes`` more memory (allocations beyond fail with an error)."""
+    import resource  # POSIX only; the tests that use it run on Linux
+
+    with open("/proc/self/status") as status:
+        size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def state_equal(a, b) -> bool:
+    """Whether two models hold the same state dict keys with bit-identical tensors."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -34,6 +34,15 @@ def tiny_model(test_size: int = 64):
     )
 
 
+def scene(h: int = 50, w: int = 70, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random ``h x w`` RGB image and a binary mask with one rectangle of target in it."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 5 : h // 2, w // 4 : w // 2] = 1
+    return image, mask
+
+
 def _square(mask: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
     out = np.zeros_like(mask, dtype=np.uint8)
     out[top : top + side, left : left + side] = 1

@@ -77,6 +77,11 @@ def test_custom_split_needs_known_novel_classes():
         custom_split([1, 2, 3], None)
 
 
+def test_the_folder_dataset_hint_speaks_cli_and_python():
+    with pytest.raises(ValueError, match=r"`--novel-classes 1 2` on the command line.*novel_classes=\(1, 2\)"):
+        custom_split([1, 2, 3], None)
+
+
 # ---------------------------------------------------------------------------------------- class lists
 def test_pixel_rule_is_2048():
     counts = [{1: 2048, 2: 2047}, {2: 5000}, {1: 100}, {7: 9000}]

@@ -1,4 +1,5 @@
-"""Metrics against hand-computed values, evaluation invariance, and the CLI end to end."""
+"""Metrics against hand-computed values, evaluation invariance, the CLI end to end, bad options refused before
+evaluating, and the TF32 switches an fp32 evaluation on CUDA records."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 
 import ntre_zoo
 from ntre_zoo.cli import main
+from ntre_zoo.cli import main as cli_main
 from ntre_zoo.data import AugmentConfig, DataConfig, build_dataset
 from ntre_zoo.evaluation import FewShotMeter, FoldResult, MultiSeedResult, episode_stats, evaluate, format_table
+from ntre_zoo.evaluation.loop import tf32_record
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
 
@@ -312,3 +315,40 @@ def test_evaluate_cli_end_to_end(synthetic_root, model, tmp_path, capsys):
         ]
     )
     assert bad == 1 and "make-synthetic" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- errors before evaluating
+def test_evaluate_output_that_is_a_directory_is_refused_before_evaluating(tmp_path, capsys, monkeypatch):
+    import ntre_zoo.evaluation.loop as loop
+
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --output"))
+    code = cli_main(
+        [
+            *("evaluate", "ntrenet_tiny.synthetic_fold0", "--dataset", "pascal5i", "--data-root", str(tmp_path)),
+            *("--output", str(tmp_path), "--no-progress"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "--output" in err and "is a directory" in err, err
+
+
+def test_evaluate_names_bad_device_amp_dtype_and_batch_size(tiny_model):
+    from ntre_zoo.evaluation import evaluate
+
+    for kwargs, error, message in [
+        ({"device": "bogus"}, ValueError, "device='bogus'"),
+        ({"amp_dtype": torch.int8}, TypeError, "amp_dtype must be"),
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an integer"),
+    ]:
+        with pytest.raises(error, match=message):
+            evaluate(tiny_model, dataset=None, **kwargs)
+
+
+# -------------------------------------------------------------------- what an fp32 evaluation on CUDA records
+def test_cuda_records_the_tf32_switches_and_the_cpu_nothing(monkeypatch):
+    assert tf32_record("cpu") is None and tf32_record(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    assert tf32_record("cuda:0") == {"convolutions": True, "matmul": False}  # torch's defaults
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert tf32_record("cuda") == {"convolutions": False, "matmul": False}

@@ -13,6 +13,7 @@ import pytest
 import safetensors.torch
 import torch
 from conftest import make_tiny_model
+from conftest import state_equal as _state_equal
 from hub_server import HubServer
 
 import ntre_zoo
@@ -26,6 +27,7 @@ from ntre_zoo.errors import (
     WeightsUnavailableError,
 )
 from ntre_zoo.zoo.manifest import default_manifest_path, load_manifest
+from ntre_zoo.zoo.saving import save_pretrained
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER = {  # spec section 9: 1-shot and 5-shot mIoU per fold
@@ -317,18 +319,6 @@ def test_conflicting_arguments():
 
 # ------------------------------------------------------------------------------------------ local Hub
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    server = HubServer()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def published(hub, tiny_model, tmp_path):
     """The tiny model uploaded to the local Hub and registered in a test manifest."""
     saved = tiny_model.save_pretrained(tmp_path / "upload")
@@ -524,3 +514,16 @@ def test_push_to_hub_prints_the_manifest_entry(tiny_model, monkeypatch, capsys, 
     assert result.entry.name == "ntrenet_resnet50.pascal5i_fold0"
     # The printed entry is valid manifest content.
     load_manifest(_write_manifest(tmp_path / "pasted.json", snippet))
+
+
+def test_the_offline_hint_names_a_download_command_that_accepts_hf_hub_ids(hub, tiny_model, tmp_path, capsys):
+    saved = save_pretrained(tiny_model, tmp_path / "upload")
+    hub.add_commit("me/tiny", {p.name: p.read_bytes() for p in saved.iterdir()})
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsUnavailableError, match="`ntre-zoo download hf-hub:me/tiny`") as raised:
+        ntre_zoo.from_pretrained("hf-hub:me/tiny", cache_dir=cache, local_files_only=True)
+    command = str(raised.value).split("`")[1].split()
+    assert cli_main([*command[1:], "--cache-dir", str(cache)]) == 0
+    assert "cached" in capsys.readouterr().out
+    loaded = ntre_zoo.from_pretrained("hf-hub:me/tiny", cache_dir=cache, local_files_only=True)
+    assert _state_equal(loaded, tiny_model)

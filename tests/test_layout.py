@@ -1,7 +1,9 @@
-"""The package layout: the wings in one order, no import circle between files, a docstring on every module."""
+"""The package layout: the wings in one order, no import circle between files, a docstring on every module, and
+every test file in CONTRIBUTING.md's "Where a test goes" table."""
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 import warnings
@@ -254,3 +256,24 @@ def test_public_api_is_unchanged():
     )
     assert all(getattr(ntre_zoo, name) is not None for name in ntre_zoo.__all__)  # the ones loaded on first use too
     assert all(hasattr(ntre_zoo, name) for name in ntre_zoo.__all__)
+
+
+def _test_table() -> list[str]:
+    """The test files CONTRIBUTING.md's "Where a test goes" table names, in its order."""
+    text = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
+    start = text.index("\n## Where a test goes\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"^\| `tests/(test_\w+\.py)` \|", text[start : end if end != -1 else None], re.M)
+
+
+def test_every_test_file_is_in_the_contributing_table():
+    listed = _test_table()
+    files = sorted(p.name for p in Path(__file__).parent.glob("test_*.py"))
+    missing = [name for name in files if name not in listed]
+    rows = "; ".join(f"| `tests/{name}` | <the module(s) or topic it tests> |" for name in missing)
+    assert not missing, (
+        f'{", ".join(missing)} not listed: add to the table under "## Where a test goes" in CONTRIBUTING.md: {rows}'
+    )
+    absent = sorted(set(listed) - set(files))
+    assert not absent, f'CONTRIBUTING.md\'s "Where a test goes" table names {", ".join(absent)}, not in tests/'
+    assert len(listed) == len(set(listed)), "a file is listed twice in CONTRIBUTING.md's table"

@@ -1,22 +1,24 @@
-"""predict(): every input form, original-size output, the support cache, and clear errors on bad input."""
+"""predict(): every input form, original-size output (in tiles, in memory of the results' size), the support
+cache, supports too small at the test size, thread safety, and clear errors on bad input and options."""
+
+import copy
+import sys
+import threading
 
 import golden_cases
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import address_space_limit as _address_space_limit
+from conftest import make_tiny_model
+from data_fixtures import scene as _scene
 from PIL import Image
 
 import ntre_zoo
-from ntre_zoo.data.preprocessing import canvas_shape
-
-
-def _scene(h=50, w=70, seed=0):
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    mask[h // 5 : h // 2, w // 4 : w // 2] = 1
-    return image, mask
+from ntre_zoo.data import preprocessing
+from ntre_zoo.data.preprocessing import canvas_shape, logits_to_original
+from ntre_zoo.zoo.saving import save_pretrained
 
 
 def test_canvas_shape_follows_the_reference_test_resize():
@@ -252,3 +254,148 @@ def test_unreadable_file_is_a_clear_error(tiny_model, tmp_path):
     image, mask = _scene()
     with pytest.raises(ValueError, match=r"support_imgs\[0\]: cannot read"):
         tiny_model.predict(bad, mask, image)
+
+
+# -------------------------------------------------------------------------------- the original size, in tiles
+def _square_then_crop(logits, h, w):
+    """What logits_to_original computed before: the whole max(h, w) square, then its top-left."""
+    side = max(h, w)
+    return F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=True)[..., :h, :w]
+
+
+@pytest.mark.parametrize("canvas", [65, 473])
+def test_upsampling_in_tiles_equals_the_square_then_crop(canvas):
+    """Maps come back to the image's size in tiles; wherever the image is enlarged (any query larger than the
+    canvas) and up to a 1:4 aspect ratio the tiles hold the reference's square computation bit for bit, whatever
+    the memory layout; a map that shrinks, or a thinner one (its kept rectangle only), is equal up to float
+    rounding with the same argmax."""
+    torch.manual_seed(canvas)
+    logits = torch.randn(2, 2, canvas, canvas) * 4
+    sizes = [(375, 500), (500, 375), (50, 70), (473, 473), (1, 1), (1, 3), (64, 200), (200, 64), (600, 5), (900, 700)]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        maps = logits.contiguous(memory_format=layout)
+        for h, w in sizes:
+            square = _square_then_crop(maps, h, w)
+            assert torch.equal(logits_to_original(maps, h, w), square), (h, w)  # one tile: as before
+            for tile_values in (5000, 1):
+                tiled = torch.cat([t for _, t in preprocessing.original_tiles(maps, h, w, tile_values=tile_values)], -1)
+                if max(h, w) >= canvas and max(h, w) ** 2 <= preprocessing.SQUARE_BUDGET * h * w:
+                    assert torch.equal(tiled, square), (h, w, tile_values)
+                else:
+                    torch.testing.assert_close(tiled, square, rtol=0, atol=1e-5)
+                    assert torch.equal(tiled.argmax(dim=1), square.argmax(dim=1)), (h, w, tile_values)
+            direct = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=True)
+            small = torch.cat([t for _, t in preprocessing.original_tiles(maps, h, w, "square", tile_values=5000)], -1)
+            torch.testing.assert_close(small, direct, rtol=0, atol=1e-5)
+            if min(h, w) >= canvas:
+                assert torch.equal(small, direct), (h, w)
+
+
+def test_predict_in_tiles_gives_the_masks_and_maps_of_the_square(monkeypatch):
+    """A query large enough to be tiled gets the mask, BG and DO maps of the square computation bit for bit
+    and its probability within one float rounding (softmax on a tile rounds like softmax on the whole)."""
+    model = ntre_zoo.from_pretrained("ntrenet_tiny.synthetic_fold0")
+    image, mask = _scene(h=200, w=170)
+    query = np.asarray(Image.fromarray(_scene(h=50, w=40, seed=3)[0]).resize((500, 620)))
+    whole = model.predict(image, mask, query, precision="fp32", return_details=True)
+    monkeypatch.setattr(preprocessing, "TILE_VALUES", 20000)  # many bands of a few columns each
+    tiled = model.predict(image, mask, query, precision="fp32", return_details=True)
+    for name in ("mask", "bg_map", "do_map"):
+        np.testing.assert_array_equal(getattr(tiled, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_allclose(tiled.probability, whole.probability, rtol=0, atol=2e-7)
+    assert 0 < whole.mask.mean() < 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures the address space in /proc")
+def test_a_large_query_needs_memory_for_its_results_only(tiny_model):
+    """A 2000 x 6000 query with details: the mask and the three float maps take 156 MB; the square of the
+    logits (288 MB), its softmax and the BG and DO squares (144 MB each) are never made."""
+    image, mask = _scene()
+    query = np.broadcast_to(np.arange(6000, dtype=np.uint8)[None, :, None], (2000, 6000, 3))  # no memory of its own
+    with _address_space_limit(400 << 20):
+        details = tiny_model.predict(image, mask, query, return_details=True, precision="fp32")
+    assert details.mask.shape == details.probability.shape == details.do_map.shape == (2000, 6000)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures the address space in /proc")
+def test_a_thin_image_needs_memory_of_its_own_size(tiny_model):
+    """A 100000 x 4 map used to ask for a 100000^2 square (80 GB); now it fits in the image's own size."""
+    image, mask = _scene()
+    query = np.random.default_rng(1).integers(0, 256, (30000, 3, 3), dtype=np.uint8)  # square: 7 GB of logits
+    with _address_space_limit(1 << 30):
+        for h, w in [(100000, 4), (4, 100000)]:
+            assert logits_to_original(torch.randn(1, 2, 65, 65), h, w).shape == (1, 2, h, w)
+        details = tiny_model.predict(image, mask, query, return_details=True)
+    assert details.mask.shape == details.probability.shape == details.bg_map.shape == (30000, 3)
+
+
+# --------------------------------------------------------------------------------------------------- supports
+def test_a_support_target_that_vanishes_at_the_test_size_is_refused(tiny_model):
+    image = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    mask = np.zeros((400, 400), np.uint8)
+    mask[3:5, 3:5] = 1  # 4 pixels: nothing of them survives the resize to 65 and the 9x9 feature map
+    with pytest.raises(ValueError, match=r"support_masks\[1\]: the target \(4 pixel\(s\) of a 400x400 image\) is too"):
+        tiny_model.predict([image, image], [np.pad(np.ones((200, 200), np.uint8), 100), mask], image)
+    with pytest.raises(ValueError, match="crop the support image around it"):
+        tiny_model.encode_support(image, mask)
+    mask[3:60, 3:60] = 1  # large enough to survive
+    assert tiny_model.predict(image, mask, image).shape == (400, 400)
+
+
+# ---------------------------------------------------------------------------------------------------- threads
+def test_predict_never_modifies_the_model_and_is_thread_safe(tiny_model):
+    image, mask = _scene()
+    queries = [_scene(seed=s)[0] for s in range(2)]
+    expected = [copy.deepcopy(tiny_model).eval().predict(image, mask, q, return_details=True) for q in queries]
+    tiny_model.train()
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    failures, stop = [], threading.Event()
+
+    def predict_many():
+        for _ in range(3):
+            for query, want in zip(queries, expected, strict=True):
+                got = tiny_model.predict(image, mask, query, return_details=True)
+                if not np.array_equal(got.probability, want.probability):
+                    failures.append("different answer")
+
+    def flip_modes():  # another thread using the model for training-style calls
+        while not stop.is_set():
+            tiny_model.train()
+            tiny_model.eval()
+            tiny_model.train()
+
+    threads = [threading.Thread(target=predict_many) for _ in range(3)]
+    flipper = threading.Thread(target=flip_modes)
+    for thread in [*threads, flipper]:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    flipper.join()
+    assert not failures, f"{len(failures)} of 18 calls differed"
+    assert all(module.training for module in tiny_model.modules())  # its own mode, as the flipper left it
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(value, state[key]), f"{key} changed"
+
+
+# ------------------------------------------------------------------------------------------------ bad options
+def test_bad_device_amp_dtype_batch_size_and_foreign_support_are_named(tiny_model, tmp_path):
+    image, mask = _scene()
+    with pytest.raises(ValueError, match="device='bogus' is not a torch device"):
+        tiny_model.predict(image, mask, image, device="bogus")
+    save_pretrained(tiny_model, tmp_path)
+    with pytest.raises(ValueError, match="device='bogus'"):
+        ntre_zoo.from_pretrained(tmp_path, device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="0 usable CUDA device"):
+            tiny_model.predict(image, mask, image, device="cuda")
+    for dtype in (torch.int8, "bf16", torch.float32):
+        with pytest.raises(TypeError, match=r"amp_dtype must be torch\.bfloat16 or torch\.float16"):
+            tiny_model.predict(image, mask, image, amp_dtype=dtype)
+    for size in (2.5, "2", True):
+        with pytest.raises(TypeError, match="batch_size must be an integer"):
+            tiny_model.predict(image, mask, [image, image], batch_size=size)
+    for other in (make_tiny_model(reduce_dim=8), make_tiny_model(channels=(8, 16, 32, 32))):
+        support = other.encode_support(image, mask)
+        with pytest.raises(ValueError, match="encoded by a different model"):
+            tiny_model.predict(support, image)

@@ -67,7 +67,7 @@ def test_every_protocol_field_is_the_value_its_doc_table_states():
     assert set(documented) == set(PROTOCOLS)
     for name, protocol in PROTOCOLS.items():
         assert documented[name] == _fields(protocol), name
-    # The values the docs and the issue name, pinned here too.
+    # The values the docs and the protocols' sources name, pinned here too.
     assert get_protocol("pfenet").episodes("pascal5i") == 5000 and get_protocol("pfenet").episodes("coco20i") == 20000
     assert get_protocol("ntrenet").episodes("coco20i") == 4000 and get_protocol("hsnet").seeds == (0,)
     assert get_protocol("bam").seeds == (510, 365, 382, 322, 988) and get_protocol("bam").train_excludes_novel

@@ -435,3 +435,13 @@ def test_reproduce_regenerates_the_shipped_model(tmp_path):
     measured = json.loads((out / SHIPPED / "manifest_entry.json").read_text())["entry"]["metrics"]["measured"]
     for key in ("miou_1shot", "fb_iou_1shot", "precision_1shot", "miou_5shot", "fb_iou_5shot", "precision_5shot"):
         assert measured[key] == entry.metrics["measured"][key], key
+
+
+def test_a_corrupt_reproduce_ledger_names_the_file(tmp_path):
+    from ntre_zoo.pipeline.reproduce import _Ledger
+
+    ledger = tmp_path / "ledger.json"
+    for text in ('{"format": "ntre-zoo-reproduce-ledger", "vari', "[1, 2]", "\udcff"):
+        ledger.write_text(text, encoding="utf-8", errors="surrogateescape")
+        with pytest.raises(ValueError, match=r"ledger\.json' is not a (readable )?reproduce ledger"):
+            _Ledger(ledger)

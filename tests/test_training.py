@@ -1,4 +1,5 @@
-"""Trainer: optimizer groups, schedule, sampler, learning, bit-exact resume, atomic checkpoints, export."""
+"""Trainer: optimizer groups, schedule, sampler, learning, bit-exact resume, atomic checkpoints, export, and
+from_pretrained on a run's output directory pointing at best/ and last/."""
 
 import json
 from pathlib import Path
@@ -23,6 +24,7 @@ from ntre_zoo.training import (
 from ntre_zoo.training.distributed import collate_episodes
 from ntre_zoo.training.losses import LossConfig
 from ntre_zoo.training.optim import PARAMETER_GROUPS
+from ntre_zoo.zoo.saving import save_pretrained
 
 
 @pytest.fixture(autouse=True)
@@ -581,3 +583,10 @@ def test_a_training_step_waits_for_the_device_once(monkeypatch):
     terms = trainer.train_step(batch)
     assert reads == ["tolist"]
     assert all(isinstance(v, torch.Tensor) for v in terms.values())
+
+
+def test_a_training_output_directory_points_at_best_and_last(tiny_model, tmp_path):
+    for sub in ("best", "last"):
+        save_pretrained(tiny_model, tmp_path / "runs" / "x" / sub)
+    with pytest.raises(FileNotFoundError, match=r"training run's output directory.*x/best.*x/last"):
+        ntre_zoo.from_pretrained(str(tmp_path / "runs" / "x"))

@@ -1,5 +1,6 @@
-"""``ntre-zoo train`` fails fast and never silently: bad options, occupied or damaged run directories, Hub access
-that cannot work, a batch the processes cannot split, and backbone weights that are missing or random."""
+"""The checks a training run makes before its first step: ``ntre-zoo train`` refuses, and never silently, bad
+options, occupied or damaged run directories, Hub access that cannot work, a batch the processes cannot split,
+and backbone weights that are missing or random."""
 
 from __future__ import annotations
 
