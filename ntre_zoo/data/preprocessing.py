@@ -115,7 +115,7 @@ def original_tiles(
     positions and weights): where both sides are enlarged, as a large query's are, the values are the 2-D
     kernel's bit for bit; where a side shrinks (a canvas larger than about 2000 pixels) they may differ by float
     rounding. A thinner image gets only the kept rectangle, from the same sample positions and weights (equal
-    up to float rounding), since its square would cost far more than its pixels (``tests/test_hardening.py``
+    up to float rounding), since its square would cost far more than its pixels (``tests/test_predict.py``
     checks all three). Each step holds at most about ``tile_values`` values, plus the ``(B, C, S, width)``
     intermediate of the canvas's ``S`` rows.
     """
