@@ -82,14 +82,16 @@ def test_the_shipped_variant_is_replayed_from_its_recorded_command():
         "MKL_CBWR": "COMPATIBLE",
     }
     assert dict(recipe.env) == pinned == PINNED_CPU_KERNELS  # what the ablation example trains with too
-    assert (
-        list(recipe.train_args)
-        == (
-            "--dataset pascal5i --fold 0 --layers 1 1 1 1 --channels 8 16 32 64 --stem-width 8 --reduce-dim 16 "
-            "--pyramid-bins 8 4 2 --test-size 129 --epochs 30 --batch-size 8 --val-every 0 --backbone-weights none "
-            "--precision fp32"  # named: a CPU run, which trains in fp32 whatever the default
-        ).split()
+    assert recipe.train_command("ROOT", "RUN") == (
+        "ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 ONEDNN_MAX_CPU_ISA=AVX2 ntre-zoo train "
+        "--dataset pascal5i --data-root ROOT --fold 0 --shot 1 --protocol ntrenet --backbone resnet50 "
+        "--backbone-weights none --layers 1 1 1 1 --channels 8 16 32 64 --stem-width 8 --reduce-dim 16 "
+        "--pyramid-bins 8 4 2 --test-size 129 --preset reference --epochs 30 --batch-size 8 "
+        "--precision fp32 -o RUN --val-every 0"  # fp32 named: a CPU run, which trains in fp32 whatever the default
     )
+    run = recipe.run_config("ROOT", "RUN")
+    assert run.model.test_size == 129 and run.data.augment.crop_size is None  # crops at the model's canvas
+    assert (run.train.epochs, run.train.batch_size, run.train.val_every, run.backbone_weights) == (30, 8, 0, "none")
     assert (recipe.episodes, recipe.seed, recipe.seeds, recipe.shots) == (1000, 321, 1, (1, 5))
     assert dict(recipe.synthetic) == {"seed": 0, "train": 1000, "val": 300}
     with pytest.raises(ValueError, match="--preset paper would change"):
@@ -107,23 +109,24 @@ def test_a_recorded_command_names_its_precision_and_loses_the_deprecated_options
     ):
         command = measured["train_command"].replace("--val-every 0", f"--val-every 0 {options}")
         recorded = {**shipped.metrics, "measured": {**measured, "train_command": command}}
-        args = list(recipe_for(dataclasses.replace(shipped, metrics=recorded)).train_args)
-        assert args.count("--precision") == 1 and args[args.index("--precision") + 1] == precision
-        assert "--amp-dtype" not in args and "--no-amp" not in args and "--val-every" in args
+        recipe = recipe_for(dataclasses.replace(shipped, metrics=recorded))
+        words = recipe.train_command(".", "run").split()
+        assert recipe.run.precision == precision and words[words.index("--precision") + 1] == precision
+        assert "--amp-dtype" not in words and "--no-amp" not in words and recipe.run.train.val_every == 0
 
 
 def test_paper_variants_get_the_paper_recipe():
     manifest = load_manifest()
     recipe = recipe_for(manifest.get("ntrenet_resnet101.coco20i_fold2"))
-    words = " ".join(recipe.train_args)
-    assert (
-        "--dataset coco20i --fold 2 --shot 1 --backbone resnet101 --preset paper --backbone-weights reference "
-        "--precision auto" in words
+    assert recipe.train_command("R", "O") == (
+        "ntre-zoo train --dataset coco20i --data-root R --fold 2 --shot 1 --protocol ntrenet --backbone resnet101 "
+        "--backbone-weights reference --preset paper --precision auto -o O --val-every 0"  # last: no selection
     )
     assert (recipe.episodes, recipe.seed, recipe.seeds, recipe.weights) == (4000, 321, 5, "last")
-    assert "--val-every 0" in words  # last weights: no selection on the test fold
+    assert (recipe.run.train.epochs, recipe.run.train.batch_size, recipe.run.train.base_lr) == (50, 32, 0.003)
     best = recipe_for(manifest.get("ntrenet_vgg16_bn.pascal5i_fold0"), select="best", preset="reference", seeds=2)
-    assert "--val-every" not in best.train_args and "reference" in best.train_args and best.episodes == 1000
+    assert best.run.train.val_every is None and best.run.train.preset == "reference" and best.episodes == 1000
+    assert best.run.backbone_weights == "reference" and best.run.model.backbone.name == "vgg16_bn"
     with pytest.raises(ValueError, match="random frozen backbone"):
         recipe_for(manifest.get("ntrenet_vgg16_bn.pascal5i_fold0"), backbone_weights="none")
     assert len(select_variants(manifest, ["all"])) == 20
@@ -294,13 +297,17 @@ def test_a_sweep_recorded_by_0_3_without_precision_continues_and_other_changes_a
     the precision its own run recorded); any other difference is still another recipe."""
     recipe = recipe_for(load_manifest().get(SHIPPED))
     current = recipe.to_dict()
-    at = current["train_args"].index("--precision")
-    old = {**current, "train_args": current["train_args"][:at] + current["train_args"][at + 2 :]}
+    words = "--dataset pascal5i --fold 0 --layers 1 1 1 1 --channels 8 16 32 64 --stem-width 8 --reduce-dim 16 "
+    words += "--pyramid-bins 8 4 2 --test-size 129 --epochs 30 --batch-size 8 --val-every 0 --backbone-weights none"
+    kept = {k: v for k, v in current.items() if k != "run"}
+    old = {**kept, "dataset": "pascal5i", "fold": 0, "train_args": words.split()}  # as 0.3 wrote it
     assert _same_recipe(None, recipe) and _same_recipe(current, recipe) and _same_recipe(old, recipe)
-    assert not _same_recipe({**old, "fold": old["fold"] + 1}, recipe)
-    epochs = old["train_args"].index("--epochs") + 1
-    changed = {**old, "train_args": [*old["train_args"][:epochs], "31", *old["train_args"][epochs + 1 :]]}
-    assert not _same_recipe(changed, recipe)
+    assert _same_recipe({**old, "train_args": [*old["train_args"], "--precision", "fp32"]}, recipe)  # 0.4.dev
+    assert not _same_recipe({**old, "fold": 1}, recipe)
+    assert not _same_recipe({**old, "train_args": [*old["train_args"], "--precision", "auto"]}, recipe)
+    assert not _same_recipe({**old, "train_args": words.replace("--epochs 30", "--epochs 31").split()}, recipe)
+    assert not _same_recipe({**old, "train_args": ["--no-such-option"]}, recipe)
+    assert not _same_recipe({**current, "run": {**current["run"], "protocol": "pfenet"}}, recipe)
 
 
 # ------------------------------------------------------------------------------------------ GPU scheduling

@@ -2,7 +2,7 @@
 
 For each variant (:mod:`ntre_zoo.pipeline.recipes` says how), in ``OUT``:
 
-1. ``work/VARIANT/train/``: ``ntre-zoo train`` with the variant's recipe;
+1. ``work/VARIANT/train/``: ``ntre-zoo train --config work/VARIANT/run.json``, the recipe's run as a file;
 2. ``work/VARIANT/eval_{K}shot.json``: ``ntre-zoo evaluate`` of its weights for each shot, over the seeds;
 3. ``VARIANT/``: a ``from_pretrained`` directory (``config.json``, ``model.safetensors``, a ``README.md`` with
    Hugging Face metadata, the measured and the paper's numbers, the exact commands) and ``manifest_entry.json``,
@@ -22,7 +22,6 @@ after the other on the CPU.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
@@ -37,6 +36,7 @@ from typing import Any, TextIO
 
 from .._atomic import atomic_write, atomic_write_json
 from ..evaluation.protocols import DEFAULT_PROTOCOL
+from ..training.run_dir import RunDir
 from ..zoo.download import sha256_file
 from ..zoo.manifest import ManifestEntry, load_manifest
 from ..zoo.publish import ENTRY_FILE
@@ -51,6 +51,7 @@ from .recipes import (
     recipe_for,
     select_variants,
 )
+from .train_command import parse_train_command, run_config_from_options
 
 __all__ = [
     "EXIT_OUT_OF_MEMORY",
@@ -280,25 +281,27 @@ class _Sweep:
 
     def _steps(self, recipe: Recipe, root: str, gpus: Sequence[int] | None) -> list[Step]:
         work = self.out / "work" / recipe.name
-        run_dir, done = work / "train", self.ledger.variant(recipe.name)["steps"]
+        run_dir, done = RunDir(work / "train"), self.ledger.variant(recipe.name)["steps"]
         quiet = () if self.progress else ("--no-progress",)
         nproc = len(gpus) if gpus else 1
         # On GPUs, episodes load in worker processes (8, as the reference); the workers do not change the episodes.
         workers = ("--workers", str(GPU_WORKERS)) if gpus else ()
         steps = []
-        if done.get("train", {}).get("state") != "done" or not (run_dir / recipe.weights / WEIGHTS_NAME).is_file():
-            if (run_dir / "checkpoints" / "last.pt").is_file():
-                argv: tuple[str, ...] = ("train", "--resume", str(run_dir), *workers, *quiet)
+        exported = run_dir.export(recipe.weights) / WEIGHTS_NAME
+        if done.get("train", {}).get("state") != "done" or not exported.is_file():
+            if run_dir.checkpoint("last").is_file():
+                argv: tuple[str, ...] = ("train", "--resume", str(run_dir.path), *workers, *quiet)
             else:
-                fresh = run_dir.is_dir() and any(run_dir.iterdir())
-                argv = (*recipe.train_command(root, run_dir), *workers, *quiet, *(("--overwrite",) if fresh else ()))
+                fresh = run_dir.path.is_dir() and any(run_dir.path.iterdir())
+                config = ("train", "--config", str(work / RunDir.RUN_CONFIG))
+                argv = (*config, *workers, *quiet, *(("--overwrite",) if fresh else ()))
             steps.append(Step(recipe.name, "train", argv, recipe.env, nproc))
         device, retrained = (("--device", "cuda") if gpus else ()), bool(steps)
         for shot in recipe.shots:
             target = work / f"eval_{shot}shot.json"
             if not retrained and done.get(f"eval_{shot}shot", {}).get("state") == "done" and target.is_file():
                 continue  # evaluated, and the weights have not been trained again since
-            argv = ("evaluate", str(run_dir / recipe.weights), "--dataset", recipe.dataset, "--data-root", root)
+            argv = ("evaluate", str(run_dir.export(recipe.weights)), "--dataset", recipe.dataset, "--data-root", root)
             argv += ("--fold", str(recipe.fold), "--shot", str(shot), "--episodes", str(recipe.episodes))
             argv += ("--protocol", recipe.protocol, "--seed", str(recipe.seed), "--seeds", str(recipe.seeds))
             argv += ("--output", str(target), *device, *workers, *quiet)
@@ -319,8 +322,11 @@ class _Sweep:
                 f"{self.out} holds an unfinished {recipe.name} started with other settings (see {LEDGER_NAME}); "
                 "run the same command as before, or use another -o."
             )
-        fresh = Step(recipe.name, "train", tuple(recipe.train_command(root, self.out / "work" / recipe.name / "train")))
-        train_command = record.get("train_command") or dataclasses.replace(fresh, env=recipe.env).command()
+        work = self.out / "work" / recipe.name
+        run = recipe.run_config(root, work / "train")
+        train_command = record.get("train_command") or recipe.train_command(root, work / "train")
+        work.mkdir(parents=True, exist_ok=True)
+        run.save(work / RunDir.RUN_CONFIG, command=train_command)  # what the training child reads (--config)
         self.ledger.update(
             recipe.name, recipe=recipe.to_dict(), data_root=root, state="running", train_command=train_command
         )
@@ -344,7 +350,7 @@ class _Sweep:
         from ..zoo.hub import load_pretrained_dir
 
         work = self.out / "work" / recipe.name
-        source = work / "train" / recipe.weights
+        source = RunDir(work / "train").export(recipe.weights)
         results = {k: json.loads((work / f"eval_{k}shot.json").read_text()) for k in recipe.shots}
         measured = measured_metrics(recipe, results, root)
         measured["train_command"] = self.ledger.variant(recipe.name)["train_command"]
@@ -394,18 +400,24 @@ class _Sweep:
 
 
 def _same_recipe(recorded: dict[str, Any] | None, recipe: Recipe) -> bool:
-    """Whether a ledger's recipe is ``recipe`` (None: nothing recorded). A ledger of 0.3 recorded its options
-    without ``--precision``: that recipe is the same one, and its training resumes in the precision its own
-    ``train_config.json`` recorded (``train --resume`` reads it), so the precision cannot change mid-run."""
-    current = recipe.to_dict()
-    if recorded is None or recorded == current:
+    """Whether a ledger's recipe is ``recipe`` (None: nothing recorded). A ledger of 0.3 recorded the training as
+    ``train`` options (``train_args``), some without ``--precision``: read through the train parser, that recipe is
+    the same one when all else agrees, and its training resumes in the precision its own ``train_config.json``
+    recorded (``train --resume`` reads it), so the precision cannot change mid-run."""
+    if recorded is None:
         return True
-    args = list(current["train_args"])
-    if "--precision" in args and "--precision" not in recorded.get("train_args", []):
-        at = args.index("--precision")
-        del args[at : at + 2]
-        return recorded == {**current, "train_args": args}
-    return False
+    if "train_args" in recorded:
+        try:
+            options = parse_train_command(recorded["train_args"])
+        except (TypeError, ValueError):
+            return False
+        options = {"precision": recipe.run.precision, **options, "data_root": ".", "output": "."}
+        run = run_config_from_options(options)
+        if (recorded.get("dataset"), recorded.get("fold")) != (run.data.dataset, run.data.fold):
+            return False
+        kept = {k: v for k, v in recorded.items() if k not in ("train_args", "dataset", "fold")}
+        recorded = {**kept, "run": json.loads(json.dumps(run.to_dict()))}
+    return recorded == recipe.to_dict()
 
 
 def _data_roots(data_root: str | Path | Mapping[str, str | Path]) -> dict[str, Path]:

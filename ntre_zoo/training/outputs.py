@@ -18,6 +18,7 @@ __all__ = [
     "write_json",
 ]
 
+
 def write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     atomic_write_json(path, payload, default=str)
