@@ -23,6 +23,7 @@ from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import UnknownModelError
 from ntre_zoo.pipeline.recipes import check_data_root, recipe_for, select_variants
 from ntre_zoo.pipeline.reproduce import LEDGER_NAME, _same_recipe, reproduce
+from ntre_zoo.training import RunConfig
 from ntre_zoo.training.environment import PINNED_CPU_KERNELS
 from ntre_zoo.training.trainer import Trainer
 from ntre_zoo.zoo.download import sha256_file
@@ -257,6 +258,65 @@ def test_a_killed_sweep_resumes_to_the_same_outputs(small, tmp_path, monkeypatch
 
     again = reproduce([SMALL], syn, tmp_path / "killed", manifest=manifest, runner=never)
     assert again[0].sha256 == sha_a and "done earlier, skipped" in capsys.readouterr().out
+
+
+def test_the_training_child_reads_the_recipes_run_from_a_file(small, tmp_path):
+    syn, manifest = small
+    seen = []
+
+    def record(step, gpus):
+        seen.append(step.argv)
+        return in_process(step, gpus)
+
+    reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=record)
+    work = tmp_path / "work" / SMALL
+    assert seen[0][:3] == ("train", "--config", str(work / "run.json"))
+    recipe = recipe_for(load_manifest(manifest).get(SMALL))
+    run = recipe.run_config(check_data_root(recipe, Path(syn)), work / "train")
+    assert RunConfig.load(work / "run.json") == run
+    trained = RunConfig.load(work / "train" / "run.json")  # with the run options the runner added (--no-progress)
+    assert trained == run.replace(**{"train.progress": False})
+
+
+def test_outputs_deleted_between_two_sweeps_are_made_again_from_what_is_left(small, tmp_path):
+    syn, manifest = small
+    (first,) = reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=in_process)
+    ran = []
+
+    def counting(step, gpus):
+        ran.append(step.name)
+        return in_process(step, gpus)
+
+    shutil.rmtree(tmp_path / SMALL)  # the variant's directory: rebuilt from the work files, nothing runs
+    (again,) = reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=counting)
+    assert ran == [] and again.sha256 == first.sha256
+    shutil.rmtree(tmp_path / SMALL)
+    (tmp_path / "work" / SMALL / "eval_1shot.json").unlink()  # one evaluation: only it runs again
+    (again,) = reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=counting)
+    assert ran == ["eval_1shot"] and again.sha256 == first.sha256
+    shutil.rmtree(tmp_path / SMALL)
+    shutil.rmtree(tmp_path / "work" / SMALL / "train" / "last")  # the weights: exported again, then evaluated
+    ran.clear()
+    (again,) = reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=counting)
+    assert ran == ["train", "eval_1shot"] and again.sha256 == first.sha256
+
+
+def test_a_ledger_edited_by_hand_is_refused_or_read_as_it_says(small, tmp_path):
+    syn, manifest = small
+    reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=in_process)
+    path = tmp_path / LEDGER_NAME
+    ledger = json.loads(path.read_text())
+    ledger["variants"][SMALL]["state"] = "running"  # edited: another recipe recorded for the same variant
+    ledger["variants"][SMALL]["recipe"]["run"]["train"]["epochs"] = 99
+    path.write_text(json.dumps(ledger))
+    with pytest.raises(ValueError, match="started with other settings"):
+        reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=in_process)
+    path.write_text(json.dumps({**ledger, "format": "ntre-zoo-reproduce/0"}))
+    with pytest.raises(ValueError, match="is not a reproduce ledger"):
+        reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=in_process)
+    path.write_text(json.dumps([ledger]))
+    with pytest.raises(ValueError, match="is not a reproduce ledger"):
+        reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=in_process)
 
 
 def test_a_shipped_variant_regenerated_on_another_cpu_is_told_apart_from_another_training(small, tmp_path, capsys):

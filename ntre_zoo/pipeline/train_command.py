@@ -448,7 +448,8 @@ def command_line(config: RunConfig) -> str | None:
     ``--no-progress`` and ``--push-to-hub`` are left out: they change nothing about the weights."""
     if _unspoken(config):
         return None
-    base, defaults = _preset_values(config), RunConfig(data=DataConfig(dataset=config.data.dataset), output_dir=".")
+    base = _preset_values(config)
+    defaults = run_config_from_options({"dataset": config.data.dataset, "data_root": ".", "output": "."})
     words = ["ntre-zoo", "train"]
     for dest, path in FIELDS.items():
         value = option_value(config, dest)
