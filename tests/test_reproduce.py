@@ -398,8 +398,9 @@ def test_gpu_steps_load_episodes_in_worker_processes(small, tmp_path, monkeypatc
     syn, manifest = small
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     reproduce([SMALL], syn, tmp_path, manifest=manifest, gpus=[0], dry_run=True)
-    train, *evaluations = capsys.readouterr().out.splitlines()
-    assert train.split()[2] == "train" and "--workers 8" in train
+    train, holds, *evaluations = capsys.readouterr().out.splitlines()
+    assert train.split()[2:4] == ["train", "--config"] and "--workers 8" in train
+    assert holds.startswith("  # run.json: OMP_NUM_THREADS=1 ntre-zoo train --dataset pascal5i --data-root ")
     assert evaluations and all("--device cuda" in e and "--workers 8" in e for e in evaluations)
 
 

@@ -40,7 +40,9 @@ def voc(tmp_path_factory) -> str:
 
 def _tiny_run(voc: str, out: Path, **train: object) -> RunConfig:
     settings = TrainConfig(epochs=2, batch_size=4, val_every=0, progress=False).replace(**train)
-    return RunConfig(data=DataConfig(root=voc), output_dir=str(out), model=TINY, backbone_weights="none", train=settings)
+    return RunConfig(
+        data=DataConfig(root=voc), output_dir=str(out), model=TINY, backbone_weights="none", train=settings
+    )
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -92,18 +94,18 @@ def test_a_field_no_option_reaches_is_recorded_by_the_file_alone(voc, tmp_path):
 
 def test_a_run_config_refuses_what_cannot_be_one_run():
     data = DataConfig(root="voc")
-    with pytest.raises(ValueError, match="model= .* or init= .*, not both"):
+    with pytest.raises(ValueError, match=r"model= .* or init= .*, not both"):
         RunConfig(data=data, output_dir="o", model=TINY, init="ntrenet_tiny.synthetic_fold0")
     with pytest.raises(ValueError, match="backbone_weights='timm' is for a new model"):
         RunConfig(data=data, output_dir="o", init="x", backbone_weights="timm")
     with pytest.raises(ValueError, match="Unknown protocol 'pfe'"):
         RunConfig(data=data, output_dir="o", protocol="pfe")
-    with pytest.raises(ValueError, match="sets the data's resize, .*protocol=None"):
+    with pytest.raises(ValueError, match=r"sets the data's resize, .*protocol=None"):
         RunConfig(data=DataConfig(root="voc", resize="square"), output_dir="o")
     assert RunConfig(data=DataConfig(root="voc", resize="square"), output_dir="o", protocol=None).protocol is None
     with pytest.raises(ValueError, match="output_dir is empty"):
         RunConfig(data=data, output_dir="")
-    with pytest.raises(TypeError, match="RunConfig.train must be a TrainConfig"):
+    with pytest.raises(TypeError, match=r"RunConfig\.train must be a TrainConfig"):
         RunConfig(data=data, output_dir="o", train={"epochs": 3})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"Unknown RunConfig field\(s\) \['epochs'\]"):
         RunConfig.from_dict({"data": {}, "output_dir": "o", "epochs": 3})

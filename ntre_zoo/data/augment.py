@@ -102,6 +102,10 @@ def augment_pair(
     if float(torch.rand((), generator=generator)) < config.flip_p:
         img, lab = TF.horizontal_flip(img), TF.horizontal_flip(lab)
     # 5. Pad to the crop size if smaller (odd pixel bottom/right), then crop keeping most of the target.
+    if config.crop_size is None:
+        raise ValueError(
+            "augment_pair needs AugmentConfig.crop_size; None means the canvas side, which EpisodeDataset sets."
+        )
     crop = config.crop_size
     h, w = img.shape[-2:]
     pad_h, pad_w = max(crop - h, 0), max(crop - w, 0)

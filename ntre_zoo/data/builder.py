@@ -96,14 +96,14 @@ class DataConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise (lists become tuples)."""
         if not isinstance(data, Mapping):
             raise TypeError(f"A DataConfig is read from a JSON object, got {type(data).__name__}.")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(
                 f"Unknown DataConfig field(s) {unknown}; expected {[f.name for f in dataclasses.fields(cls)]}."
             )
         if isinstance(values.get("augment"), Mapping):
-            augment = {k: tuple(v) if isinstance(v, list) else v for k, v in values["augment"].items()}
+            augment: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values["augment"].items()}
             values["augment"] = AugmentConfig(**augment)
         return cls(**values)
 
@@ -114,15 +114,6 @@ def _source(config: DataConfig, split: str, progress: bool) -> ImageSource:
     if config.dataset == "coco20i":
         return coco20i_source(config.root, split, progress=progress)
     return folder_source(config.root, split)
-
-
-def _augment(config: DataConfig) -> AugmentConfig:
-    """The augmentation, its crop side resolved: ``crop_size=None`` crops at the canvas side (``test_size``)."""
-    if config.augment.crop_size is not None:
-        return config.augment
-    if config.test_size is None:
-        raise ValueError("AugmentConfig(crop_size=None) crops at DataConfig.test_size, which is None; set one of them.")
-    return dataclasses.replace(config.augment, crop_size=config.test_size)
 
 
 def fold_split(config: DataConfig, source: ImageSource | None = None, progress: bool = True) -> FoldSplit:
@@ -179,7 +170,7 @@ def build_dataset(
         shot=config.shot,
         episodes=episodes,
         seed=seed,
-        augment=_augment(config),
+        augment=config.augment,
         test_size=config.test_size,
         mean=config.mean,
         std=config.std,

@@ -7,6 +7,7 @@ them, so the same seed gives the same episodes in any process, with any worker c
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,10 @@ class EpisodeDataset(Dataset):
         self.classes = tuple(int(c) for c in classes)
         self.split, self.shot, self.seed, self.epoch = split, int(shot), int(seed), 0
         self.augment = augment or AugmentConfig()
+        if self.augment.crop_size is None:  # crop at the canvas side
+            if test_size is None:
+                raise ValueError("AugmentConfig(crop_size=None) crops at test_size, which is None; set one of them.")
+            self.augment = dataclasses.replace(self.augment, crop_size=int(test_size))
         self.test_size = None if test_size is None else int(test_size)
         self.resize, self.scoring = check_resize(resize), scoring
         self.min_pixels = int(min_pixels)

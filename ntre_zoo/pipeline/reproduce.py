@@ -503,6 +503,9 @@ def reproduce(
             for recipe in recipes:
                 for step in sweep._steps(recipe, chosen[recipe.name], groups[0]):
                     print(step.command())
+                    if "--config" in step.argv:  # what the file it reads will say
+                        run_dir = out / "work" / recipe.name / "train"
+                        print(f"  # {RunDir.RUN_CONFIG}: {recipe.train_command(chosen[recipe.name], run_dir)}")
             return []
         jobs = list(enumerate(recipes, 1))
         results: dict[str, VariantResult] = {}

@@ -50,7 +50,6 @@ class Preflight:
     Args:
         config: the run's configuration (for a resumed run: as it was started, with the resumable fields given now).
         command: the command line its model cards record.
-        resumed: whether it continues a run.
         saved_model: a resumed run's model config (``train_config.json``): the model is rebuilt from it, no download.
         backbone: the resolved backbone initialisation of a new model (rank 0 only; None otherwise).
         backbone_init: what the model card records of the backbone's initial weights.
@@ -58,7 +57,6 @@ class Preflight:
 
     config: RunConfig
     command: str
-    resumed: bool = False
     saved_model: dict[str, Any] | None = None
     backbone: Any = None
     backbone_init: dict[str, Any] | None = None
@@ -111,16 +109,20 @@ def _legacy_run(run: RunDir) -> tuple[RunConfig, str]:
     return config, str(saved["command"])
 
 
-def _check_resumed(saved: RunConfig, config: RunConfig) -> None:
-    changed = saved.resume_differences(config)
+def _refuse_changes(run: str | os.PathLike, changed: list[str]) -> None:
+    """Refuse what would change a resumed run: ``changed`` holds ``"--flag value (the run has value)"`` items."""
     if changed:
-        by_field = {path: flag(dest) for dest, path in FIELDS.items()}
-        names = [f"{by_field.get(k, k)} {after!r} (the run has {before!r})" for k, (before, after) in changed.items()]
         raise ValueError(
-            f"Resuming {saved.output_dir} continues the run as it was started, and {'; '.join(names)} would change "
-            f"it. Resume without {'it' if len(changed) == 1 else 'them'} (only {', '.join(map(flag, RESUME_OPTIONS))} "
-            "may be given again), or train a new run in another directory (or this one with overwrite)."
+            f"Resuming {run} continues the run as it was started, and {'; '.join(changed)} would change it. Resume "
+            f"without {'it' if len(changed) == 1 else 'them'} (only {', '.join(map(flag, RESUME_OPTIONS))} may be "
+            "given again), or train a new run in another directory (or this one with --overwrite)."
         )
+
+
+def _check_resumed(saved: RunConfig, config: RunConfig) -> None:
+    by_field = {path: flag(dest) for dest, path in FIELDS.items()}
+    changes = saved.resume_differences(config).items()
+    _refuse_changes(saved.output_dir, [f"{by_field.get(k, k)} {b!r} (the run has {a!r})" for k, (a, b) in changes])
 
 
 def resume_config(path: str | os.PathLike, given: Mapping[str, Any]) -> RunConfig:
@@ -142,12 +144,7 @@ def resume_config(path: str | os.PathLike, given: Mapping[str, Any]) -> RunConfi
         same = Path(value).resolve() == Path(saved.output_dir).resolve() if dest == "output" else before == value
         if not same:
             changed.append(f"{flag(dest)} {value!r} (the run has {before!r})")
-    if changed:
-        raise ValueError(
-            f"--resume {path} continues the run as it was started, and {'; '.join(changed)} would change it. Resume "
-            f"without {'it' if len(changed) == 1 else 'them'} (only {', '.join(map(flag, RESUME_OPTIONS))} may be "
-            "given again), or train a new run in another directory (or this one with --overwrite)."
-        )
+    _refuse_changes(path, changed)
     shown = [f"{flag(d)} {v!r}" if v is not True else flag(d) for d, v in given.items() if d in RESUME_OPTIONS]
     if shown and _is_main():
         print(f"resuming {path}: applying {', '.join(shown)} (safe to change: the weights' trajectory stays the same)")
@@ -176,7 +173,7 @@ def preflight(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     preset = TrainConfig.from_preset(config.train.preset, benchmark=config.data.dataset)
     origin = f"--preset {preset.preset}" if preset.batch_size == config.train.batch_size else "--batch-size"
     check_batch_split(config.train.batch_size, int(os.environ.get("WORLD_SIZE", "1")), origin)
-    plan = Preflight(config, command, resume, saved_model)
+    plan = Preflight(config, command, saved_model)
     if not _is_main():
         return plan  # the Hub and the backbone files are rank 0's business (DDP broadcasts its weights)
     backbone, backbone_init = None, None

@@ -328,8 +328,8 @@ def run_config_from_options(options: Mapping[str, Any]) -> RunConfig:
     )
     model = None
     if not o.get("init"):
-        narrowing = {k: tuple(o[k]) if k in ("layers", "channels") else o[k] for k in _NARROWING if k in o}
-        fields = {k: tuple(o[k]) if k == "pyramid_bins" else o[k] for k in _MODEL_OPTIONS if k in o}
+        narrowing: dict[str, Any] = {k: tuple(o[k]) if k != "stem_width" else o[k] for k in _NARROWING if k in o}
+        fields: dict[str, Any] = {k: tuple(o[k]) if k == "pyramid_bins" else o[k] for k in _MODEL_OPTIONS if k in o}
         backbone = BackboneConfig(o.get("backbone", "resnet50"), **narrowing)
         model = ModelConfig(backbone=backbone, shot=shot, **fields)
     protocol = o.get("protocol", DEFAULT_PROTOCOL)
