@@ -21,8 +21,9 @@ from safetensors.torch import load_file
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import UnknownModelError
+from ntre_zoo.pipeline.ledger import LEDGER_NAME
 from ntre_zoo.pipeline.recipes import check_data_root, recipe_for, select_variants
-from ntre_zoo.pipeline.reproduce import LEDGER_NAME, _same_recipe, reproduce
+from ntre_zoo.pipeline.reproduce import _same_recipe, reproduce
 from ntre_zoo.training import RunConfig
 from ntre_zoo.training.environment import PINNED_CPU_KERNELS
 from ntre_zoo.training.trainer import Trainer
@@ -381,7 +382,7 @@ def test_a_sweep_recorded_by_0_3_without_precision_continues_and_other_changes_a
     ],
 )
 def test_a_child_gets_the_gpus_it_was_given_through_the_parents_mask(tmp_path, monkeypatch, mask, gpus, child):
-    from ntre_zoo.pipeline import reproduce as module
+    from ntre_zoo.pipeline import children as module
 
     seen = tmp_path / "seen.txt"
     script = f"import os, pathlib; pathlib.Path({str(seen)!r}).write_text(os.environ['CUDA_VISIBLE_DEVICES'])"
@@ -405,14 +406,14 @@ def test_gpu_steps_load_episodes_in_worker_processes(small, tmp_path, monkeypatc
 
 
 def test_gpu_indices_outside_the_parents_mask_are_refused():
-    from ntre_zoo.pipeline.reproduce import child_visible_devices
+    from ntre_zoo.pipeline.children import child_visible_devices
 
     with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES='3,5' shows this process 2 device\(s\)"):
         child_visible_devices([2], "3,5")
 
 
 def test_a_variant_out_of_gpu_memory_says_so_with_the_fix(small, tmp_path, monkeypatch, capsys):
-    from ntre_zoo.pipeline import reproduce as module
+    from ntre_zoo.pipeline import children as module
 
     def child(text: str, code: int) -> list[str]:
         return [sys.executable, "-c", f"import sys; sys.stderr.write({text!r}); sys.exit({code})"]
@@ -506,10 +507,10 @@ def test_reproduce_regenerates_the_shipped_model(tmp_path):
 
 
 def test_a_corrupt_reproduce_ledger_names_the_file(tmp_path):
-    from ntre_zoo.pipeline.reproduce import _Ledger
+    from ntre_zoo.pipeline.ledger import Ledger
 
     ledger = tmp_path / "ledger.json"
     for text in ('{"format": "ntre-zoo-reproduce-ledger", "vari', "[1, 2]", "\udcff"):
         ledger.write_text(text, encoding="utf-8", errors="surrogateescape")
         with pytest.raises(ValueError, match=r"ledger\.json' is not a (readable )?reproduce ledger"):
-            _Ledger(ledger)
+            Ledger(ledger)
