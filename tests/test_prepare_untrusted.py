@@ -23,8 +23,10 @@ from data_fixtures import (
     write_tar,
     write_zip,
 )
+from PIL import Image
 
 from ntre_zoo.cli import main
+from ntre_zoo.data.index import read_label
 from ntre_zoo.data.prepare.coco2014 import prepare_coco20i
 from ntre_zoo.data.prepare.voc_sbd import prepare_pascal5i
 from ntre_zoo.errors import ArchiveError
@@ -77,15 +79,27 @@ def test_an_id_that_is_not_a_plain_file_name_is_refused_naming_the_list_and_line
     assert set(_files(tmp_path)) == {str(a) for a in archives}
 
 
-def _coco(folder: Path, train_names: list[str], members: dict[str, bytes] | None = None) -> tuple[list[Path], Path]:
-    """COCO 2014 zips whose train annotations list ``train_names`` (each with a JPEG member unless given)."""
+def _coco(
+    folder: Path,
+    train_names: list[str],
+    members: dict[str, bytes] | None = None,
+    annotations: list[dict] | None = None,
+    categories: list[dict] | None = None,
+) -> tuple[list[Path], Path]:
+    """COCO 2014 zips whose train annotations list ``train_names`` (each with a JPEG member unless given), with
+    ``annotations`` (none by default) and ``categories`` (person, id 1, by default)."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     notes, zips = {}, []
     for split, names in (("train", train_names), ("val", ["COCO_val2014_000000000001.jpg"])):
         images = [{"id": k + 1, "file_name": n, "height": 48, "width": 64} for k, n in enumerate(names)]
+        train = split == "train"
         notes[f"annotations/instances_{split}2014.json"] = json.dumps(
-            {"images": images, "annotations": [], "categories": [{"id": 1, "name": "person"}]}
+            {
+                "images": images,
+                "annotations": (annotations or []) if train else [],
+                "categories": (categories or [{"id": 1, "name": "person"}]) if train else [{"id": 1, "name": "p"}],
+            }
         ).encode()
         content = {f"{split}2014/{n}": jpeg_bytes(rng) for n in names}
         content.update((members or {}) if split == "train" else {})
@@ -358,3 +372,145 @@ def test_no_archive_writes_outside_out_and_every_failure_is_clear(tmp_path_facto
     assert all(Path(p).is_relative_to(out) for p in written), written
     assert all(_files(base)[p] == before[p] for p in before)
     assert {p.name for p in base.iterdir()} - {"deep"} == {"beside", voc.name, sbd.name}
+
+
+# ------------------------------------------------------------------------ label values out of PASCAL's range
+
+VOC_LABEL = f"{VOC_ROOT}SegmentationClass/2007_000001.png"
+SBD_LABEL = f"{SBD_ROOT}cls/2008_000001.mat"
+
+
+def _one_pixel(value: int, dtype: type = np.uint8) -> np.ndarray:
+    label = np.zeros((48, 64), dtype)
+    label[3, 5] = value
+    return label
+
+
+def _prepare_with(tmp_path: Path, which: str, content: bytes) -> Path:
+    """prepare pascal5i on ``pascal_members`` with VOC's 2007_000001 label or SBD's 2008_000001 replaced."""
+    voc, sbd = pascal_members()
+    if which == "voc":
+        voc[VOC_LABEL] = content
+    else:
+        sbd[SBD_LABEL] = content
+    out = tmp_path / "out"
+    prepare_pascal5i(*_archives(tmp_path / "archives", voc, sbd), out, progress=False)
+    return (
+        out
+        / "VOCdevkit"
+        / "VOC2012"
+        / "SegmentationClassAug"
+        / f"{'2007_000001' if which == 'voc' else '2008_000001'}.png"
+    )
+
+
+def _encode(which: str, label: np.ndarray) -> bytes:
+    return palette_png(label) if which == "voc" else sbd_mat(label)
+
+
+@pytest.mark.parametrize("which", ["voc", "sbd"])
+@pytest.mark.parametrize("value", [0, 20, 255])  # background, the largest class id, VOC's boundary band
+def test_every_pascal_class_id_and_255_are_written_as_they_are(tmp_path, which, value):
+    written = _prepare_with(tmp_path, which, _encode(which, _one_pixel(value)))
+    np.testing.assert_array_equal(read_label(written), _one_pixel(value))
+
+
+@pytest.mark.parametrize("which", ["voc", "sbd"])
+@pytest.mark.parametrize("value", [21, 25, 254])  # the first id past PASCAL's 20 classes, a COCO-like id, 254
+def test_a_label_value_outside_pascals_classes_is_refused_naming_it(tmp_path, which, value):
+    archive, member = ("VOCtrainval.tar", VOC_LABEL) if which == "voc" else ("benchmark.tgz", SBD_LABEL)
+    with pytest.raises(
+        ArchiveError, match=rf"{archive}.*{member}.* value {value} \(row 3, column 5\).*0 to 20, or 255"
+    ):
+        _prepare_with(tmp_path, which, _encode(which, _one_pixel(value)))
+    assert not (tmp_path / "out").exists()
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")  # uint16: a 16-bit PNG (I;16), (H, W, 3) uint8: RGB
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("array", "found"),
+    [
+        (_one_pixel(300, np.uint16), "I;16"),  # a 16-bit PNG: 300 would be cut to 44 as uint8
+        (_one_pixel(1, np.uint16), "I;16"),  # even with class ids in range
+        (np.stack([_one_pixel(1)] * 3, -1), "RGB"),  # a colour rendering of the palette
+    ],
+    ids=["16-bit 300", "16-bit 1", "RGB"],
+)
+def test_a_voc_label_png_that_is_not_8_bit_palette_or_grey_is_refused(tmp_path, array, found):
+    with pytest.raises(ArchiveError, match=rf"VOCtrainval\.tar.*{VOC_LABEL}.*palette or greyscale PNG.*'{found}'"):
+        _prepare_with(tmp_path, "voc", _png(array))
+
+
+@pytest.mark.parametrize(
+    ("label", "reason"),
+    [
+        (_one_pixel(1.5, np.float64), "integer class ids.*float64"),  # would be cut to 1
+        (_one_pixel(1, np.float64), "integer class ids.*float64"),
+        (_one_pixel(-1, np.int16), r"value -1 \(row 3, column 5\)"),  # would wrap to 255, the ignore value
+        (_one_pixel(256, np.int64), r"value 256 \(row 3, column 5\)"),  # would wrap to 0
+        (_one_pixel(255 + 21, np.uint16), r"value 276 \(row 3, column 5\)"),  # would wrap to 20
+        (np.zeros((2, 48, 64), np.uint8), r"2-D GTcls\.Segmentation.*\(2, 48, 64\)"),
+        (np.zeros((0, 64), np.uint8), r"2-D GTcls\.Segmentation.*\(0,\)"),  # loadmat squeezes it to 1-D
+    ],
+    ids=["float 1.5", "float 1.0", "int16 -1", "int64 256", "uint16 276", "3-D", "empty"],
+)
+def test_an_sbd_segmentation_of_the_wrong_type_or_range_is_refused(tmp_path, label, reason):
+    with pytest.raises(ArchiveError, match=rf"benchmark\.tgz.*{SBD_LABEL}.*{reason}"):
+        _prepare_with(tmp_path, "sbd", sbd_mat(label))
+
+
+def test_an_sbd_segmentation_of_a_wider_integer_type_in_range_is_accepted(tmp_path):
+    written = _prepare_with(tmp_path, "sbd", sbd_mat(_one_pixel(20, np.int64)))
+    np.testing.assert_array_equal(read_label(written), _one_pixel(20))
+
+
+# ------------------------------------------------------------------------------ COCO categories a stranger made
+
+
+def _annotation(category: object, polygon: list[float]) -> dict:
+    return {"id": 1, "image_id": 1, "category_id": category, "segmentation": [polygon], "area": 1.0,
+            "bbox": [0.0, 0.0, 1.0, 1.0], "iscrowd": 0}  # fmt: skip
+
+
+SQUARE = [10.0, 10.0, 20.0, 10.0, 20.0, 20.0, 10.0, 20.0]
+
+
+@pytest.mark.parametrize("category", [0, 12, 91, 255, -1, True, 1.0, "1"])  # 12 is a gap in COCO's ids
+def test_a_coco_category_id_that_is_not_one_of_cocos_80_is_refused(tmp_path, category):
+    pytest.importorskip("pycocotools")
+    names = ["COCO_train2014_000000000001.jpg"]
+    categories = [{"id": 1, "name": "person"}, {"id": category, "name": "odd"}]
+    images, notes = _coco(tmp_path / "archives", names, annotations=[_annotation(1, SQUARE)], categories=categories)
+    with pytest.raises(ArchiveError, match=rf"instances_train2014\.json, categories\[1\]\.id: {category!r} .*80"):
+        prepare_coco20i(images, notes, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("category", [3, 2, True, 1.0, "1", None])  # not listed, a gap, or not an integer
+def test_an_annotation_category_id_that_is_not_a_listed_integer_id_is_refused(tmp_path, category):
+    pytest.importorskip("pycocotools")
+    names = ["COCO_train2014_000000000001.jpg"]
+    images, notes = _coco(tmp_path / "archives", names, annotations=[_annotation(category, SQUARE)])
+    with pytest.raises(ArchiveError, match=rf"instances_train2014\.json, annotations\[0\]\.category_id: {category!r}"):
+        prepare_coco20i(images, notes, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_coco_polygon_reaching_outside_the_image_is_clipped_to_it(tmp_path):
+    pytest.importorskip("pycocotools")
+    outside = [50.0, 40.0, 100.0, 40.0, 100.0, 100.0, 50.0, 100.0]  # x 50..100, y 40..100 on a 64x48 image
+    far = [-90.0, -90.0, -50.0, -90.0, -50.0, -50.0]  # wholly outside: paints nothing
+    annotations = [_annotation(90, outside), {**_annotation(1, far), "id": 2}]
+    categories = [{"id": 1, "name": "person"}, {"id": 90, "name": "toothbrush"}]  # 90: COCO's largest id
+    names = ["COCO_train2014_000000000001.jpg"]
+    images, notes = _coco(tmp_path / "archives", names, annotations=annotations, categories=categories)
+    prepare_coco20i(images, notes, tmp_path / "out", progress=False)
+    (written,) = (tmp_path / "out").glob("ntre_zoo_labels/train2014_*/COCO_train2014_000000000001.png")
+    label = read_label(written)
+    assert label.shape == (48, 64) and set(np.unique(label)) == {0, 2}
+    assert (label[40:, 50:] == 2).all() and not label[:40].any() and not label[:, :50].any()

@@ -5,7 +5,9 @@ Writes ``OUT/train2014/``, ``OUT/val2014/`` (every image the instance annotation
 ``OUT/annotations/instances_{train,val}2014.json``, then builds the semantic label PNGs with the loader's own
 code (:func:`ntre_zoo.data.coco20i.build_coco_labels`), so that ``--dataset coco20i --data-root OUT`` reads
 the tree unchanged and never builds labels again. Every archive is checked before anything is written (every
-``file_name`` a plain ``.jpg``/``.jpeg``/``.png`` name); the tree is built beside ``OUT`` and moved in at the end.
+``file_name`` a plain ``.jpg``/``.jpeg``/``.png`` name, every category id one of COCO 2014's 80 and every
+annotation's ``category_id`` one of its file's categories); the tree is built beside ``OUT`` and moved in at the
+end. Polygons reaching outside their image are clipped to it, as pycocotools draws them.
 """
 
 from __future__ import annotations
@@ -28,16 +30,38 @@ RECORD = "ntre_zoo_prepare.json"
 #: ``instances_train2014.json`` is 332 MB, and it is read whole to list the images.
 ANNOTATION_FACTOR = 16
 _SUFFIXES = (".jpg", ".jpeg", ".png")
+#: COCO 2014's 80 category ids: 1 to 90, 10 of them unused.
+COCO_CATEGORY_IDS = frozenset(range(1, 91)) - {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
+
+
+def _check_categories(where: str, categories: list[object], labels: list[object]) -> None:
+    """Refuse a category id that is not one of COCO's 80, and an annotation's ``category_id`` that is not an
+    integer id of the file's ``categories`` (a float or ``True`` would match an id in a dict lookup)."""
+    for k, identifier in enumerate(categories):
+        if type(identifier) is not int or identifier not in COCO_CATEGORY_IDS:
+            raise ArchiveError(
+                f"{where}, categories[{k}].id: {identifier!r} is not one of COCO 2014's 80 category ids (integers "
+                "1 to 90 with 10 gaps). The archive was altered; use the official download."
+            )
+    known = set(categories)
+    for k, category in enumerate(labels):
+        if type(category) is not int or category not in known:
+            raise ArchiveError(
+                f"{where}, annotations[{k}].category_id: {category!r} is not one of the {len(known)} integer ids "
+                "of the file's categories. The archive was altered; use the official download."
+            )
 
 
 def _listed_images(archive: Archive, split: str) -> tuple[str, bytes, list[tuple[str, tuple[int, int]]]]:
     """The member ``annotations/instances_{split}2014.json``, its bytes, and the file name and ``(width,
-    height)`` of every image it lists, each name a plain image file name."""
+    height)`` of every image it lists, each name a plain image file name, its categories checked."""
     member = archive.root_of(f"annotations/instances_{split}2014.json") + f"annotations/instances_{split}2014.json"
     data = archive.read(member, ANNOTATION_FACTOR * archive.max_member_bytes)
     try:
-        infos = json.loads(data)["images"]
-        images = [(info["file_name"], (info["width"], info["height"])) for info in infos]
+        document = json.loads(data)
+        images = [(info["file_name"], (info["width"], info["height"])) for info in document["images"]]
+        categories = [category["id"] for category in document["categories"]]
+        labels = [annotation["category_id"] for annotation in document["annotations"]]
     except (ValueError, KeyError, TypeError) as error:
         raise archive.refuse(member, f"is not a COCO instances file ({type(error).__name__}: {error}).") from error
     where = f"{archive.what}: {str(archive.path)!r}, {member}"
@@ -50,6 +74,7 @@ def _listed_images(archive: Archive, split: str) -> tuple[str, bytes, list[tuple
                 f"{where}, images[{k}]: width {width!r} x height {height!r} is not an image size within the "
                 f"{archive.max_member_bytes:,}-pixel cap (raise it with --max-member-mib if it is genuine)."
             )
+    _check_categories(where, categories, labels)
     return member, data, images
 
 
@@ -90,8 +115,9 @@ def prepare_coco20i(
         FileNotFoundError: an archive does not exist.
         FileExistsError: ``out`` is a file, or holds an annotation file that differs from the archive's.
         ArchiveError: not the expected archives, a missing, oversized, duplicate or malformed member, a
-            ``file_name`` that is not a plain image name, or a truncated or corrupt archive; ``out`` is left as
-            it was.
+            ``file_name`` that is not a plain image name, a category id that is not one of COCO's 80 or an
+            annotation's ``category_id`` that is not one of its file's, or a truncated or corrupt archive;
+            ``out`` is left as it was.
         RuntimeError: pycocotools is not installed.
     """
     folder = output_folder(out)

@@ -1,6 +1,7 @@
 """What one archive member must be before ``prepare`` writes anything from it: an image of the format its name
 says, within the pixel cap (read from its header, never decoded), a VOC label PNG, or an SBD ``.mat`` label
-inflated within the cap. Each check raises ``ValueError`` with a reason that the caller prefixes with the
+inflated within the cap, each label holding only PASCAL VOC class ids (0 to 20, and 255, VOC's boundary band).
+Each check raises ``ValueError`` with a reason that the caller prefixes with the
 archive and the member."""
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from PIL import ImageFile, JpegImagePlugin, PngImagePlugin
 
 from ..._atomic import atomic_write
 from ..index import write_label
+from ..preprocessing import IGNORE_INDEX
+from ..splits import PASCAL_CLASSES
 from .archives import mib
 
 __all__ = ["copy_image", "image_size", "read_sbd_label", "read_voc_label", "sbd_label", "voc_label"]
@@ -82,19 +85,37 @@ def copy_image(out: Path, chunks: Iterator[bytes], max_pixels: int) -> tuple[int
     return image_size(out, max_pixels)
 
 
+def _class_ids(label: np.ndarray, field: str) -> np.ndarray:
+    """``label`` as uint8 if it holds integers that are all PASCAL VOC class ids (0 to 20) or 255 (VOC's boundary
+    band, which the loaders ignore); casting anything else would write a wrong label silently."""
+    if label.dtype.kind not in "ui":
+        raise ValueError(f"must hold integer class ids, but its {field} is of type {label.dtype}")
+    bad = ((label > len(PASCAL_CLASSES)) & (label != IGNORE_INDEX)) | (label < 0)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(
+            f"holds the {field} value {label[row, column]} (row {row}, column {column}), which is not a PASCAL VOC "
+            f"class id: expected 0 to {len(PASCAL_CLASSES)}, or {IGNORE_INDEX} (the boundary band). The archive was "
+            "altered or mixed up; use the official download"
+        )
+    return label.astype(np.uint8)
+
+
 def read_voc_label(data: bytes, max_pixels: int) -> np.ndarray:
     """A VOC ``SegmentationClass`` PNG (palette) as an ``(H, W)`` uint8 array of class ids, 255 kept.
 
     Raises:
-        ValueError: not a palette or greyscale PNG, or more than ``max_pixels`` pixels.
+        ValueError: not an 8-bit palette or greyscale PNG, more than ``max_pixels`` pixels, or a value that is
+            not a class id (0 to 20) or 255.
     """
     with _open(data, ".png", max_pixels) as image:
         if image.mode not in ("P", "L"):
-            raise ValueError(f"must be a palette or greyscale PNG (a VOC label), got mode {image.mode!r}")
+            raise ValueError(f"must be an 8-bit palette or greyscale PNG (a VOC label), got mode {image.mode!r}")
         try:
-            return np.asarray(image, dtype=np.uint8)
+            label = np.asarray(image, dtype=np.uint8)
         except _DECODE_ERRORS as error:
             raise ValueError(f"is a damaged PNG ({type(error).__name__}: {error})") from error
+    return _class_ids(label, "pixel")
 
 
 def _inflate_mat(data: bytes, limit: int) -> bytes:
@@ -152,8 +173,8 @@ def read_sbd_label(data: bytes, limit: int) -> np.ndarray:
         limit: the most its elements may inflate to, in bytes (so also the most pixels the label may have).
 
     Raises:
-        ValueError: not a MATLAB 5 file, truncated, over ``limit``, or no ``GTcls`` struct with a 2-D
-            ``Segmentation`` in 0..255.
+        ValueError: not a MATLAB 5 file, truncated, over ``limit``, or no ``GTcls`` struct with a 2-D integer
+            ``Segmentation`` of class ids (0 to 20) or 255.
     """
     inflated = _inflate_mat(data, limit)
     try:
@@ -161,9 +182,9 @@ def read_sbd_label(data: bytes, limit: int) -> np.ndarray:
     # scipy raises NotImplementedError for a MATLAB 7.3 (HDF5) file: a real refusal, not a stub
     except (*_DECODE_ERRORS, AttributeError, NotImplementedError) as error:
         raise ValueError(f"is not an SBD class label (no GTcls.Segmentation: {error})") from error
-    if segmentation.ndim != 2 or segmentation.size == 0 or segmentation.min() < 0 or segmentation.max() > 255:
+    if segmentation.ndim != 2 or segmentation.size == 0:
         raise ValueError(f"must hold a 2-D GTcls.Segmentation of class ids, got shape {segmentation.shape}")
-    return segmentation.astype(np.uint8)
+    return _class_ids(segmentation, "GTcls.Segmentation")
 
 
 def voc_label(out: Path, chunks: Iterator[bytes], max_pixels: int) -> tuple[int, int]:

@@ -69,8 +69,9 @@ def prepare_pascal5i(
     Raises:
         FileNotFoundError: an archive does not exist.
         FileExistsError: ``out`` is a file, or holds a list that differs from the archive's.
-        ArchiveError: not the expected archive, a missing, oversized, duplicate or malformed member, an id
-            that is not a plain file name, or a truncated or corrupt archive; ``out`` is left as it was.
+        ArchiveError: not the expected archive, a missing, oversized, duplicate or malformed member, a label
+            value that is not a PASCAL class id (0 to 20) or 255, an id that is not a plain file name, or a
+            truncated or corrupt archive; ``out`` is left as it was.
         RuntimeError: scipy is not installed.
     """
     folder = output_folder(out)
