@@ -85,15 +85,19 @@ def _coco(
     members: dict[str, bytes] | None = None,
     annotations: list[dict] | None = None,
     categories: list[dict] | None = None,
+    sizes: dict[int, tuple[object, object]] | None = None,
 ) -> tuple[list[Path], Path]:
     """COCO 2014 zips whose train annotations list ``train_names`` (each with a JPEG member unless given), with
-    ``annotations`` (none by default) and ``categories`` (person, id 1, by default)."""
+    ``annotations`` (none by default), ``categories`` (person, id 1, by default) and the ``(width, height)`` that
+    ``sizes`` declares for some train images (64 x 48, the members' size, by default)."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     notes, zips = {}, []
     for split, names in (("train", train_names), ("val", ["COCO_val2014_000000000001.jpg"])):
         images = [{"id": k + 1, "file_name": n, "height": 48, "width": 64} for k, n in enumerate(names)]
         train = split == "train"
+        for k, (width, height) in (sizes or {}).items() if train else ():
+            images[k].update(width=width, height=height)
         notes[f"annotations/instances_{split}2014.json"] = json.dumps(
             {
                 "images": images,
@@ -124,6 +128,24 @@ def test_coco_image_whose_size_differs_from_its_annotation_is_refused(tmp_path):
     with pytest.raises(ArchiveError, match=rf"train2014/{name}.* 64x40 .* 64x48"):
         prepare_coco20i(images, notes, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size", [(0, 48), (64, 0), (-64, 48), (64.0, 48), ("64", 48), (True, 48)])
+def test_a_coco_image_size_that_is_not_a_positive_integer_is_refused(tmp_path, size):
+    images, notes = _coco(tmp_path / "archives", ["COCO_train2014_000000000001.jpg"], sizes={0: size})
+    with pytest.raises(ArchiveError, match=r"images\[0\]: width .* is not an image size within the"):
+        prepare_coco20i(images, notes, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_declared_coco_image_size_at_the_pixel_cap_passes_and_one_pixel_over_is_refused(tmp_path):
+    name, cap = "COCO_train2014_000000000001.jpg", 64 * 1000
+    images, notes = _coco(tmp_path / "at", [name], sizes={0: (64, 1000)})  # exactly the cap: read on ...
+    with pytest.raises(ArchiveError, match=r" 64x48 .* 64x1000"):  # ... to the member, which is 64 x 48
+        prepare_coco20i(images, notes, tmp_path / "out", progress=False, max_member_bytes=cap)
+    images, notes = _coco(tmp_path / "over", [name], sizes={0: (64, 1001)})
+    with pytest.raises(ArchiveError, match=r"width 64 x height 1001 is not an image size within the 64,000-pixel"):
+        prepare_coco20i(images, notes, tmp_path / "out", progress=False, max_member_bytes=cap)
 
 
 # ------------------------------------------------------------------------------------- decompression bombs

@@ -69,7 +69,8 @@ def _listed_images(archive: Archive, split: str) -> tuple[str, bytes, list[tuple
         field = f"{where}, images[{k}].file_name"
         if not isinstance(name, str) or Path(plain_name(name, field)).suffix.lower() not in _SUFFIXES:
             raise ArchiveError(f"{field}: {name!r} is not a COCO image name (a .jpg, .jpeg or .png file).")
-        if not all(isinstance(v, int) and v > 0 for v in (width, height)) or width * height > archive.max_member_bytes:
+        sized = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height))
+        if not sized or width * height > archive.max_member_bytes:
             raise ArchiveError(
                 f"{where}, images[{k}]: width {width!r} x height {height!r} is not an image size within the "
                 f"{archive.max_member_bytes:,}-pixel cap (raise it with --max-member-mib if it is genuine)."
