@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -300,6 +301,25 @@ def test_outputs_deleted_between_two_sweeps_are_made_again_from_what_is_left(sma
     ran.clear()
     (again,) = reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=counting)
     assert ran == ["train", "eval_1shot"] and again.sha256 == first.sha256
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("ntre-zoo make-synthetic -o syn", "holds no `ntre-zoo train`"),
+        ("ntre-zoo train --dataset pascal5i --epochz 2", "cannot be replayed: Not an `ntre-zoo train` command"),
+        ("ntre-zoo train --dataset pascal5i --fold 4", "cannot be replayed: fold must be 0, 1, 2 or 3, got 4"),
+        ("ntre-zoo train --dataset pascal5i --init x --backbone-weights timm", "--init already brings"),
+    ],
+)
+def test_a_recorded_command_edited_by_hand_is_refused_naming_the_variant(small, tmp_path, command, message):
+    syn, manifest = small
+    data = json.loads(manifest.read_text())
+    data["models"][SMALL]["metrics"]["measured"]["train_command"] = command
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"{SMALL}: .*{re.escape(message)}"):
+        reproduce([SMALL], syn, tmp_path / "out", manifest=tmp_path / "manifest.json", runner=in_process)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_ledger_edited_by_hand_is_refused_or_read_as_it_says(small, tmp_path):

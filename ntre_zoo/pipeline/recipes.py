@@ -157,16 +157,19 @@ def _recorded(entry: ManifestEntry, measured: Mapping[str, Any], seeds: int | No
             train, env = words[2:], local
     if train is None:
         raise ValueError(f"{entry.name}: the recorded train_command holds no `ntre-zoo train` ({text.strip()!r}).")
-    options = parse_train_command(train)
     # Recorded before --backbone-weights existed, the default then was random; a command naming no precision is a
     # CPU run (its environment pins the CPU kernels), and the CPU trains in fp32 whatever the option says.
-    options = {"backbone_weights": "none", "precision": "fp32", **options, "data_root": _UNSET, "output": _UNSET}
+    try:
+        options = {"backbone_weights": "none", "precision": "fp32", **parse_train_command(train)}
+        run = run_config_from_options({**options, "data_root": _UNSET, "output": _UNSET})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{entry.name}: the manifest's recorded train_command cannot be replayed: {error}") from None
     shots = tuple(sorted(int(m.group(1)) for k in measured if (m := re.fullmatch(r"miou_(\d+)shot", k))))
     recorded_seeds = measured.get("seeds")
     return Recipe(
         name=entry.name,
         data_key=entry.dataset,
-        run=run_config_from_options(options),
+        run=run,
         env=tuple(sorted(env.items())),
         weights="best" if "/best/" in comment else "last",
         shots=shots or (1, 5),
