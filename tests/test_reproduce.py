@@ -303,6 +303,47 @@ def test_outputs_deleted_between_two_sweeps_are_made_again_from_what_is_left(sma
     assert ran == ["train", "eval_1shot"] and again.sha256 == first.sha256
 
 
+def test_a_failed_step_runs_again_and_a_training_that_left_no_checkpoint_starts_afresh(small, tmp_path):
+    syn, manifest = small
+    ran = []
+
+    def failing_train(step, gpus):
+        ran.append(step.name)
+        if step.name == "train":
+            (tmp_path / "work" / SMALL / "train").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "work" / SMALL / "train" / "run.json").write_text("{}")  # died before its first checkpoint
+            return 1
+        return in_process(step, gpus)
+
+    (failed,) = reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=failing_train)
+    assert failed.state == "failed" and ran == ["train"]
+    ledger = json.loads((tmp_path / LEDGER_NAME).read_text())["variants"][SMALL]
+    assert ledger["steps"]["train"]["state"] == "failed" and ledger["state"] == "failed"
+
+    seen = []
+
+    def record(step, gpus):
+        seen.append(step.argv)
+        return in_process(step, gpus)
+
+    (done,) = reproduce([SMALL], syn, tmp_path, manifest=manifest, runner=record)
+    assert done.state == "done" and seen[0][:2] == ("train", "--config") and "--overwrite" in seen[0]
+
+
+def test_a_sweep_continued_on_another_data_root_is_refused(small, tmp_path):
+    syn, manifest = small
+
+    def interrupted(step, gpus):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reproduce([SMALL], syn, tmp_path / "out", manifest=manifest, runner=interrupted)
+    other = tmp_path / "copy"
+    shutil.copytree(syn, other)
+    with pytest.raises(ValueError, match=f"unfinished {SMALL} started with other settings"):
+        reproduce([SMALL], other, tmp_path / "out", manifest=manifest, runner=in_process)
+
+
 @pytest.mark.parametrize(
     ("command", "message"),
     [
