@@ -23,7 +23,7 @@ import ntre_zoo
 from ntre_zoo.cli import main as cli_main
 from ntre_zoo.errors import UnknownModelError
 from ntre_zoo.pipeline.ledger import LEDGER_NAME
-from ntre_zoo.pipeline.recipes import check_data_root, recipe_for, select_variants
+from ntre_zoo.pipeline.recipes import check_data_root, measured_metrics, recipe_for, select_variants
 from ntre_zoo.pipeline.reproduce import _same_recipe, reproduce
 from ntre_zoo.training import RunConfig
 from ntre_zoo.training.environment import PINNED_CPU_KERNELS
@@ -116,6 +116,27 @@ def test_a_recorded_command_names_its_precision_and_loses_the_deprecated_options
         words = recipe.train_command(".", "run").split()
         assert recipe.run.precision == precision and words[words.index("--precision") + 1] == precision
         assert "--amp-dtype" not in words and "--no-amp" not in words and recipe.run.train.val_every == 0
+
+
+def test_a_recorded_command_names_the_export_that_became_the_weights():
+    shipped = load_manifest().get(SHIPPED)
+    measured = shipped.metrics["measured"]
+    for comment, weights in (("# weights: tiny_f0/best/model.safetensors", "best"), ("", "last")):
+        command = measured["train_command"].split("#")[0] + comment
+        recorded = {**shipped.metrics, "measured": {**measured, "train_command": command}}
+        assert recipe_for(dataclasses.replace(shipped, metrics=recorded)).weights == weights
+
+
+def test_measured_numbers_are_percent_to_two_decimals_with_the_seeds_they_came_from():
+    recipe = dataclasses.replace(recipe_for(load_manifest().get(SHIPPED)), shots=(1,), seeds=3, seed=7, episodes=50)
+    result = {"miou": 0.123456, "fb_iou": 0.5, "precision": 0.99999, "miou_std": 0.01234, "fb_iou_std": 0.0}
+    measured = measured_metrics(recipe, {1: {**result, "precision_std": 0.005}}, "ROOT")
+    assert (measured["miou_1shot"], measured["fb_iou_1shot"], measured["precision_1shot"]) == (12.35, 50.0, 100.0)
+    assert (measured["miou_1shot_std"], measured["precision_1shot_std"]) == (1.23, 0.5)
+    assert measured["seeds"] == [7, 8, 9] and (measured["seed"], measured["episodes"]) == (7, 50)
+    assert measured["command"].endswith("--episodes 50 --seed 7 --seeds 3")
+    single = measured_metrics(dataclasses.replace(recipe, seeds=1), {1: result}, "ROOT")
+    assert "miou_1shot_std" not in single and single["seeds"] == [7] and "--seeds" not in single["command"]
 
 
 def test_paper_variants_get_the_paper_recipe():
