@@ -210,3 +210,14 @@ def pascal_members(seed: int = 0, size: tuple[int, int] = (48, 64)) -> tuple[dic
         sbd[f"{s}img/{i}.jpg"] = jpeg_bytes(rng, size)
         sbd[f"{s}cls/{i}.mat"] = sbd_mat(rng.integers(0, 21, size, dtype=np.uint8))
     return voc, sbd
+
+
+#: timm deep-stem key -> the PSPNet ``resnet50_v2.pth`` key the authors' files use.
+PSPNET_STEM = {
+    "conv1.0": "conv1",
+    "conv1.1": "bn1",
+    "conv1.3": "conv2",
+    "conv1.4": "bn2",
+    "conv1.6": "conv3",
+    "bn1": "bn3",
+}

@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 from conftest import TINY
+from data_fixtures import PSPNET_STEM
 
 import ntre_zoo
 from ntre_zoo.cli import main as cli_main
@@ -120,14 +121,7 @@ def test_pickled_code_is_not_loaded(tmp_path):
 
 def _pspnet_layout(timm_state):
     """A timm resnet*s state dict renamed to PSPNet's resnet*_v2.pth layout (old files lack num_batches_tracked)."""
-    stem = {
-        "conv1.0": "conv1",
-        "conv1.1": "bn1",
-        "conv1.3": "conv2",
-        "conv1.4": "bn2",
-        "conv1.6": "conv3",
-        "bn1": "bn3",
-    }
+    stem = PSPNET_STEM
     out = {}
     for key, value in timm_state.items():
         if key.endswith("num_batches_tracked"):

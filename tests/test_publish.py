@@ -10,7 +10,6 @@ import time
 import pytest
 import torch
 from conftest import make_tiny_model
-from hub_server import HubServer
 from huggingface_hub import ModelCard
 
 import ntre_zoo
@@ -36,18 +35,12 @@ MEASURED = {
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    server = HubServer()
-    server.add_user("hf_write", "me", orgs={"ntre-zoo": "write", "others": "read"})
-    server.add_user("hf_read", "reader", role="read")
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+def hub(hub, monkeypatch):
+    """The local Hub of conftest.py with a user who may write to ntre-zoo and one who may only read."""
+    hub.add_user("hf_write", "me", orgs={"ntre-zoo": "write", "others": "read"})
+    hub.add_user("hf_read", "reader", role="read")
     monkeypatch.setenv("HF_TOKEN", "hf_write")
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield server
-    server.stop()
+    return hub
 
 
 @pytest.fixture

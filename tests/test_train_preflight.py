@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+from data_fixtures import PSPNET_STEM
 
 import ntre_zoo
 import ntre_zoo.zoo.hub_access
@@ -28,15 +29,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*never form an episode")
 TINY = ["--layers", "1", "1", "1", "1", "--channels", "8", "16", "32", "64", "--stem-width", "8"]
 TINY += ["--reduce-dim", "16", "--pyramid-bins", "8", "4", "2", "--test-size", "65"]
 NARROW = BackboneConfig("resnet50", layers=(1, 1, 1, 1), channels=(8, 16, 32, 64), stem_width=8)
-#: timm deep-stem key -> the PSPNet ``resnet50_v2.pth`` key the authors' files use.
-PSPNET_STEM = {
-    "conv1.0": "conv1",
-    "conv1.1": "bn1",
-    "conv1.3": "conv2",
-    "conv1.4": "bn2",
-    "conv1.6": "conv3",
-    "bn1": "bn3",
-}
 
 
 @pytest.fixture(autouse=True)
