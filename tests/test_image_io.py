@@ -162,9 +162,10 @@ def test_a_pixel_exactly_at_the_threshold_is_background():
     assert load_mask(torch.tensor([[0.0, 0.5, 1.0]]), "m", 0.5).tolist() == [[0, 0, 1]]
 
 
-def test_the_threshold_is_compared_at_the_masks_own_precision():
-    # float32(0.1) is 0.10000000149..., above the float64 0.1: compared in float32 this pixel would be target
-    assert load_mask(np.array([[0.1, 0.3]], np.float64), "m", 0.1).tolist() == [[0, 1]]
+def test_a_pixel_a_hair_above_the_threshold_is_foreground():
+    above = np.nextafter(0.5, 1.0)  # 0.5 + 1.1e-16: rounded to float32 it would be 0.5 again, not above
+    assert load_mask(np.array([[0.5, above]]), "m", 0.5).tolist() == [[0, 1]]
+    assert load_mask(np.array([[16_777_216, 16_777_217]], np.int64), "m", 16_777_216).tolist() == [[0, 1]]  # 2**24
 
 
 def test_a_zero_threshold_makes_every_positive_pixel_target():
