@@ -203,3 +203,12 @@ def test_a_zero_one_255_mask_keeps_255_as_ignore():
 def test_an_empty_mask_is_refused(shape):
     with pytest.raises(ValueError, match=r"at least 1x1 pixels"):
         load_mask(np.zeros(shape, np.uint8), "m")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(5, 1), (1, 1), (1, 4)])
+def test_a_one_pixel_high_or_wide_grey_rgb_mask_keeps_its_shape(mode, size):
+    grey = np.zeros(size[::-1], np.uint8)
+    grey[0, -1] = 255
+    expected = (grey == 255).astype(np.int64)
+    np.testing.assert_array_equal(load_mask(Image.fromarray(grey).convert(mode), "m").numpy(), expected)
