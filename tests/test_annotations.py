@@ -265,3 +265,114 @@ def test_annotation_from_mask_errors():
         annotation_from_mask(np.zeros((4, 4), np.uint8), "box")
     with pytest.raises(ValueError, match="clicks"):
         annotation_from_mask(np.ones((4, 4), np.uint8), "points", clicks=0)
+
+
+# ------------------------------------------------------------------ boundaries
+def test_a_one_pixel_box_on_the_bottom_right_corner_is_that_pixel():
+    expected = np.zeros((6, 7), np.uint8)
+    expected[5, 6] = 1
+    np.testing.assert_array_equal(Box(6, 5, 7, 6).to_mask((6, 7)), expected)
+    np.testing.assert_array_equal(Box(6.5, 5.5, 7, 6).to_mask((6, 7)), expected)  # .5 floored, not rounded to 7, 6
+
+
+def test_a_one_pixel_wide_box_on_the_image_edge_is_that_column_or_row():
+    last_column, last_row = np.zeros((6, 7), np.uint8), np.zeros((6, 7), np.uint8)
+    last_column[:, 6] = 1
+    last_row[5, :] = 1
+    np.testing.assert_array_equal(Box(6, 0, 7, 6).to_mask((6, 7)), last_column)
+    np.testing.assert_array_equal(Box(0, 5, 7, 6).to_mask((6, 7)), last_row)
+
+
+def test_a_box_of_zero_width_or_height_is_empty():
+    with pytest.raises(ValueError, match="empty"):
+        Box(3, 1, 3, 4)
+    with pytest.raises(ValueError, match="empty"):
+        Box(1, 3, 4, 3)
+
+
+def test_a_box_past_the_bottom_edge_is_refused_even_by_half_a_pixel():
+    with pytest.raises(ValueError, match=r"outside the 6x7 \(H x W\) image.*y1 <= 6"):
+        Box(0, 0, 7, 7).to_mask((6, 7))
+    with pytest.raises(ValueError, match="outside the 6x7"):
+        Box(0, 0, 7, 6.5).to_mask((6, 7))
+    with pytest.raises(ValueError, match="outside the 6x7"):
+        Box(0, 0, 7.5, 6).to_mask((6, 7))
+
+
+def test_a_click_on_the_last_row_and_column_marks_that_pixel():
+    expected = np.zeros((5, 9), np.uint8)
+    expected[4, 8] = 1
+    np.testing.assert_array_equal(Points([(8, 4)], radius=0).to_mask((5, 9)), expected)
+    np.testing.assert_array_equal(Points([(8.5, 4.5)], radius=0).to_mask((5, 9)), expected)  # floored, inside
+    np.testing.assert_array_equal(Points([(8.99, 4.99)], radius=0).to_mask((5, 9)), expected)
+
+
+def test_a_click_at_x_equal_to_w_or_y_equal_to_h_is_outside():
+    with pytest.raises(ValueError, match=r"click 0 at \(x=9, y=0\) is outside the 5x9"):
+        Points([(9, 0)]).to_mask((5, 9))
+    with pytest.raises(ValueError, match=r"click 0 at \(x=0, y=5\) is outside the 5x9.*0 <= y < 5"):
+        Points([(0, 5)]).to_mask((5, 9))
+
+
+def test_a_click_disc_on_the_corner_is_clipped_to_the_image():
+    expected = np.zeros((5, 5), np.uint8)
+    expected[4, 3:] = expected[3:, 4] = 1  # the centre and its two neighbours inside the image
+    np.testing.assert_array_equal(Points([(4, 4)], radius=1).to_mask((5, 5)), expected)
+
+
+def test_the_canvas_floor_of_the_radius_follows_the_long_side():
+    # round(0.03 * 300) = 9 < ceil(6 * 300 / 100) = 18, whichever side is long
+    assert default_radius(POINT_RADIUS, (100, 300), canvas=100) == 18
+    assert default_radius(POINT_RADIUS, (300, 100), canvas=100) == 18
+
+
+def test_a_scribble_touching_the_border_is_dilated_up_to_it():
+    strokes = np.zeros((5, 5), bool)
+    strokes[2, 4] = True  # on the last column
+    expected = np.zeros((5, 5), np.uint8)
+    expected[1:4, 4] = expected[2, 3] = 1
+    np.testing.assert_array_equal(Scribble(strokes, radius=1).to_mask((5, 5)), expected)
+
+
+def test_ignore_pixels_of_a_scribble_are_not_strokes():
+    strokes = np.zeros((4, 6), np.uint8)
+    strokes[1, 1:3] = 1
+    strokes[3, :] = 255  # "ignore" in a {0, 1, 255} mask
+    np.testing.assert_array_equal(Scribble(strokes, radius=0).to_mask((4, 6)), strokes == 1)
+
+
+def test_mask_threshold_binarises_anti_aliased_strokes_exclusively():
+    strokes = np.array([[0, 100, 127, 128, 255]], np.uint8)
+    got = support_mask(Scribble(strokes, radius=0), (1, 5), "s", mask_threshold=127)
+    assert got.tolist() == [[0, 0, 0, 1, 1]]  # 127 is not above 127
+
+
+# ------------------------------------------------------------------ the derived points and boxes at their edges
+def test_exactly_as_many_inner_pixels_as_clicks_are_all_clicked():
+    mask = np.zeros((10, 10), np.uint8)
+    mask[3:6, 2:7] = 1  # 3 x 5; eroded by the radius-1 disc (a cross) it keeps row 4, columns 3..5
+    assert default_radius(POINT_RADIUS, mask.shape) == 1
+    assert set(annotation_from_mask(mask, "points", clicks=3).points) == {(3, 4), (4, 4), (5, 4)}
+
+
+def test_more_clicks_than_target_pixels_clicks_each_pixel_once():
+    mask = np.zeros((6, 6), np.uint8)
+    mask[2, 3] = mask[3, 4] = 1  # diagonal neighbours: one component of two pixels
+    assert sorted(annotation_from_mask(mask, "points", clicks=3).points) == [(3, 2), (4, 3)]
+
+
+def test_of_equal_components_the_one_holding_the_last_pixel_is_annotated():
+    mask = np.zeros((9, 9), np.uint8)
+    mask[1:3, 6:8] = 1  # first in raster order
+    mask[5:7, 1:3] = 1  # same size, holds the last pixel
+    assert annotation_from_mask(mask, "box") == Box(1, 5, 3, 7)
+
+
+def test_points_from_mask_keep_their_disc_on_the_target_at_the_models_canvas():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:18, 2:18] = 1
+    r = default_radius(POINT_RADIUS, mask.shape, canvas=20)
+    assert r == 6  # ceil(6 * 20 / 20), against round(0.6) -> 1 without the canvas
+    points = annotation_from_mask(mask, "points", clicks=5, canvas=20)
+    assert all(2 + r <= v < 18 - r for point in points.points for v in point)  # 8..11 on both axes
+    assert (points.to_mask(mask.shape, canvas=20) <= mask).all()

@@ -14,7 +14,7 @@ from data_fixtures import scene as _scene
 from PIL import Image
 
 import ntre_zoo
-from ntre_zoo.inference.image_io import load_image, load_mask
+from ntre_zoo.inference.image_io import check_mask_threshold, load_image, load_mask
 
 
 # ---------------------------------------------------------------------------------------------- the pixel cap
@@ -152,3 +152,63 @@ def test_grey_rgb_masks_are_accepted_and_colour_ones_refused_with_the_mode(tiny_
     Image.fromarray(colour).convert("CMYK").save(tmp_path / "cmyk.jpg")
     with pytest.raises(ValueError, match=r"got mode 'CMYK'; convert it"):
         tiny_model.predict(image, Image.open(tmp_path / "cmyk.jpg"), image)
+
+
+# ------------------------------------------------------------------------------- the threshold at its boundary
+def test_a_pixel_exactly_at_the_threshold_is_background():
+    """Target where the value is above ``mask_threshold`` (docs/predict.md): equal is not above."""
+    assert load_mask(np.array([[126, 127, 128]], np.uint8), "m", 127).tolist() == [[0, 0, 1]]
+    assert load_mask(np.array([[0.49, 0.5, 0.51]]), "m", 0.5).tolist() == [[0, 0, 1]]
+    assert load_mask(torch.tensor([[0.0, 0.5, 1.0]]), "m", 0.5).tolist() == [[0, 0, 1]]
+
+
+def test_a_pixel_a_hair_above_the_threshold_is_foreground():
+    above = np.nextafter(0.5, 1.0)  # 0.5 + 1.1e-16: rounded to float32 it would be 0.5 again, not above
+    assert load_mask(np.array([[0.5, above]]), "m", 0.5).tolist() == [[0, 1]]
+    assert load_mask(np.array([[16_777_216, 16_777_217]], np.int64), "m", 16_777_216).tolist() == [[0, 1]]  # 2**24
+
+
+def test_a_zero_threshold_makes_every_positive_pixel_target():
+    assert load_mask(np.array([[0.0, 0.01, 0.7, 1.0]]), "m", 0).tolist() == [[0, 1, 1, 1]]
+    assert load_mask(np.array([[0, 1, 3, 255]], np.uint8), "m", 0.0).tolist() == [[0, 1, 1, 1]]
+
+
+def test_a_threshold_leaves_no_ignore_pixel():
+    assert load_mask(np.array([[0, 1, 255]], np.uint8), "m", 0.5).tolist() == [[0, 1, 1]]
+
+
+def test_mask_threshold_must_be_a_finite_number_and_not_a_bool():
+    assert check_mask_threshold(None) is None
+    assert check_mask_threshold(127) == 127.0 and isinstance(check_mask_threshold(127), float)
+    for bad in (True, False, "0.5"):
+        with pytest.raises(TypeError, match="mask_threshold must be a number"):
+            check_mask_threshold(bad)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="mask_threshold must be a finite number"):
+            check_mask_threshold(bad)
+
+
+# ---------------------------------------------------------------------------------------- binary masks at the edges
+def test_binary_masks_of_one_value_are_read_as_that_value():
+    assert load_mask(np.zeros((2, 2), np.uint8), "m").tolist() == [[0, 0], [0, 0]]
+    assert load_mask(np.full((2, 2), 255, np.uint8), "m").tolist() == [[1, 1], [1, 1]]  # 255 = target
+    assert load_mask(np.ones((1, 1), bool), "m").tolist() == [[1]]
+
+
+def test_a_zero_one_255_mask_keeps_255_as_ignore():
+    assert load_mask(np.array([[0, 1, 255]], np.uint8), "m").tolist() == [[0, 1, 255]]
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (4, 0)])
+def test_an_empty_mask_is_refused(shape):
+    with pytest.raises(ValueError, match=r"at least 1x1 pixels"):
+        load_mask(np.zeros(shape, np.uint8), "m")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(5, 1), (1, 1), (1, 4)])
+def test_a_one_pixel_high_or_wide_grey_rgb_mask_keeps_its_shape(mode, size):
+    grey = np.zeros(size[::-1], np.uint8)
+    grey[0, -1] = 255
+    expected = (grey == 255).astype(np.int64)
+    np.testing.assert_array_equal(load_mask(Image.fromarray(grey).convert(mode), "m").numpy(), expected)

@@ -226,8 +226,9 @@ def check_mask_threshold(threshold: Any, name: str = "mask_threshold") -> float 
     return float(threshold)
 
 
-def _mask_array(image: Image.Image, name: str) -> tuple[np.ndarray, str]:
-    """A PIL mask as an array of its values (``(H, W)``, or ``(H, W, 3|4)`` for RGB/RGBA), and its description."""
+def _mask_array(image: Image.Image, name: str) -> tuple[np.ndarray | torch.Tensor, str]:
+    """A PIL mask as its ``(H, W)`` values (RGB/RGBA: the grey ones, here where the channels are known to be
+    last, so that a 1-pixel-high image is not taken for a ``1xHxW`` one), and its description."""
     if image.mode not in _MASK_MODES:
         raise ValueError(
             f"{name}: a mask must be a single-channel image (L, P or 1) or a grey RGB one, got mode {image.mode!r}; "
@@ -235,7 +236,9 @@ def _mask_array(image: Image.Image, name: str) -> tuple[np.ndarray, str]:
         )
     if image.mode in ("LA", "PA"):
         image = image.convert("L")
-    return np.asarray(image), f"a mode {image.mode!r} image"
+    what = f"a mode {image.mode!r} image"
+    array = np.asarray(image)
+    return (_grey(_from_numpy(array, name), name, what) if array.ndim == 3 else array), what
 
 
 def _grey(mask: torch.Tensor, name: str, what: str) -> torch.Tensor:
