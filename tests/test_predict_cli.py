@@ -85,7 +85,7 @@ def test_one_class_writes_masks_and_overlays_for_every_query(files, tmp_path, ca
     support = f"{files / 'support.png'}:{files / 'support_mask.png'}"
     args = ["predict", DEMO_MODEL, "--support", support, str(files / "queries"), "-o", str(out)]
     assert main([*args, "--no-progress"]) == 0
-    assert "wrote 3 mask(s) and overlay(s) for 1 class(es)" in capsys.readouterr().out
+    assert "predict: 3 done, 0 skipped (already complete), 0 failed in " in capsys.readouterr().out
     model = ntre_zoo.from_pretrained(DEMO_MODEL)
     for i in range(3):
         query = files / "queries" / f"q{i}.jpg"
