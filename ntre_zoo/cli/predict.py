@@ -368,6 +368,7 @@ def _run(args: argparse.Namespace) -> int:
     atomic_write_json(out / RUN_FILE, {"settings": settings})
     atomic_write_json(out / LABELS_FILE, {"0": "background", **{str(i + 1): n for i, n in enumerate(supports)}})
     failures: list[dict[str, str]] = []
+    done = 0
     start = time.perf_counter()
     stream = iter_segment(
         model,
@@ -383,7 +384,7 @@ def _run(args: argparse.Namespace) -> int:
         for query, result in stream:
             if isinstance(result, Exception) and args.strict:
                 raise type(result)(
-                    f"--strict: {result} The {bar.n} queries before it were written, none after it; fix or remove "
+                    f"--strict: {result} The {done} queries before it were written, none after it; fix or remove "
                     "it and rerun: complete outputs are skipped."
                 )
             if isinstance(result, Exception):
@@ -391,9 +392,10 @@ def _run(args: argparse.Namespace) -> int:
                 bar.set_postfix(failed=len(failures))
             else:
                 _write(out, query, result, named, supports if args.details else None, model.config.test_size)
+                done += 1
             bar.update()
     atomic_write_json(out / FAILURES_FILE, failures)
-    _summary(out, len(todo) - len(failures), len(queries) - len(todo), failures, time.perf_counter() - start)
+    _summary(out, done, len(queries) - len(todo), failures, time.perf_counter() - start)
     return EXIT_SOME_FAILED if failures else 0
 
 
