@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -380,7 +381,8 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=batch_size,
         read_ahead=read_ahead,
     )
-    with tqdm(total=len(todo), desc="predict", unit="image", disable=args.no_progress) as bar:
+    # closing: a --strict error or a Ctrl-C stops the reader thread at once
+    with closing(stream), tqdm(total=len(todo), desc="predict", unit="image", disable=args.no_progress) as bar:
         for query, result in stream:
             if isinstance(result, Exception) and args.strict:
                 raise type(result)(

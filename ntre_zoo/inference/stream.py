@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -45,7 +45,7 @@ def iter_segment(
     read_ahead: int = 8,
     mask_threshold: float | None = None,
     max_pixels: int | None = MAX_PIXELS,
-) -> Iterator[tuple[Any, Segmentation | Exception]]:
+) -> Generator[tuple[Any, Segmentation | Exception], None, None]:
     """Segment each query of ``queries`` (consumed lazily: a generator of paths works), reading ahead in a thread.
 
     The results equal ``segment(model, list(queries), supports, ...)``'s, query by query. Supports are encoded
@@ -85,7 +85,7 @@ def _stream(
     batch_size: int,
     read_ahead: int,
     max_pixels: int | None,
-) -> Iterator[tuple[Any, Segmentation | Exception]]:
+) -> Generator[tuple[Any, Segmentation | Exception], None, None]:
     """The generator behind :func:`iter_segment` (a separate function so that the options are checked and the
     supports encoded when ``iter_segment`` is called, not at the first ``next``)."""
     view = eval_view(model)
