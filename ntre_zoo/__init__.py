@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .data import DataConfig
 from .evaluation import evaluate
 from .export import export_onnx
-from .inference import Box, Points, Prediction, Scribble, Segmentation, predict, segment, visualize
+from .inference import Box, Points, Prediction, Scribble, Segmentation, iter_segment, predict, segment, visualize
 from .model import (
     BackboneConfig,
     ModelConfig,
@@ -47,6 +47,7 @@ __all__ = [
     "fine_tune",
     "from_official_checkpoint",
     "from_pretrained",
+    "iter_segment",
     "list_models",
     "predict",
     "segment",

@@ -246,6 +246,7 @@ def test_public_api_is_unchanged():
             "fine_tune",
             "from_official_checkpoint",
             "from_pretrained",
+            "iter_segment",
             "list_models",
             "predict",
             "segment",

@@ -1,8 +1,11 @@
 """``ntre-zoo predict`` end to end: supports of every annotation kind, one class or several, queries from
-files, globs and directories, masks, overlays and details on disk, and clear errors."""
+files, globs and directories, masks, overlays and details on disk, and clear errors; folders at scale: a bad
+image reported and skipped (or fatal with --strict), batch sizes alike, a killed run resumed to the same bytes, a
+rerun with other supports refused."""
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +13,8 @@ from PIL import Image
 
 import ntre_zoo
 from ntre_zoo.cli import main
-from ntre_zoo.cli.predict import expand_queries, parse_support
+from ntre_zoo.cli import predict as predict_cli
+from ntre_zoo.cli.predict import EXIT_SOME_FAILED, expand_queries, parse_support
 from ntre_zoo.data import synthetic_episode
 from ntre_zoo.demo import DEMO_MODEL
 
@@ -85,7 +89,7 @@ def test_one_class_writes_masks_and_overlays_for_every_query(files, tmp_path, ca
     support = f"{files / 'support.png'}:{files / 'support_mask.png'}"
     args = ["predict", DEMO_MODEL, "--support", support, str(files / "queries"), "-o", str(out)]
     assert main([*args, "--no-progress"]) == 0
-    assert "wrote 3 mask(s) and overlay(s) for 1 class(es)" in capsys.readouterr().out
+    assert "predict: 3 done, 0 skipped (already complete), 0 failed in " in capsys.readouterr().out
     model = ntre_zoo.from_pretrained(DEMO_MODEL)
     for i in range(3):
         query = files / "queries" / f"q{i}.jpg"
@@ -218,3 +222,140 @@ def test_predict_out_that_is_a_file_is_refused_before_any_work(files, tmp_path, 
     err = capsys.readouterr().err
     assert f"--output {str(out)!r} is a file" in err
     assert out.read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A support and a folder of 20 small queries (``q00.png`` ...), and a copy with ``q12.png`` not an image."""
+    root = tmp_path_factory.mktemp("predict_folder")
+    supports, masks, _, _ = synthetic_episode(3, fold=0, shot=1, novel=True)
+    Image.fromarray(supports[0]).save(root / "support.png")
+    Image.fromarray(masks[0] * 255).save(root / "support_mask.png")
+    rng = np.random.default_rng(0)
+    for name in ("clean", "bad"):
+        (root / name).mkdir()
+    for i in range(20):
+        image = Image.fromarray(rng.integers(0, 256, (36 + i, 48, 3), dtype=np.uint8))
+        image.save(root / "clean" / f"q{i:02d}.png")
+        image.save(root / "bad" / f"q{i:02d}.png")
+    (root / "bad" / "q12.png").write_bytes(b"these bytes are no picture")
+    return root
+
+
+def _folder_run(folder, queries, out, *more):
+    """``ntre-zoo predict`` of the directory ``queries`` into ``out`` with ``folder``'s support; its exit status."""
+    support = f"{folder / 'support.png'}:{folder / 'support_mask.png'}"
+    args = ["predict", DEMO_MODEL, "--support", support, str(queries), "-o", str(out), "--no-progress"]
+    return main([*args, "--precision", "fp32", *more])
+
+
+def _contents(out):
+    return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+
+
+def test_a_bad_image_in_a_folder_is_reported_and_skipped(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _folder_run(folder, folder / "bad", out) == EXIT_SOME_FAILED == 3
+    captured = capsys.readouterr()
+    summary = r"predict: 19 done, 0 skipped \(already complete\), 1 failed in \d+\.\d s \(\d+\.\d\d images/s\); "
+    assert re.fullmatch(summary + f"outputs in {re.escape(str(out))}\n", captured.out)
+    assert "cannot read" in captured.err and str(folder / "bad" / "q12.png") in captured.err
+    assert "1 failed in all, listed in" in captured.err
+    [failure] = json.loads((out / "failures.json").read_text())
+    assert failure["query"] == str(folder / "bad" / "q12.png") and "as an image" in failure["error"]
+    written = {f"q{i:02d}_{kind}.png" for i in range(20) if i != 12 for kind in ("mask", "overlay")}
+    assert set(_contents(out)) == written | {"predict.json", "labels.json", "failures.json"}
+    # the good queries' outputs are those of a folder without the bad one
+    reference = tmp_path / "reference"
+    assert _folder_run(folder, folder / "clean", reference, "--batch-size", "3") == 0
+    assert all(_contents(out)[name] == _contents(reference)[name] for name in written)
+    # fixed, a rerun computes only the one that failed
+    fixed = tmp_path / "fixed"
+    fixed.mkdir()
+    for path in (folder / "bad").iterdir():
+        (fixed / path.name).write_bytes((folder / "clean" / path.name).read_bytes())
+    assert _folder_run(folder, fixed, out) == 0
+    assert "predict: 1 done, 19 skipped (already complete), 0 failed" in capsys.readouterr().out
+    assert json.loads((out / "failures.json").read_text()) == []
+
+
+def test_strict_stops_at_the_bad_image_naming_it(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _folder_run(folder, folder / "bad", out, "--strict", "--batch-size", "5") == 1
+    err = capsys.readouterr().err
+    assert "--strict" in err and str(folder / "bad" / "q12.png") in err and "12 queries before it" in err
+    assert sorted(p.name for p in out.glob("*_mask.png")) == [f"q{i:02d}_mask.png" for i in range(12)]
+    assert not (out / "failures.json").exists()
+
+
+def test_batch_sizes_give_identical_outputs(folder, tmp_path):
+    runs = {}
+    for batch_size in (1, 3):
+        out = tmp_path / f"b{batch_size}"
+        assert _folder_run(folder, folder / "clean", out, "--batch-size", str(batch_size), "--read-ahead", "2") == 0
+        runs[batch_size] = _contents(out)
+    assert runs[1] == runs[3]
+
+
+def test_a_killed_folder_run_resumes_to_the_same_outputs(folder, tmp_path, monkeypatch):
+    reference = tmp_path / "reference"
+    assert _folder_run(folder, folder / "clean", reference) == 0
+    out = tmp_path / "out"
+    written = []
+    write = predict_cli._write
+
+    def killed_after_seven(out_dir, query, *rest):
+        if len(written) == 7:
+            raise KeyboardInterrupt
+        write(out_dir, query, *rest)
+        written.append(query.name)
+
+    monkeypatch.setattr(predict_cli, "_write", killed_after_seven)
+    with pytest.raises(KeyboardInterrupt):
+        _folder_run(folder, folder / "clean", out)
+    assert written == [f"q{i:02d}.png" for i in range(7)]
+    (out / "q03_overlay.png").unlink()  # as if killed between a query's two files
+    before = {path.name: path.stat().st_mtime_ns for path in out.glob("q*.png")}
+    written.clear()
+    monkeypatch.setattr(
+        predict_cli, "_write", lambda out_dir, query, *rest: (written.append(query.name), write(out_dir, query, *rest))
+    )
+    assert _folder_run(folder, folder / "clean", out) == 0
+    assert written == ["q03.png", *(f"q{i:02d}.png" for i in range(7, 20))]
+    assert all(out.joinpath(name).stat().st_mtime_ns == mtime for name, mtime in before.items() if "q03" not in name)
+    assert _contents(out) == _contents(reference)
+
+
+def test_a_rerun_with_other_supports_is_refused_unless_overwrite(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _folder_run(folder, folder / "clean", out) == 0
+    before = _contents(out)
+    box = ["predict", DEMO_MODEL, "--support", f"{folder / 'support.png'}:box=10,10,120,150", str(folder / "clean")]
+    box += ["-o", str(out), "--no-progress", "--precision", "fp32"]
+    capsys.readouterr()
+    assert main(box) == 1
+    err = capsys.readouterr().err
+    assert "holds the outputs of another run: its classes differ" in err and "--overwrite" in err
+    assert _folder_run(folder, folder / "clean", out, "--threshold", "0.7") == 1
+    assert "its threshold differ" in capsys.readouterr().err
+    assert _contents(out) == before  # nothing written
+    assert main([*box, "--overwrite"]) == 0
+    assert "20 done, 0 skipped" in capsys.readouterr().out
+    assert json.loads((out / "predict.json").read_text())["settings"]["classes"]["target"][0][1].startswith("Box(")
+    assert _contents(out) != before
+
+
+def test_outputs_without_a_record_are_refused_unless_overwrite(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "q05_mask.png").write_bytes(b"someone's file")
+    assert _folder_run(folder, folder / "clean", out) == 1
+    assert "already holds q05_mask.png but no predict.json" in capsys.readouterr().err
+    assert _contents(out) == {"q05_mask.png": b"someone's file"}
+    (out / "notes_mask.png").write_bytes(b"not a query of this run")
+    assert _folder_run(folder, folder / "clean", out, "--overwrite") == 0
+    assert (
+        "1 mask(s) in" in capsys.readouterr().err
+        and (out / "notes_mask.png").read_bytes() == b"not a query of this run"
+    )
+    assert (out / "q05_mask.png").read_bytes() != b"someone's file"

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
+import json
 import os
+import sys
+import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,12 @@ from .options import Deprecated, add_output, optional_positional
 #: Query files a directory contributes.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _KINDS = ("box", "points", "scribble")
+#: The run's own files in the output directory: what wrote it (read back by a rerun), label names, failures.
+RUN_FILE, LABELS_FILE, FAILURES_FILE = "predict.json", "labels.json", "failures.json"
+#: Exit status when some queries could not be read (the others are written); 1 is an error that stopped the run.
+EXIT_SOME_FAILED = 3
+#: Failures listed on the terminal (all of them go to failures.json).
+_SHOWN_FAILURES = 5
 
 
 class _SupportGroups(argparse.Action):
@@ -80,7 +91,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=4,
         help="queries per forward pass; their backbone pass serves every class (default: %(default)s)",
     )
+    parser.add_argument(
+        "--read-ahead",
+        type=int,
+        default=8,
+        help="queries decoded ahead in a thread while the model runs; bounds memory (default: %(default)s)",
+    )
     parser.add_argument("--details", action="store_true", help="also NAME_details.npz and NAME_panel.png")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first query that cannot be read (default: report it, skip it, exit with status 3)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="recompute every query, also into an output directory written with other supports or settings",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run)
 
@@ -195,17 +222,19 @@ def _input_files(supports: dict[str, tuple[list[str], list[Any]]], queries: list
     return files
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one file (resolved links, and hard links where both exist)."""
+def _identities(path: Path) -> list[Any]:
+    """What makes two paths one file: the resolved path, and the device and inode of a file that exists."""
+    keys: list[Any] = [path.resolve()]
     try:
-        return os.path.samefile(a, b)
+        stat = os.stat(path)
     except OSError:
-        return a.resolve() == b.resolve()
+        return keys
+    return [*keys, (stat.st_dev, stat.st_ino)]
 
 
 def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
-    """Refuse a run that would write over one of its inputs, or into an ``--output`` that is a file, before
-    anything is read or written.
+    """Refuse a run that would write over one of its inputs (links included), or into an ``--output`` that is a
+    file, before anything is read or written. Linear in the number of files: folders of any size.
 
     Raises:
         FileExistsError: ``out`` exists and is not a directory.
@@ -213,55 +242,181 @@ def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
     """
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--output {str(out)!r} is a file, not a directory; pass a directory (it is created).")
+    sources = {key: source for source in inputs for key in _identities(source)}
     for output in outputs:
-        for source in inputs:
-            if _same_file(output, source):
-                raise ValueError(
-                    f"{str(output)!r} would write over the input {str(source)!r}; nothing was written. Choose "
-                    "another -o/--output directory (e.g. a new folder beside the inputs), or rename the input."
-                )
+        source = next((sources[key] for key in _identities(output) if key in sources), None)
+        if source is not None:
+            raise ValueError(
+                f"{str(output)!r} would write over the input {str(source)!r}; nothing was written. Choose "
+                "another -o/--output directory (e.g. a new folder beside the inputs), or rename the input."
+            )
+
+
+def _sha256(path: Path) -> str:
+    """The file's sha256, or its path where it cannot be read (encoding the supports then says why)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return f"unreadable {path}"
+
+
+def _settings(model: str, supports: dict[str, tuple[list[str], list[Any]]], args: argparse.Namespace) -> dict:
+    """Everything that decides a query's outputs, as ``predict.json`` records it: the model, each class's supports
+    by content (sha256 of the files, the boxes and points as given) and the options that change masks."""
+    from ..inference.annotations import Scribble
+
+    def mark(annotation: Any) -> str:
+        if isinstance(annotation, Scribble) and isinstance(annotation.strokes, str):
+            return f"scribble sha256 {_sha256(Path(annotation.strokes))}"
+        return f"mask sha256 {_sha256(Path(annotation))}" if isinstance(annotation, str) else repr(annotation)
+
+    return {
+        "model": str(Path(model).resolve()) if Path(model).is_dir() else model,
+        "classes": {
+            name: [[_sha256(Path(image)), mark(annotation)] for image, annotation in zip(*pair, strict=True)]
+            for name, pair in supports.items()
+        },
+        "threshold": args.threshold,
+        "mask_threshold": args.mask_threshold,
+        "precision": args.precision,
+    }
+
+
+def _to_compute(out: Path, queries: list[Path], settings: dict, details: bool, overwrite: bool) -> list[Path]:
+    """The queries a run computes: with ``overwrite`` all of them, else those whose outputs are not all there
+    (files are written atomically, so one that exists is complete) in a directory that ``predict.json`` says the
+    same settings wrote.
+
+    Raises:
+        FileExistsError: ``out`` holds outputs of other settings, or outputs and no ``predict.json``, naming
+            what differs and the ways out (``--overwrite``, another ``-o``).
+    """
+    if overwrite:
+        return queries
+    record = out / RUN_FILE
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8")).get("settings", {})
+        except (ValueError, AttributeError):
+            previous = {}
+        differ = [key for key in settings if previous.get(key) != settings[key]]
+        if differ:
+            raise FileExistsError(
+                f"--output {str(out)!r} holds the outputs of another run: its {', '.join(differ)} differ(s) from "
+                f"this one's ({record}). Nothing was written. Rerun with the same model, supports and options to "
+                "resume it, pass --overwrite to recompute every query there, or choose another -o/--output."
+            )
+    elif out.is_dir():
+        found = next((out / n for q in queries for n in _output_names(q, False) if (out / n).exists()), None)
+        if found is not None:
+            raise FileExistsError(
+                f"--output {str(out)!r} already holds {found.name} but no {RUN_FILE} saying which supports and "
+                "settings wrote it, so it cannot be resumed. Nothing was written. Pass --overwrite to recompute "
+                "every query there, or choose another -o/--output."
+            )
+    return [q for q in queries if not all((out / n).is_file() for n in _output_names(q, details))]
+
+
+def _remove_outputs(out: Path, queries: list[Path]) -> None:
+    """``--overwrite``: delete every output an earlier run wrote for ``queries`` (details included), so that none
+    outlives the ``predict.json`` of other settings; warn about outputs of other queries, which stay."""
+    from .._atomic import remove_stale_temporaries
+
+    names = {name for q in queries for name in _output_names(q, True)}
+    remove_stale_temporaries(out, names)
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+    stems = {q.stem for q in queries}
+    others = sorted(p.name for p in out.glob("*_mask.png") if p.name.removesuffix("_mask.png") not in stems)
+    if others:
+        print(
+            f"ntre-zoo predict: note: {len(others)} mask(s) in {out} belong to no query of this run (e.g. "
+            f"{others[0]}) and stay as an earlier run wrote them.",
+            file=sys.stderr,
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .._atomic import atomic_write_json
-    from ..inference.segment import encode_supports, segment
+    from .._atomic import atomic_write_json, remove_stale_temporaries
+    from ..inference.segment import encode_supports
+    from ..inference.stream import iter_segment
     from ..model.config import check_int
     from ..zoo.hub import from_pretrained
 
     batch_size = check_int(args.batch_size, "--batch-size", 1)
+    read_ahead = check_int(args.read_ahead, "--read-ahead", 1)
     supports = _supports(args.groups)
     model_spec, patterns = _model_and_queries(args)
     queries = expand_queries(patterns)
     named = args.groups[0][0] is not None
     out = Path(args.output)
-    outputs = [out / "labels.json", *(out / name for q in queries for name in _output_names(q, args.details))]
+    own = [out / RUN_FILE, out / LABELS_FILE, out / FAILURES_FILE]
+    outputs = [*own, *(out / name for q in queries for name in _output_names(q, args.details))]
     check_outputs(out, outputs, _input_files(supports, queries))
+    settings = _settings(model_spec, supports, args)
+    todo = _to_compute(out, queries, settings, args.details, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     model = from_pretrained(model_spec)
     encoded = encode_supports(
         model, supports, device=args.device, precision=args.precision, mask_threshold=args.mask_threshold
     )
-    atomic_write_json(out / "labels.json", {"0": "background", **{str(i + 1): n for i, n in enumerate(supports)}})
-    bar = tqdm(total=len(queries), desc="predict", unit="image", disable=args.no_progress)
-    for start in range(0, len(queries), batch_size):
-        chunk = queries[start : start + batch_size]
-        results = segment(
-            model,
-            [str(q) for q in chunk],
-            encoded,
-            threshold=args.threshold,
-            device=args.device,
-            precision=args.precision,
-            batch_size=batch_size,
-        )
-        for query, result in zip(chunk, results if isinstance(results, list) else [results], strict=True):
-            _write(out, query, result, named, supports if args.details else None, model.config.test_size)
-        bar.update(len(chunk))
-    bar.close()
-    print(f"wrote {len(queries)} mask(s) and overlay(s) for {len(supports)} class(es) to {out}")
-    return 0
+    if args.overwrite:
+        _remove_outputs(out, queries)
+    else:
+        remove_stale_temporaries(out, [name for q in todo for name in _output_names(q, True)])
+    atomic_write_json(out / RUN_FILE, {"settings": settings})
+    atomic_write_json(out / LABELS_FILE, {"0": "background", **{str(i + 1): n for i, n in enumerate(supports)}})
+    failures: list[dict[str, str]] = []
+    done = 0
+    start = time.perf_counter()
+    stream = iter_segment(
+        model,
+        todo,
+        encoded,
+        threshold=args.threshold,
+        device=args.device,
+        precision=args.precision,
+        batch_size=batch_size,
+        read_ahead=read_ahead,
+    )
+    # closing: a --strict error or a Ctrl-C stops the reader thread at once
+    with closing(stream), tqdm(total=len(todo), desc="predict", unit="image", disable=args.no_progress) as bar:
+        for query, result in stream:
+            if isinstance(result, Exception) and args.strict:
+                raise type(result)(
+                    f"--strict: {result} The {done} queries before it were written, none after it; fix or remove "
+                    "it and rerun: complete outputs are skipped."
+                )
+            if isinstance(result, Exception):
+                failures.append({"query": str(query), "error": str(result)})
+                bar.set_postfix(failed=len(failures))
+            else:
+                _write(out, query, result, named, supports if args.details else None, model.config.test_size)
+                done += 1
+            bar.update()
+    atomic_write_json(out / FAILURES_FILE, failures)
+    _summary(out, done, len(queries) - len(todo), failures, time.perf_counter() - start)
+    return EXIT_SOME_FAILED if failures else 0
+
+
+def _summary(out: Path, done: int, skipped: int, failures: list[dict[str, str]], seconds: float) -> None:
+    """The run's last lines: counts, time and rate on stdout; the first failures on stderr."""
+    rate = f"{done / seconds:.2f} images/s" if seconds > 0 else "- images/s"
+    print(
+        f"predict: {done} done, {skipped} skipped (already complete), {len(failures)} failed in {seconds:.1f} s "
+        f"({rate}); outputs in {out}"
+    )
+    if not failures:
+        return
+    for failure in failures[:_SHOWN_FAILURES]:
+        print(f"  failed: {failure['error']}", file=sys.stderr)
+    print(
+        f"  {len(failures)} failed in all, listed in {out / FAILURES_FILE}; fix or remove them and rerun (complete "
+        "outputs are skipped), or pass --strict to stop at the first.",
+        file=sys.stderr,
+    )
 
 
 def _write(out: Path, query: Path, result: Any, named: bool, supports: dict[str, Any] | None, canvas: int) -> None:

@@ -1,5 +1,6 @@
-"""The inference wing: ``predict``, ``encode_support`` and multi-class ``segment`` on images in every form, weak
-support annotations (boxes, points, scribbles), the precision choice, pictures of results, and reading images."""
+"""The inference wing: ``predict``, ``encode_support`` and multi-class ``segment`` on images in every form
+(``iter_segment`` over a stream of them, reading ahead), weak support annotations (boxes, points, scribbles), the
+precision choice, pictures of results, and reading images."""
 
 from . import visualize
 from .annotations import Box, Points, Scribble, annotation_from_mask, support_mask
@@ -7,6 +8,7 @@ from .image_io import as_list, load_image, load_mask
 from .precision import PRECISIONS, autocast_dtype, bf16_pays, cpu_capabilities, native_bf16, resolve_precision
 from .predict import Prediction, encode_support, predict, prepare_image
 from .segment import Segmentation, encode_supports, resolve_overlaps, segment
+from .stream import iter_segment
 
 __all__ = [
     "PRECISIONS",
@@ -22,6 +24,7 @@ __all__ = [
     "cpu_capabilities",
     "encode_support",
     "encode_supports",
+    "iter_segment",
     "load_image",
     "load_mask",
     "native_bf16",

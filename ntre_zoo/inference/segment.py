@@ -9,7 +9,7 @@ the per-class results are merged by the overlap rule of :func:`resolve_overlaps`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,14 +174,9 @@ def segment(
     Returns:
         A :class:`Segmentation` for one query, a list of them for a list.
     """
-    batch_size = check_int(batch_size, "batch_size", 1)
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
-    mask_threshold = check_mask_threshold(mask_threshold)
-    max_pixels = check_max_pixels(max_pixels)
-    device, dtype = _placed(model, device, precision)  # one resolution for every class
-    encoded = _encode_supports(model, supports, device, dtype, mask_threshold, max_pixels)
-    names = tuple(encoded)
+    device, dtype, encoded, batch_size, max_pixels = _resolve(
+        model, supports, threshold, device, precision, batch_size, mask_threshold, max_pixels
+    )
     single = not isinstance(query, (list, tuple))
     queries = [query] if single else list(query)
     if not queries:
@@ -193,22 +188,73 @@ def segment(
             prepare_image(model, q, "query" if single else f"query[{start + i}]", max_pixels)
             for i, q in enumerate(queries[start : start + batch_size])
         ]
-        sizes = [hw for _, hw in prepared]
-        batch = _to_device(torch.stack([canvas for canvas, _ in prepared]), model, device)
-        with _inference(device, dtype):
-            features = view.encode_query(batch)
-            outputs = [view.decode(features, encoded[name].to(device)) for name in names]
-        per_class = [_to_original(out, sizes, True) for out in outputs]
-        for i in range(len(prepared)):
-            predictions = [column[i] for column in per_class]
-            probabilities = np.stack([p.probability for p in predictions])
-            results.append(
-                Segmentation(
-                    classes=names,
-                    label_map=resolve_overlaps(probabilities, threshold),
-                    probabilities=probabilities,
-                    bg_map=predictions[0].bg_map,
-                    do_maps=np.stack([p.do_map for p in predictions]),
-                )
-            )
+        results += _segment_batch(view, prepared, encoded, threshold, device, dtype)
     return results[0] if single else results
+
+
+def _resolve(
+    model: FewShotSegmenter,
+    supports: Mapping[str, Any],
+    threshold: float,
+    device: str | torch.device | None,
+    precision: str,
+    batch_size: int,
+    mask_threshold: float | None,
+    max_pixels: int | None,
+) -> tuple[torch.device, torch.dtype | None, dict[str, SupportFeatures], int, int | None]:
+    """Check the options :func:`segment` and :func:`~ntre_zoo.inference.stream.iter_segment` share, place the
+    model and encode the supports: ``(device, autocast dtype, encoded supports, batch_size, max_pixels)``.
+
+    Raises:
+        TypeError, ValueError: naming the option and its value.
+    """
+    batch_size = check_int(batch_size, "batch_size", 1)
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}.")
+    mask_threshold = check_mask_threshold(mask_threshold)
+    max_pixels = check_max_pixels(max_pixels)
+    placed, dtype = _placed(model, device, precision)  # one resolution for every class
+    encoded = _encode_supports(model, supports, placed, dtype, mask_threshold, max_pixels)
+    return placed, dtype, encoded, batch_size, max_pixels
+
+
+def _segment_batch(
+    view: Any,
+    prepared: Sequence[tuple[torch.Tensor, tuple[int, int]]],
+    encoded: Mapping[str, SupportFeatures],
+    threshold: float,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> list[Segmentation]:
+    """One forward pass: queries from :func:`~ntre_zoo.inference.predict.prepare_image` -> their
+    :class:`Segmentation` s, in order.
+
+    Args:
+        view: the model in eval mode (``eval_view(model)``), on ``device``.
+        prepared: ``(canvas (3, S, S), (H, W))`` per query.
+        encoded: ``{name: SupportFeatures}``, every class's supports.
+        threshold: the overlap rule's (:func:`resolve_overlaps`).
+        device: where the model is.
+        dtype: the autocast dtype, or None for fp32.
+    """
+    names = tuple(encoded)
+    sizes = [hw for _, hw in prepared]
+    batch = _to_device(torch.stack([canvas for canvas, _ in prepared]), view, device)
+    with _inference(device, dtype):
+        features = view.encode_query(batch)
+        outputs = [view.decode(features, encoded[name].to(device)) for name in names]
+    per_class = [_to_original(out, sizes, True) for out in outputs]
+    results = []
+    for i in range(len(prepared)):
+        predictions = [column[i] for column in per_class]
+        probabilities = np.stack([p.probability for p in predictions])
+        results.append(
+            Segmentation(
+                classes=names,
+                label_map=resolve_overlaps(probabilities, threshold),
+                probabilities=probabilities,
+                bg_map=predictions[0].bg_map,
+                do_maps=np.stack([p.do_map for p in predictions]),
+            )
+        )
+    return results
