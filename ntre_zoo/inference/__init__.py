@@ -1,5 +1,6 @@
 """The inference wing: ``predict``, ``encode_support`` and multi-class ``segment`` on images in every form, weak
-support annotations (boxes, points, scribbles), the precision choice, pictures of results, and reading images."""
+support annotations (boxes, points, scribbles), the precision choice, pictures of results, reading images, and videos
+(``predict_video``, ``segment_video``: streaming, the supports encoded once)."""
 
 from . import visualize
 from .annotations import Box, Points, Scribble, annotation_from_mask, support_mask
@@ -7,10 +8,12 @@ from .image_io import as_list, load_image, load_mask
 from .precision import PRECISIONS, autocast_dtype, bf16_pays, cpu_capabilities, native_bf16, resolve_precision
 from .predict import Prediction, encode_support, predict, prepare_image
 from .segment import Segmentation, encode_supports, resolve_overlaps, segment
+from .video import FrameResult, predict_video, segment_video, write_video_results
 
 __all__ = [
     "PRECISIONS",
     "Box",
+    "FrameResult",
     "Points",
     "Prediction",
     "Scribble",
@@ -26,10 +29,13 @@ __all__ = [
     "load_mask",
     "native_bf16",
     "predict",
+    "predict_video",
     "prepare_image",
     "resolve_overlaps",
     "resolve_precision",
     "segment",
+    "segment_video",
     "support_mask",
     "visualize",
+    "write_video_results",
 ]
