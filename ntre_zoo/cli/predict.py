@@ -11,6 +11,7 @@ from typing import Any
 
 from ..inference.precision import PRECISIONS
 from .options import Deprecated, add_output, optional_positional
+from .video import add_video_arguments, is_video, predict_video_file
 
 #: Query files a directory contributes.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -82,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--details", action="store_true", help="also NAME_details.npz and NAME_panel.png")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_video_arguments(parser)
     parser.set_defaults(handler=_run)
 
 
@@ -234,6 +236,7 @@ def _run(args: argparse.Namespace) -> int:
     supports = _supports(args.groups)
     model_spec, patterns = _model_and_queries(args)
     queries = expand_queries(patterns)
+    videos, queries = [q for q in queries if is_video(q)], [q for q in queries if not is_video(q)]
     named = args.groups[0][0] is not None
     out = Path(args.output)
     outputs = [out / "labels.json", *(out / name for q in queries for name in _output_names(q, args.details))]
@@ -244,6 +247,8 @@ def _run(args: argparse.Namespace) -> int:
         model, supports, device=args.device, precision=args.precision, mask_threshold=args.mask_threshold
     )
     atomic_write_json(out / "labels.json", {"0": "background", **{str(i + 1): n for i, n in enumerate(supports)}})
+    for video in videos:
+        print(f"{video}: {predict_video_file(args, model, encoded, video, out)['frames']} frame(s) to {out}")
     bar = tqdm(total=len(queries), desc="predict", unit="image", disable=args.no_progress)
     for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]

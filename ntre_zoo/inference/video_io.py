@@ -117,8 +117,8 @@ def _open(path: Path) -> Any:
         ) from None
     fmt = container.format.name
     if not container.streams.video or fmt == "image2" or fmt.endswith("_pipe"):
-        container.close()
         what = f"an image ({fmt})" if container.streams.video else "a file without a video stream"
+        container.close()
         raise ValueError(
             f"video {str(path)!r} is {what}, not a video; segment images with predict, videos with predict_video."
         )
