@@ -66,7 +66,7 @@ def main() -> None:
         for n, tile in enumerate(tiles):
             strip.paste(tile, (n * (WIDTH + 6), 0))
         strip.save(args.strip)
-        print(f"frames {list(picks)} of the overlay in {args.strip}")
+        print(f"frames {picks.tolist()} of the overlay in {args.strip}")
 
 
 if __name__ == "__main__":
