@@ -1,6 +1,7 @@
 """Atomic file writes: a temporary file beside the target, then ``os.replace``. A crash at any moment
 leaves the previous file or the new one, never a half-written one; an exception leaves no temporary file
-behind, and :func:`remove_stale_temporaries` removes those of killed processes.
+behind, and :func:`remove_stale_temporaries` removes those of killed processes. A file or folder filled over
+time (a video frame by frame) is an :class:`AtomicTarget`: filled under its temporary name, moved at the end.
 
 Every file gets the mode the process's umask gives a new file (``0o666 & ~umask``), whatever the writer
 used for its temporary file (safetensors creates them ``0o600``).
@@ -12,12 +13,14 @@ import json
 import os
 import re
 import secrets
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AtomicTarget",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_many",
@@ -96,6 +99,38 @@ def atomic_write(path: PathLike, write: Writer, *, fsync: bool = False) -> Path:
         fsync: flush the data to disk before the rename (for checkpoints).
     """
     return atomic_write_many([(path, write)], fsync=fsync)[0]
+
+
+class AtomicTarget:
+    """A file or folder that a writer fills over time under a temporary name beside ``path`` (``tmp``), moved
+    onto ``path`` by :meth:`commit` (a folder replaces the folder there) or removed by :meth:`discard`, so a killed
+    or failed writer never leaves a partial result under the final name."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _temporary(self.path)
+
+    def commit(self) -> Path:
+        """Move the finished file or folder into place; returns ``path``."""
+        if not self.tmp.is_dir():
+            os.chmod(self.tmp, file_mode())
+            os.replace(self.tmp, self.path)
+            return self.path
+        old = _temporary(self.path) if self.path.is_dir() else None
+        if old is not None:
+            os.replace(self.path, old)  # a folder cannot be renamed onto a non-empty one: the old one steps aside
+        os.replace(self.tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove what was written (nothing under ``path`` changes)."""
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            self.tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:

@@ -40,6 +40,7 @@ _ALIAS = "deprecated alias of the moved module for one release; only a user who 
 ALLOWED_LATER_IMPORTS = {
     ("ntre_zoo.model.mixin", "ntre_zoo.inference.predict"): f"model.predict, model.encode_support: {_MIXIN}",
     ("ntre_zoo.model.mixin", "ntre_zoo.inference.segment"): f"model.segment: {_MIXIN}",
+    ("ntre_zoo.model.mixin", "ntre_zoo.inference.video"): f"model.predict_video, model.segment_video: {_MIXIN}",
     ("ntre_zoo.model.mixin", "ntre_zoo.zoo.publish"): f"model.push_to_hub: {_MIXIN}",
     ("ntre_zoo.model.mixin", "ntre_zoo.zoo.saving"): f"model.save_pretrained: {_MIXIN}",
     ("ntre_zoo.zoo.recipes", "ntre_zoo.pipeline.recipes"): _ALIAS,

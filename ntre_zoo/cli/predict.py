@@ -16,6 +16,7 @@ from typing import Any
 
 from ..inference.precision import PRECISIONS
 from .options import Deprecated, add_output, optional_positional
+from .video import add_video_arguments, is_video, predict_video_file, video_output_names
 
 #: Query files a directory contributes.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -109,6 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recompute every query, also into an output directory written with other supports or settings",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_video_arguments(parser)
     parser.set_defaults(handler=_run)
 
 
@@ -350,11 +352,13 @@ def _run(args: argparse.Namespace) -> int:
     supports = _supports(args.groups)
     model_spec, patterns = _model_and_queries(args)
     queries = expand_queries(patterns)
+    videos, queries = [q for q in queries if is_video(q)], [q for q in queries if not is_video(q)]
     named = args.groups[0][0] is not None
     out = Path(args.output)
     own = [out / RUN_FILE, out / LABELS_FILE, out / FAILURES_FILE]
     outputs = [*own, *(out / name for q in queries for name in _output_names(q, args.details))]
-    check_outputs(out, outputs, _input_files(supports, queries))
+    outputs += [out / name for v in videos for name in video_output_names(v, args)]
+    check_outputs(out, outputs, _input_files(supports, [*queries, *videos]))
     settings = _settings(model_spec, supports, args)
     todo = _to_compute(out, queries, settings, args.details, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
@@ -368,6 +372,8 @@ def _run(args: argparse.Namespace) -> int:
         remove_stale_temporaries(out, [name for q in todo for name in _output_names(q, True)])
     atomic_write_json(out / RUN_FILE, {"settings": settings})
     atomic_write_json(out / LABELS_FILE, {"0": "background", **{str(i + 1): n for i, n in enumerate(supports)}})
+    for video in videos:
+        print(f"{video}: {predict_video_file(args, model, encoded, video, out)['frames']} frame(s) to {out}")
     failures: list[dict[str, str]] = []
     done = 0
     start = time.perf_counter()

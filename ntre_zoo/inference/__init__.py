@@ -1,6 +1,7 @@
 """The inference wing: ``predict``, ``encode_support`` and multi-class ``segment`` on images in every form
 (``iter_segment`` over a stream of them, reading ahead), weak support annotations (boxes, points, scribbles), the
-precision choice, pictures of results, and reading images."""
+precision choice, pictures of results, reading images, and videos (``predict_video``, ``segment_video``: streaming,
+the supports encoded once)."""
 
 from . import visualize
 from .annotations import Box, Points, Scribble, annotation_from_mask, support_mask
@@ -9,10 +10,12 @@ from .precision import PRECISIONS, autocast_dtype, bf16_pays, cpu_capabilities, 
 from .predict import Prediction, encode_support, predict, prepare_image
 from .segment import Segmentation, encode_supports, resolve_overlaps, segment
 from .stream import iter_segment
+from .video import FrameResult, predict_video, segment_video, write_video_results
 
 __all__ = [
     "PRECISIONS",
     "Box",
+    "FrameResult",
     "Points",
     "Prediction",
     "Scribble",
@@ -29,10 +32,13 @@ __all__ = [
     "load_mask",
     "native_bf16",
     "predict",
+    "predict_video",
     "prepare_image",
     "resolve_overlaps",
     "resolve_precision",
     "segment",
+    "segment_video",
     "support_mask",
     "visualize",
+    "write_video_results",
 ]

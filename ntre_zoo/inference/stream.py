@@ -10,10 +10,11 @@ it is on the canvas.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
-from collections.abc import Generator, Iterable, Mapping
-from typing import Any
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import torch
 
@@ -24,13 +25,14 @@ from .image_io import MAX_PIXELS
 from .predict import prepare_image
 from .segment import Segmentation, _resolve, _segment_batch
 
-__all__ = ["READ_ERRORS", "iter_segment"]
+__all__ = ["READ_ERRORS", "iter_segment", "prefetch"]
 
 #: What reading a bad query raises (unreadable, truncated, not an image, over the pixel cap, a wrong
 #: shape or type); :func:`iter_segment` yields these instead of raising them.
 READ_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OSError)
 _END = object()
 _POLL_S = 0.1
+_T = TypeVar("_T")
 
 
 def iter_segment(
@@ -75,6 +77,16 @@ def iter_segment(
     return _stream(model, queries, encoded, threshold, device, dtype, batch_size, read_ahead, max_pixels)
 
 
+def _prepared(model: FewShotSegmenter, queries: Iterable[Any], max_pixels: int | None) -> Iterator[tuple[Any, Any]]:
+    """``(query, canvas and size)`` for each query, or ``(query, error)`` for one that cannot be read."""
+    for i, query in enumerate(queries):
+        try:
+            item: Any = prepare_image(model, query, f"query[{i}]", max_pixels)
+        except READ_ERRORS as error:
+            item = error
+        yield query, item
+
+
 def _stream(
     model: FewShotSegmenter,
     queries: Iterable[Any],
@@ -89,40 +101,10 @@ def _stream(
     """The generator behind :func:`iter_segment` (a separate function so that the options are checked and the
     supports encoded when ``iter_segment`` is called, not at the first ``next``)."""
     view = eval_view(model)
-    ready: queue.Queue[Any] = queue.Queue(maxsize=read_ahead)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        """Queue ``item`` unless the consumer has gone; whether it was queued."""
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for i, query in enumerate(queries):
-                try:
-                    item: Any = prepare_image(model, query, f"query[{i}]", max_pixels)
-                except READ_ERRORS as error:
-                    item = error
-                if not put((query, item)):
-                    return
-            put(_END)
-        except BaseException as error:  # handed to the consumer, which raises it
-            put(error)
-
-    reader = threading.Thread(target=read, name="ntre-zoo-read-ahead", daemon=True)
-    reader.start()
+    ahead = prefetch(_prepared(model, queries, max_pixels), read_ahead)
     pending: list[tuple[Any, Any]] = []  # in input order, bad queries among them
     try:
-        while True:
-            item = ready.get()
-            if isinstance(item, BaseException):
-                raise item
+        for item in itertools.chain(ahead, [_END]):
             if isinstance(item, tuple):
                 pending.append(item)
             good = [prepared for _, prepared in pending if not isinstance(prepared, Exception)]
@@ -132,8 +114,55 @@ def _stream(
             for query, prepared in pending:
                 yield query, prepared if isinstance(prepared, Exception) else next(results)
             pending = []
+    finally:
+        ahead.close()
+
+
+class _Failure:
+    """An exception raised in a worker thread, carried to the thread that waits on it."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetch(items: Iterable[_T], depth: int) -> Generator[_T, None, None]:
+    """``items`` pulled by a background thread at most ``depth`` ahead of the consumer (a bounded queue); its
+    exceptions come out here. Closing the result stops the thread and closes ``items``."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as error:  # carried to the consumer, which raises it
+            put(_Failure(error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=fill, name="ntre-zoo-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
             if item is _END:
                 return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
     finally:
         stop.set()
-        reader.join()
+        thread.join()

@@ -7,7 +7,7 @@ imports it and nothing imported from here leads back to the model (no import cir
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 
 from ..inference.predict import encode_support, predict
 from ..inference.segment import segment
+from ..inference.video import FrameResult, predict_video, segment_video
 from ..zoo.publish import PushResult, push_to_hub
 from ..zoo.saving import save_pretrained
 from .types import FewShotSegmenter, SupportFeatures
@@ -55,6 +56,20 @@ class ModelMixin:
         """Segment several classes at once, ``supports = {"dog": (imgs, masks), "cat": (imgs, boxes)}``;
         see :func:`ntre_zoo.inference.segment.segment`."""
         return segment(self, query, supports, **kwargs)
+
+    def predict_video(
+        self: FewShotSegmenter, support_imgs: Any, support_masks: Any = None, source: Any = None, **kwargs: Any
+    ) -> Iterator[FrameResult]:
+        """Segment a video (file or iterable of frames) from annotated supports encoded once, streaming; see
+        :func:`ntre_zoo.inference.video.predict_video`."""
+        return predict_video(self, support_imgs, support_masks, source, **kwargs)
+
+    def segment_video(
+        self: FewShotSegmenter, source: Any, supports: Mapping[str, Any], **kwargs: Any
+    ) -> Iterator[FrameResult]:
+        """Segment several classes in every frame of a video, streaming; see
+        :func:`ntre_zoo.inference.video.segment_video`."""
+        return segment_video(self, source, supports, **kwargs)
 
     def save_pretrained(
         self: FewShotSegmenter, save_directory: Any, *, metadata: Mapping[str, Any] | None = None
