@@ -61,7 +61,8 @@ def main() -> None:
     print(f"{len(results)} frames: mean IoU {np.mean(ious):.3f}; wrote {out / 'clip_mask.mkv'} and clip_overlay.mp4")
     if args.strip:
         picks = np.linspace(0, len(results) - 1, 4).round().astype(int)
-        tiles = [visualize.overlay(results[i].image, results[i].labels) for i in picks]
+        # drawn in cyan (label 6's colour), not the first class's red, which would vanish on the red target
+        tiles = [visualize.overlay(results[i].image, results[i].labels * 6, legend=False) for i in picks]
         strip = Image.new("RGB", (4 * WIDTH + 3 * 6, HEIGHT), "white")
         for n, tile in enumerate(tiles):
             strip.paste(tile, (n * (WIDTH + 6), 0))
