@@ -23,17 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
+from precision import medians  # the same alternating medians (benchmarks/ is the script's folder)
 
 import ntre_zoo
 from ntre_zoo.data.synthetic import _background
@@ -73,17 +71,6 @@ def encode_clip(path: Path, frames: int) -> Path:
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
-
-
-def medians(paths: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each path, run alternately, so drift hits all alike."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, fn in paths.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def measure(model: ntre_zoo.NTRENet, clip: Path, out: Path, precision: str, repeats: int) -> dict[str, object]:

@@ -13,12 +13,13 @@ PNG frames. Each frame keeps its source timestamp, so a variable-frame-rate clip
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +38,7 @@ __all__ = [
     "probe_video",
     "read_video",
 ]
+_W = TypeVar("_W", bound="_Written")
 
 #: Frames per second written for frames that carry no timestamp (an iterable of arrays, a webcam).
 DEFAULT_RATE = Fraction(25)
@@ -212,7 +214,31 @@ def _check_complete(info: VideoInfo, last: Frame) -> None:
         )
 
 
-class VideoWriter:
+class _Written(abc.ABC):
+    """A context manager over ``close`` (on success: the output appears under its name) and ``abort`` (on an
+    error: nothing appears), for the writers below."""
+
+    @abc.abstractmethod
+    def close(self) -> Path:
+        """Move the finished output into place; returns its path."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Remove the partial output."""
+
+    def __enter__(self: _W) -> _W:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoWriter(_Written):
     """Frames encoded into a video file as they come, under a temporary name until :meth:`close`.
 
     Use it as a context manager (an exception discards the file) or call :meth:`close` / :meth:`abort`.
@@ -294,17 +320,6 @@ class VideoWriter:
             pass
         self._target.discard()
 
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
-
 
 def mask_video_writer(
     path: str | Path, width: int, height: int, *, rate: Fraction | int | None = None, time_base: Fraction | None = None
@@ -349,7 +364,7 @@ def overlay_video_writer(
     )
 
 
-class PngFramesWriter:
+class PngFramesWriter(_Written):
     """Label maps as a folder of palette PNGs ``000000.png``, ``000001.png``, ... (values kept exactly, shown in
     the label colours), filled under a temporary name and moved into place at :meth:`close`. Same interface as
     :class:`VideoWriter` (``pts`` is ignored: the file names give the order)."""
@@ -376,14 +391,3 @@ class PngFramesWriter:
     def abort(self) -> None:
         """Remove the partial folder."""
         self._target.discard()
-
-    def __enter__(self) -> PngFramesWriter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
