@@ -8,10 +8,14 @@ import struct
 import tarfile
 import zipfile
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from ntre_zoo.data.synthetic import _background
 
 #: The two PASCAL archives' roots, as in the official downloads.
 VOC_ROOT, SBD_ROOT = "VOCdevkit/VOC2012/", "benchmark_RELEASE/dataset/"
@@ -221,3 +225,55 @@ PSPNET_STEM = {
     "conv1.6": "conv3",
     "bn1": "bn3",
 }
+
+
+#: The test clips' frame size.
+H, W = 64, 80
+
+
+def make_clip(count: int = 16, height: int = H, width: int = W) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frames ``uint8 (H, W, 3)`` and label maps (1 = a disc moving right and growing, 2 = a square moving left that
+    passes in front of it) on a fixed textured background."""
+    background = np.clip(_background(np.random.default_rng(0), height, width), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames, labels = [], []
+    for t in range(count):
+        label = np.zeros((height, width), np.uint8)
+        cx, radius = width * (0.2 + 0.5 * t / max(count - 1, 1)), height * (0.15 + 0.1 * t / max(count - 1, 1))
+        label[np.hypot(xx - cx, yy - height / 2) <= radius] = 1
+        sx = width * (0.85 - 0.6 * t / max(count - 1, 1))
+        label[(np.abs(xx - sx) <= height * 0.12) & (np.abs(yy - height * 0.45) <= height * 0.12)] = 2
+        frame = background.copy()
+        frame[label == 1] = (220, 40, 40)
+        frame[label == 2] = (40, 40, 220)
+        frame[(label == 1) & ((xx // 4 + yy // 4) % 2 == 0)] = (250, 200, 60)  # a pattern on the disc
+        frames.append(frame)
+        labels.append(label)
+    return frames, labels
+
+
+def encode_clip(path: Path, frames: list[np.ndarray], pts: list[int] | None = None, time_base=Fraction(1, 12)) -> Path:
+    """The frames as a lossless FFV1 Matroska clip (RGB kept exactly), at ``pts`` (default one tick apart)."""
+    import av
+
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=12)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
+        stream.time_base = stream.codec_context.time_base = time_base
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = (pts[i] if pts else i), time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def decode(path: Path, fmt: str = "rgb24") -> tuple[list[np.ndarray], list[float], object]:
+    """Every frame of a video, its time in seconds, and its stream's average rate (to 0.01 frame/s: MP4 derives
+    it from the duration, 12.0002 for 12)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [(f.to_ndarray(format=fmt), float(f.pts * f.time_base)) for f in container.decode(stream)]
+        return [f for f, _ in frames], [t for _, t in frames], pytest.approx(float(stream.average_rate), abs=0.01)

@@ -3,19 +3,22 @@ examples; and ``ntre-zoo app``'s arguments. The page itself is driven in tests/t
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import zipfile
 import zlib
 
 import numpy as np
 import pytest
 from conftest import make_tiny_model
-from data_fixtures import grey_png
+from data_fixtures import H, W, decode, encode_clip, grey_png, make_clip
 from PIL import Image
 
 from ntre_zoo import Box, Points, Scribble, Segmentation, segment
-from ntre_zoo.app import MAX_UPLOAD
+from ntre_zoo.app import MAX_UPLOAD, MAX_VIDEO_FRAMES
 from ntre_zoo.app.logic import (
     NOT_OFFERED,
+    AnnotatedSupport,
     ModelCache,
     describe_support,
     editor_support,
@@ -23,6 +26,7 @@ from ntre_zoo.app.logic import (
     new_support_image,
     result_panels,
     run_prediction,
+    segment_video_query,
     status_line,
     write_examples,
     write_masks,
@@ -31,7 +35,9 @@ from ntre_zoo.app.logic import (
 from ntre_zoo.cli import build_parser
 from ntre_zoo.data import synthetic_episode
 from ntre_zoo.demo import DEMO_MODEL
+from ntre_zoo.inference import encode_support, predict_video, segment_video
 from ntre_zoo.inference.image_io import MAX_PIXELS
+from ntre_zoo.inference.video_io import probe_video
 from ntre_zoo.zoo.saving import save_pretrained
 
 
@@ -215,12 +221,14 @@ def test_launch_sets_the_upload_limit_and_passes_the_model_choices(monkeypatch):
     assert 2 * Image.MAX_IMAGE_PIXELS == MAX_PIXELS
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(grey_png(7000, 6000, zlib.compress(b"\0" * 64))))  # 42 MP: refused from its header
-    assert seen["build"] == ("a", {"offered": ["b"], "allow_any_model": False})
+    assert seen["build"] == ("a", {"offered": ["b"], "allow_any_model": False, "max_video_frames": MAX_VIDEO_FRAMES})
     args = build_parser().parse_args(["app", "a", "b"])
     monkeypatch.setattr(ui, "launch", lambda model, **options: seen.update(cli=(model, options)))
     monkeypatch.setattr("ntre_zoo.app.launch", ui.launch)
     assert args.handler(args) == 0
-    assert seen["cli"] == ("a", {"host": "127.0.0.1", "port": 7860, "offered": ["b"], "allow_any_model": False})
+    expected = {"host": "127.0.0.1", "port": 7860, "offered": ["b"], "allow_any_model": False, "max_video_frames": 300}
+    assert seen["cli"] == ("a", expected)
+    assert build_parser().parse_args(["app", "--max-video-frames", "50"]).max_video_frames == 50
 
 
 def _two_strokes(shape: tuple[int, int]) -> np.ndarray:
@@ -298,3 +306,107 @@ def test_bad_annotation_combinations_say_what_to_do(episode):
     assert describe_support(supports[0], _editor(supports[0]), None, "scribble", None, 2) == (
         "Support 3 has no target pixel: draw its scribble with the brush."
     )
+
+
+@pytest.fixture(scope="module")
+def video_query(tmp_path_factory):
+    """A 12-frame 64 x 80 clip at 12 frames/s (lossless), its label maps, and the demo model."""
+    frames, labels = make_clip(12)
+    path = encode_clip(tmp_path_factory.mktemp("query") / "clip.mkv", frames)
+    return path, frames, labels, ModelCache().get(None).model
+
+
+def _zipped_frames(path):
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        return names, [np.asarray(Image.open(io.BytesIO(archive.read(name)))) for name in names]
+
+
+def test_a_video_query_gives_an_overlay_video_a_mask_video_and_a_zip_of_frames(tmp_path, video_query):
+    pytest.importorskip("av")
+    path, frames, labels, model = video_query
+    support = AnnotatedSupport(frames[0], (labels[0] == 1).astype(np.uint8))
+    result = segment_video_query(model, [support], path, tmp_path)
+    expected = [r.labels for r in predict_video(model, encode_support(model, [frames[0]], [support.annotation]), path)]
+    assert result.frames == 12 == len(expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip_frames.zip", "clip_mask.mkv", "clip_overlay.mp4"]
+    overlay = probe_video(result.overlay)
+    assert (overlay.codec, overlay.width, overlay.height) == ("h264", W, H)  # what browsers play
+    pictures, _, rate = decode(result.overlay)
+    assert len(pictures) == 12 and rate == 12
+    masks, _, rate = decode(result.masks, "gray")
+    assert rate == 12 and all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
+    names, pngs = _zipped_frames(result.frames_zip)
+    assert names == [f"clip_frames/{i:06d}.png" for i in range(12)]
+    assert all(np.array_equal(png, e) for png, e in zip(pngs, expected, strict=True))
+
+
+def test_two_classes_in_a_video_give_label_maps(tmp_path, video_query):
+    pytest.importorskip("av")
+    path, frames, labels, model = video_query
+    supports = [
+        AnnotatedSupport(frames[0], (labels[0] == 1).astype(np.uint8), "disc"),
+        AnnotatedSupport(frames[3], (labels[3] == 2).astype(np.uint8), "square"),
+    ]
+    result = segment_video_query(model, supports, path, tmp_path)
+    classes = {"disc": ([frames[0]], [supports[0].annotation]), "square": ([frames[3]], [supports[1].annotation])}
+    expected = [r.labels for r in segment_video(model, path, classes)]
+    masks, _, _ = decode(result.masks, "gray")
+    _, pngs = _zipped_frames(result.frames_zip)
+    assert {int(v) for e in expected for v in np.unique(e)} <= {0, 1, 2}
+    assert all(np.array_equal(m, e) for m, e in zip(masks, expected, strict=True))
+    assert all(np.array_equal(png, e) for png, e in zip(pngs, expected, strict=True))
+
+
+def _counting_decodes(monkeypatch):
+    """Count the frames PyAV decodes (every video the app reads goes through video_io._decode)."""
+    import ntre_zoo.inference.video_io as video_io
+
+    decoded = []
+    real = video_io._decode
+
+    def counting(info):
+        for frame in real(info):
+            decoded.append(frame.index)
+            yield frame
+
+    monkeypatch.setattr(video_io, "_decode", counting)
+    return decoded
+
+
+def test_a_video_over_the_frame_cap_is_refused_from_its_header_or_stopped_at_the_cap(
+    tmp_path, video_query, monkeypatch
+):
+    pytest.importorskip("av")
+    import ntre_zoo.app.logic as logic
+
+    path, frames, labels, model = video_query
+    support = AnnotatedSupport(frames[0], (labels[0] == 1).astype(np.uint8))
+    decoded = _counting_decodes(monkeypatch)
+    with pytest.raises(ValueError, match=r"'clip\.mkv' has 12 frames, over this page's limit of 5") as refused:
+        segment_video_query(model, [support], path, tmp_path, max_frames=5)
+    assert decoded == [] and list(tmp_path.iterdir()) == []  # refused from the header (duration x rate)
+    assert str(path.parent) not in str(refused.value)  # the upload's name, not the server's folder
+    real_probe = logic.probe_video
+    monkeypatch.setattr(logic, "probe_video", lambda *a: dataclasses.replace(real_probe(*a), frames=3, duration=None))
+    with pytest.raises(ValueError, match=r"'clip\.mkv' has more than 5 frames, over this page's limit of 5"):
+        segment_video_query(model, [support], path, tmp_path, max_frames=5)
+    # stopped at the cap (frame 5 is the 6th), but for the read-ahead: 3 queued, 1 in the reader's hand; nothing left
+    assert 6 <= len(decoded) <= 6 + 4 and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="max_pixels") as refused:
+        segment_video_query(model, [support], path, tmp_path, max_pixels=H * W - 1)
+    assert str(path.parent) not in str(refused.value)
+
+
+def test_a_file_that_is_not_a_video_is_named_in_a_clear_error(tmp_path, video_query):
+    pytest.importorskip("av")
+    _, frames, labels, model = video_query
+    fake = tmp_path / "upload" / "holiday.mp4"
+    fake.parent.mkdir()
+    fake.write_text("not a video")
+    support = AnnotatedSupport(frames[0], (labels[0] == 1).astype(np.uint8))
+    with pytest.raises(ValueError, match=r"video 'holiday\.mp4' is not a video PyAV can read") as refused:
+        segment_video_query(model, [support], fake, tmp_path)
+    assert str(fake.parent) not in str(refused.value) and list(tmp_path.iterdir()) == [fake.parent]
+    with pytest.raises(ValueError, match="at least one support"):
+        segment_video_query(model, [], fake, tmp_path)

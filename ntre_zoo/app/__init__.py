@@ -4,6 +4,6 @@ It comes after the zoo (it lists and loads the zoo's models) and before the cli 
 imported only when an app is built.
 """
 
-from .ui import MAX_SUPPORTS, MAX_UPLOAD, build_app, launch
+from .ui import MAX_SUPPORTS, MAX_UPLOAD, MAX_VIDEO_FRAMES, build_app, launch
 
-__all__ = ["MAX_SUPPORTS", "MAX_UPLOAD", "build_app", "launch"]
+__all__ = ["MAX_SUPPORTS", "MAX_UPLOAD", "MAX_VIDEO_FRAMES", "build_app", "launch"]

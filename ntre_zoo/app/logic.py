@@ -4,9 +4,11 @@ draw the results and write the masks to download. :mod:`ntre_zoo.app.ui` wires t
 from __future__ import annotations
 
 import json
+import shutil
 import threading
+import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +21,10 @@ from ..data.synthetic import synthetic_episode
 from ..demo import DEMO_MODEL
 from ..inference import Prediction, encode_support, load_image, load_mask, predict
 from ..inference.annotations import Box, Points, Scribble, components
+from ..inference.image_io import MAX_PIXELS
 from ..inference.segment import Segmentation, segment
+from ..inference.video import FrameResult, predict_video, segment_video, write_video_results
+from ..inference.video_io import VideoInfo, probe_video
 from ..inference.visualize import heatmap, label_image, overlay
 from ..model.types import FewShotSegmenter
 from ..zoo.hub import from_pretrained
@@ -28,11 +33,14 @@ from ..zoo.manifest import load_manifest
 __all__ = [
     "ANNOTATION_KINDS",
     "DEFAULT_CLASS",
+    "MAX_VIDEO_FRAMES",
     "MODEL_CACHE_SIZE",
     "NOT_OFFERED",
     "AnnotatedSupport",
     "LoadedModel",
     "ModelCache",
+    "VideoQueryResult",
+    "check_video_query",
     "class_supports",
     "describe_support",
     "editor_support",
@@ -42,6 +50,7 @@ __all__ = [
     "read_query",
     "result_panels",
     "run_prediction",
+    "segment_video_query",
     "status_line",
     "strokes_annotation",
     "write_examples",
@@ -340,6 +349,13 @@ def class_supports(supports: Sequence[AnnotatedSupport]) -> dict[str, tuple[list
     return classes
 
 
+def _classes(supports: Sequence[AnnotatedSupport]) -> dict[str, tuple[list[np.ndarray], list[Any]]]:
+    """:func:`class_supports`, or a ValueError that says to add a support when there is none."""
+    if not supports:
+        raise ValueError("Add at least one support image and annotate the object (mask, box, points or scribble).")
+    return class_supports(supports)
+
+
 def run_prediction(
     model: FewShotSegmenter, supports: Sequence[AnnotatedSupport], queries: Sequence[np.ndarray]
 ) -> list[Prediction] | list[Segmentation]:
@@ -350,11 +366,9 @@ def run_prediction(
     Raises:
         ValueError: no support or no query, saying what to add.
     """
-    if not supports:
-        raise ValueError("Add at least one support image and annotate the object (mask, box, points or scribble).")
+    classes = _classes(supports)
     if not queries:
-        raise ValueError("Add at least one query image to segment.")
-    classes = class_supports(supports)
+        raise ValueError("Add at least one query image or video to segment.")
     if len(classes) > 1:
         return cast(list[Segmentation], segment(model, list(queries), classes))
     ((images, annotations),) = classes.values()
@@ -409,6 +423,130 @@ def write_masks(directory: Path, names: Sequence[str], predictions: Sequence[Pre
     return paths
 
 
+#: The most frames a video query may have (``build_app(max_video_frames=...)``, ``ntre-zoo app --max-video-frames``):
+#: a clip whose header declares more is refused before it is decoded, and decoding stops there if the header lies.
+MAX_VIDEO_FRAMES = 300
+
+
+@dataclass(frozen=True)
+class VideoQueryResult:
+    """What :func:`segment_video_query` wrote for one video: the overlay video (H.264 ``.mp4``), the lossless mask
+    video (FFV1 ``.mkv``, pixel = label), a zip of per-frame palette PNGs (pixel = label), and the frame count."""
+
+    overlay: Path
+    masks: Path
+    frames_zip: Path
+    frames: int
+
+
+def _too_long(name: str, count: int | None, max_frames: int) -> ValueError:
+    """``count`` frames (None: more than the limit, found while decoding) over the limit."""
+    frames = f"more than {max_frames} frames" if count is None else f"{count} frames"
+    return ValueError(
+        f"Video {name!r} has {frames}, over this page's limit of {max_frames}: cut it shorter (e.g. ffmpeg -i IN "
+        f"-frames:v {max_frames} OUT.mp4), or run ntre-zoo predict on your own machine for longer clips."
+    )
+
+
+def _named(error: Exception, path: Path) -> ValueError:
+    """The error naming the upload by its file name alone, not by the server folder it was stored in."""
+    return ValueError(str(error).replace(str(path), path.name))
+
+
+def check_video_query(
+    path: str | Path, max_frames: int = MAX_VIDEO_FRAMES, max_pixels: int | None = MAX_PIXELS
+) -> VideoInfo:
+    """A video query's header (nothing decoded), refused when it is not a video, declares more than
+    ``max_frames`` frames (its frame count, else its duration times its rate) or frames over ``max_pixels``.
+
+    Raises:
+        ValueError: naming the file (not its folder) and the limit.
+    """
+    path = Path(path)
+    try:
+        info = probe_video(path, max_pixels)
+    except (ValueError, OSError) as error:
+        raise _named(error, path) from None
+    declared = info.frames
+    if declared is None and info.duration is not None and info.rate is not None:
+        declared = round(info.duration * info.rate)
+    if declared is not None and declared > max_frames:
+        raise _too_long(path.name, declared, max_frames)
+    return info
+
+
+def _capped(results: Iterator[FrameResult], max_frames: int, name: str) -> Iterator[FrameResult]:
+    """``results`` up to ``max_frames``; one more stops the decoding (a header that said fewer, or nothing)."""
+    try:
+        for result in results:
+            if result.index >= max_frames:
+                raise _too_long(name, None, max_frames)
+            yield result
+    finally:
+        getattr(results, "close", lambda: None)()
+
+
+def _zip_folder(folder: Path, target: Path) -> Path:
+    """The folder's files as ``target`` (written atomically, entries under the folder's name); the folder goes."""
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+            for file in sorted(folder.iterdir()):
+                archive.write(file, f"{folder.name}/{file.name}")
+
+    atomic_write(target, write)
+    shutil.rmtree(folder)
+    return target
+
+
+def segment_video_query(
+    model: FewShotSegmenter,
+    supports: Sequence[AnnotatedSupport],
+    path: str | Path,
+    directory: Path,
+    *,
+    max_frames: int = MAX_VIDEO_FRAMES,
+    max_pixels: int | None = MAX_PIXELS,
+) -> VideoQueryResult:
+    """Segment every frame of a video query with the supports, as :func:`run_prediction` does for images (one
+    class: its supports encoded once, ``predict_video``; several: ``segment_video``, label ``i`` = the i-th class),
+    and write into ``directory``: ``NAME_overlay.mp4``, ``NAME_mask.mkv`` and ``NAME_frames.zip``
+    (``NAME_frames/000000.png``, ...), at the clip's frame rate, size and timestamps.
+
+    The header is checked first (:func:`check_video_query`); a clip that turns out longer than ``max_frames``
+    while decoding is stopped there (decoding ends at most 4 frames later: the reader's read-ahead) and
+    leaves no video behind.
+
+    Raises:
+        ValueError: no support; a file that is not a video, is damaged or truncated, or is over a limit: naming
+            the file (not its folder) and the limit.
+    """
+    path = Path(path)
+    classes = _classes(supports)
+    info = check_video_query(path, max_frames, max_pixels)
+    stem = directory / path.stem
+    overlay_path, masks_path, frames_path = (Path(f"{stem}{end}") for end in ("_overlay.mp4", "_mask.mkv", "_frames"))
+    try:
+        if len(classes) > 1:
+            results = segment_video(model, path, classes, max_pixels=max_pixels)
+        else:
+            ((images, annotations),) = classes.values()
+            support = encode_support(model, images, annotations)
+            results = predict_video(model, support, None, path, max_pixels=max_pixels)
+        count = write_video_results(
+            _capped(results, max_frames, path.name),
+            masks=masks_path,
+            overlay=overlay_path,
+            frame_masks=frames_path,
+            rate=info.rate,
+            legend=len(classes) > 1,
+        )
+    except (ValueError, OSError) as error:
+        raise _named(error, path) from None
+    zipped = _zip_folder(frames_path, Path(f"{frames_path}.zip"))
+    return VideoQueryResult(overlay_path, masks_path, zipped, count)
+
+
 def write_examples(directory: Path, seeds: Sequence[int] = (0, 1, 2, 3)) -> list[tuple[Path, Path, Path]]:
     """Synthetic episodes of fold 0's novel classes as PNG files: ``(support, support mask, query)`` per seed."""
     episodes = []
@@ -425,10 +563,17 @@ def write_examples(directory: Path, seeds: Sequence[int] = (0, 1, 2, 3)) -> list
     return episodes
 
 
-def status_line(loaded: LoadedModel, supports: Sequence[AnnotatedSupport], queries: int, seconds: float) -> str:
-    """The line under the results; with several classes it names each label."""
+def status_line(
+    loaded: LoadedModel, supports: Sequence[AnnotatedSupport], queries: int, seconds: float, video_frames: int = 0
+) -> str:
+    """The line under the results (with ``video_frames``, the frames of the video queries among them); with
+    several classes it names each label."""
     plural = "y" if queries == 1 else "ies"
-    line = f"{queries} quer{plural} segmented from {len(supports)} support(s) by `{loaded.name}` in {seconds:.2f} s."
+    frames = f" ({video_frames} video frames)" if video_frames else ""
+    line = (
+        f"{queries} quer{plural}{frames} segmented from {len(supports)} support(s) by `{loaded.name}` in "
+        f"{seconds:.2f} s."
+    )
     classes = class_supports(supports)
     if len(classes) == 1:
         return line

@@ -20,10 +20,13 @@ from PIL import Image
 
 from ..demo import DEMO_MODEL
 from ..inference.image_io import MAX_PIXELS
+from ..inference.video_io import is_video
+from ..model.config import check_int
 from ..model.types import FewShotSegmenter
 from .logic import (
     ANNOTATION_KINDS,
     DEFAULT_CLASS,
+    MAX_VIDEO_FRAMES,
     ModelCache,
     describe_support,
     editor_support,
@@ -32,12 +35,13 @@ from .logic import (
     read_query,
     result_panels,
     run_prediction,
+    segment_video_query,
     status_line,
     write_examples,
     write_masks,
 )
 
-__all__ = ["MAX_SUPPORTS", "MAX_UPLOAD", "build_app", "launch"]
+__all__ = ["MAX_SUPPORTS", "MAX_UPLOAD", "MAX_VIDEO_FRAMES", "build_app", "launch"]
 
 #: Support slots on the page (one tab each).
 MAX_SUPPORTS = 4
@@ -55,7 +59,9 @@ _HOW_TO = (
     "*scribble*: the strokes, thickened. **Class**: supports with the same class name show one class; with "
     "several names each query gets a label map (overlay with a legend, a probability per class) and the "
     "download is a palette PNG whose pixels are the labels (0 = background, 1, 2, ... in the order the names "
-    "first appear)."
+    "first appear).\n\n"
+    "**Video queries** (up to {frames} frames): every frame is segmented; the overlay video plays below the "
+    "results and the masks download as a lossless video (FFV1 `.mkv`, pixel = label) and a zip of PNG frames."
 )
 
 
@@ -77,6 +83,7 @@ def build_app(
     allow_any_model: bool = False,
     examples_dir: str | Path | None = None,
     output_dir: str | Path | None = None,
+    max_video_frames: int = MAX_VIDEO_FRAMES,
 ) -> Any:
     """The app as a ``gradio.Blocks`` (``.launch()`` it, mount it, or serve it as a Hugging Face Space).
 
@@ -88,10 +95,13 @@ def build_app(
             only where every visitor may read the server's files and use its network).
         examples_dir: where the synthetic example episodes are written (default: a new temporary folder).
         output_dir: where each run's masks are written for download (default: a new temporary folder).
+        max_video_frames: the most frames a video query may have (refused from its header, else stopped there).
 
     Raises:
         ImportError: Gradio missing.
+        ValueError, TypeError: ``max_video_frames`` not a whole number of at least 1.
     """
+    max_video_frames = check_int(max_video_frames, "max_video_frames", 1)
     gr = _gradio()
     models = ModelCache(model, offered=offered, allow_any=allow_any_model)
     first = models.get(None)
@@ -100,7 +110,7 @@ def build_app(
     outputs.mkdir(parents=True, exist_ok=True)
 
     with gr.Blocks(title=_TITLE, analytics_enabled=False) as app:
-        gr.Markdown(f"# {_TITLE}\n{_HOW_TO}")
+        gr.Markdown(f"# {_TITLE}\n{_HOW_TO.format(frames=max_video_frames)}")
         notice = gr.Markdown(model_notice(first), elem_id="model-notice")
         model_box = gr.Dropdown(
             choices=models.choices,
@@ -165,14 +175,21 @@ def build_app(
                             )
                         notes.append(gr.Markdown(f"Support {i + 1}: empty.", elem_id=f"support-note-{i}"))
             with gr.Column(scale=2):
-                queries = gr.File(label="Query images", file_count="multiple", file_types=["image"], elem_id="queries")
+                queries = gr.File(
+                    label="Query images or short videos",
+                    file_count="multiple",
+                    file_types=["image", "video"],
+                    elem_id="queries",
+                )
                 run = gr.Button("Segment", variant="primary", elem_id="run")
         status = gr.Markdown(elem_id="status")
         gallery = gr.Gallery(
             label="Results", columns=4, format="png", object_fit="contain", interactive=False, elem_id="results"
         )
+        video = gr.Video(label="Overlay video (the first video query)", interactive=False, elem_id="video-result")
         masks = gr.File(
-            label="Masks (PNG, 255 = object) or label maps (palette PNG, several classes)",
+            label="Masks (PNG, 255 = object) or label maps (palette PNG, several classes); for a video, its mask "
+            "video (FFV1 .mkv) and PNG frames (.zip), pixel = label",
             file_count="multiple",
             interactive=False,
             elem_id="masks",
@@ -191,7 +208,7 @@ def build_app(
             except (ValueError, OSError, KeyError, RuntimeError) as error:
                 raise gr.Error(f"Cannot load {name!r}: {error}") from None
 
-        def segment(name: str, query_files: list[str] | None, *slots: Any) -> tuple[Any, list[str], str]:
+        def segment(name: str, query_files: list[str] | None, *slots: Any) -> tuple[Any, str | None, list[str], str]:
             start = time.perf_counter()
             try:
                 loaded = models.get(name)
@@ -201,16 +218,23 @@ def build_app(
                     for i, (im, ed, m, kind, label) in enumerate(slot_values)
                     if (s := editor_support(im, ed, m, i, kind, label)) is not None
                 ]
-                paths = list(query_files or [])
+                paths = [path for path in query_files or [] if not is_video(path)]
+                videos = [path for path in query_files or [] if is_video(path)]
                 images = [read_query(path) for path in paths]
-                predictions = run_prediction(loaded.model, supports, images)
-            except (ValueError, OSError, KeyError, RuntimeError, TypeError) as error:
+                predictions = run_prediction(loaded.model, supports, images) if images or not videos else []
+                folder = Path(tempfile.mkdtemp(dir=outputs))  # one folder per run: names repeat across runs
+                clips = [
+                    segment_video_query(loaded.model, supports, path, folder, max_frames=max_video_frames)
+                    for path in videos
+                ]
+            except (ValueError, OSError, KeyError, RuntimeError, TypeError, ImportError) as error:
                 raise gr.Error(str(error)) from None
             names = [Path(path).name for path in paths]
-            folder = Path(tempfile.mkdtemp(dir=outputs))  # one folder per run: names repeat across runs
-            files = write_masks(folder, names, predictions)
-            line = status_line(loaded, supports, len(images), time.perf_counter() - start)
-            return result_panels(images, names, predictions), [str(f) for f in files], line
+            files = [*write_masks(folder, names, predictions), *(f for c in clips for f in (c.masks, c.frames_zip))]
+            frames = sum(clip.frames for clip in clips)
+            line = status_line(loaded, supports, len(images) + len(clips), time.perf_counter() - start, frames)
+            overlay = str(clips[0].overlay) if clips else None
+            return result_panels(images, names, predictions), overlay, [str(f) for f in files], line
 
         model_box.change(choose, inputs=model_box, outputs=notice)
         slots = zip(images, uploads, editors, kinds, labels, notes, strict=True)
@@ -232,7 +256,7 @@ def build_app(
         run.click(
             segment,
             inputs=[model_box, queries, *images, *editors, *uploads, *kinds, *labels],
-            outputs=[gallery, masks, status],
+            outputs=[gallery, video, masks, status],
         )
     return app
 
@@ -245,13 +269,14 @@ def launch(
     offered: Sequence[str | Path] = (),
     allow_any_model: bool = False,
     max_file_size: str | int | None = MAX_UPLOAD,
+    max_video_frames: int = MAX_VIDEO_FRAMES,
     **options: Any,
 ) -> Any:
     """Build the app and serve it on ``host:port`` (no share link, no server-side rendering); blocks until
     stopped unless ``prevent_thread_lock=True`` is passed. Returns the app.
 
     Args:
-        model, offered, allow_any_model: as :func:`build_app` takes them.
+        model, offered, allow_any_model, max_video_frames: as :func:`build_app` takes them.
         max_file_size: the largest upload Gradio accepts (default :data:`MAX_UPLOAD`; None: no limit).
         **options: passed to ``gradio.Blocks.launch``.
     """
@@ -259,6 +284,6 @@ def launch(
     # an image over twice MAX_IMAGE_PIXELS, so this bounds that decoding by the package's own pixel cap. The
     # setting is process-wide, which is right for the server process this function runs.
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2
-    app = build_app(model, offered=offered, allow_any_model=allow_any_model)
+    app = build_app(model, offered=offered, allow_any_model=allow_any_model, max_video_frames=max_video_frames)
     app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, max_file_size=max_file_size, **options)
     return app

@@ -8,6 +8,8 @@ from .options import Deprecated
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..app.logic import MAX_VIDEO_FRAMES
+
     parser = subparsers.add_parser(
         "app",
         help="serve the web app: annotate supports with a brush, segment queries, download the masks",
@@ -36,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="let visitors load ANY directory of this server or hf-hub: id by typing it (read docs/deploy.md first)",
     )
+    parser.add_argument(
+        "--max-video-frames",
+        type=int,
+        default=MAX_VIDEO_FRAMES,
+        metavar="N",
+        help="refuse video queries of more frames, from their header before decoding (default: %(default)s)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     parser.set_defaults(handler=_run)
@@ -46,5 +55,12 @@ def _run(args: argparse.Namespace) -> int:
     from ..demo import DEMO_MODEL
 
     first, *offered = args.model or [DEMO_MODEL]
-    launch(first, host=args.host, port=args.port, offered=offered, allow_any_model=args.allow_any_model)
+    launch(
+        first,
+        host=args.host,
+        port=args.port,
+        offered=offered,
+        allow_any_model=args.allow_any_model,
+        max_video_frames=args.max_video_frames,
+    )
     return 0

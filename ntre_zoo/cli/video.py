@@ -10,13 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Query files read as videos (by suffix, case-insensitive).
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+from ..inference.video_io import VIDEO_SUFFIXES, is_video
 
-
-def is_video(path: str | Path) -> bool:
-    """Whether a query path names a video file (its suffix is one of :data:`VIDEO_SUFFIXES`)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+__all__ = ["VIDEO_SUFFIXES", "add_video_arguments", "is_video", "predict_video_file", "video_output_names"]
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:

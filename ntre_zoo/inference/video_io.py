@@ -29,10 +29,12 @@ from .visualize import label_image
 
 __all__ = [
     "DEFAULT_RATE",
+    "VIDEO_SUFFIXES",
     "Frame",
     "PngFramesWriter",
     "VideoInfo",
     "VideoWriter",
+    "is_video",
     "mask_video_writer",
     "overlay_video_writer",
     "probe_video",
@@ -42,6 +44,8 @@ _W = TypeVar("_W", bound="_Written")
 
 #: Frames per second written for frames that carry no timestamp (an iterable of arrays, a webcam).
 DEFAULT_RATE = Fraction(25)
+#: Files read as videos (by suffix, case-insensitive): ``ntre-zoo predict``'s and the app's video queries.
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 #: A clip whose last frame ends this many frame intervals (plus 10 ms) before the duration its header declares
 #: was cut short.
 _TRUNCATION_FRAMES = 1.5
@@ -57,6 +61,11 @@ def _av() -> ModuleType:
             "pip install ntre-zoo[video] (or pip install av)."
         ) from None
     return av
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether a path names a video file (its suffix is one of :data:`VIDEO_SUFFIXES`)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True)
