@@ -4,7 +4,8 @@ The test serves the app on a free loopback port, uploads a support, paints on it
 reads the strokes as its mask), uploads its mask (which replaces the strokes) and a query, presses Segment, waits
 for the result image, downloads the mask and checks that it equals ``model.predict`` on the same files; then
 runs an example episode from the gallery. A second test gives two supports two class names and checks the
-downloaded label map against ``model.segment``.
+downloaded label map against ``model.segment``; a third segments a video query and finds its overlay playing and
+its mask video and zip offered.
 Every request that would leave the machine is blocked and recorded: the page must make none.
 
 Set ``NTRE_ZOO_APP_SCREENSHOT=docs/app.png`` to save the page after the prediction (the README's picture).
@@ -225,4 +226,29 @@ def test_two_classes_in_the_page_give_the_label_map_of_segment(server, page, epi
     picture = Image.open(downloaded)
     assert picture.mode == "P" and picture.size == (170, 200)
     assert np.array_equal(np.asarray(picture), expected.label_map)
+    assert blocked == []
+
+
+def test_a_video_query_plays_its_overlay_and_offers_its_masks(server, page, episode, tmp_path):
+    from data_fixtures import encode_clip, make_clip
+
+    browser_page, blocked = page
+    frames, labels = make_clip(12)
+    Image.fromarray(frames[0]).save(tmp_path / "first.png")
+    Image.fromarray((labels[0] == 1).astype(np.uint8) * 255).save(tmp_path / "first_mask.png")
+    clip = encode_clip(tmp_path / "clip.mkv", frames)
+
+    browser_page.goto(server)
+    browser_page.wait_for_selector("#run", timeout=TIMEOUT_MS)
+    _upload_support(browser_page, 0, tmp_path / "first.png", tmp_path / "first_mask.png", "disc")
+    browser_page.locator("#queries input[type=file]").set_input_files(str(clip))
+    browser_page.locator('#queries [aria-label="clip.mkv"]').wait_for(timeout=TIMEOUT_MS)
+    browser_page.click("#run")
+
+    for name in ("clip_mask.mkv", "clip_frames.zip"):
+        browser_page.locator(f'#masks [aria-label="{name}"]').wait_for(timeout=TIMEOUT_MS)
+    video = browser_page.locator("#video-result video")
+    video.wait_for(state="attached", timeout=TIMEOUT_MS)
+    assert video.get_attribute("src", timeout=TIMEOUT_MS).split("?")[0].endswith("clip_overlay.mp4")
+    assert "1 query (12 video frames) segmented from 1 support(s)" in browser_page.locator("#status").inner_text()
     assert blocked == []
