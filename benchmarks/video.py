@@ -13,7 +13,7 @@ depend on them), under ``precision`` fp32 and auto, with the support encoded onc
   threads),
 
 both at batch size 1, run alternately, and the ratio of their frames per second (1.0 = reading and writing cost
-nothing). Then the peak resident memory (``ru_maxrss``, each in a fresh process) of the video path for the tiny
+nothing). Then the peak resident memory (``VmHWM``, each in a fresh process) of the video path for the tiny
 model on clips of 100 and 1,000 frames: streaming keeps it flat in the clip length. The CPU, its flags and the
 thread count are printed with the tables.
 """
