@@ -231,6 +231,40 @@ def test_the_cli_segments_a_video_query(clip, tmp_path):
     assert len(list((out / "clip_mask").iterdir())) == len(frames)
 
 
+def test_a_folder_of_images_and_videos_is_segmented_once_and_a_rerun_skips_what_is_complete(
+    clip, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    import ntre_zoo.cli.predict as predict_cli
+
+    path, frames, labels = clip
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    shutil.copy(path, folder / "clip.mkv")
+    Image.fromarray(frames[3]).save(folder / "still.png")
+    (folder / "notes.txt").write_text("not a query")
+    Image.fromarray(frames[0]).save(tmp_path / "support.png")
+    Image.fromarray((labels[0] == 1).astype(np.uint8) * 255).save(tmp_path / "support_mask.png")
+    support = f"{tmp_path / 'support.png'}:{tmp_path / 'support_mask.png'}"
+    argv = ["predict", DEMO_MODEL, str(folder), "--support", support, "-o", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0
+    assert f"{folder / 'clip.mkv'}: {len(frames)} frame(s)" in capsys.readouterr().out
+    written = {
+        p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir() if "clip" in p.name or "still" in p.name
+    }
+    assert set(written) == {"clip_mask.mkv", "clip_overlay.mp4", "still_mask.png", "still_overlay.png"}
+
+    def never(*args, **kwargs):
+        raise AssertionError("a complete video was segmented again")
+
+    monkeypatch.setattr(predict_cli, "predict_video_file", never)
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "clip.mkv: skipped, its outputs are complete" in printed and "0 done, 1 skipped" in printed
+    assert {n: (tmp_path / "out" / n).stat().st_mtime_ns for n in written} == written
+
+
 @pytest.mark.slow
 def test_a_long_clip_streams(tiny_model, tmp_path):
     frames, labels = make_clip(300)

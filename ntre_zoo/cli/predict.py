@@ -16,7 +16,7 @@ from typing import Any
 
 from ..inference.precision import PRECISIONS
 from .options import Deprecated, add_output, optional_positional
-from .video import add_video_arguments, is_video, predict_video_file, video_output_names
+from .video import VIDEO_SUFFIXES, add_video_arguments, is_video, predict_video_file, video_output_names
 
 #: Query files a directory contributes.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -147,7 +147,7 @@ def parse_support(spec: str) -> tuple[str, Any]:
 
 
 def expand_queries(patterns: list[str]) -> list[Path]:
-    """Files, globs (``*``, ``?``, ``[``) and directories (their image files, sorted) -> query paths."""
+    """Files, globs (``*``, ``?``, ``[``) and directories (their image and video files, sorted) -> query paths."""
     paths: list[Path] = []
     for pattern in patterns:
         if any(c in pattern for c in "*?["):
@@ -156,9 +156,13 @@ def expand_queries(patterns: list[str]) -> list[Path]:
                 raise FileNotFoundError(f"QUERY {pattern!r} matches no file.")
             paths += [p for p in matches if p.is_file()]
         elif Path(pattern).is_dir():
-            found = sorted(p for p in Path(pattern).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            kinds = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES)
+            found = sorted(p for p in Path(pattern).iterdir() if p.suffix.lower() in kinds and p.is_file())
             if not found:
-                raise FileNotFoundError(f"QUERY directory {pattern!r} holds no image ({', '.join(IMAGE_SUFFIXES)}).")
+                raise FileNotFoundError(
+                    f"QUERY directory {pattern!r} holds no image ({', '.join(IMAGE_SUFFIXES)}) and no video "
+                    f"({', '.join(VIDEO_SUFFIXES)})."
+                )
             paths += found
         elif Path(pattern).is_file():
             paths.append(Path(pattern))
@@ -373,6 +377,9 @@ def _run(args: argparse.Namespace) -> int:
     atomic_write_json(out / RUN_FILE, {"settings": settings})
     atomic_write_json(out / LABELS_FILE, {"0": "background", **{str(i + 1): n for i, n in enumerate(supports)}})
     for video in videos:
+        if not args.overwrite and all((out / name).exists() for name in video_output_names(video, args)):
+            print(f"{video}: skipped, its outputs are complete in {out} (written atomically; --overwrite redoes it)")
+            continue
         print(f"{video}: {predict_video_file(args, model, encoded, video, out)['frames']} frame(s) to {out}")
     failures: list[dict[str, str]] = []
     done = 0
