@@ -207,6 +207,13 @@ def _truncated_mat() -> bytes:
     return data[: len(data) // 2]
 
 
+def _v73_mat() -> bytes:
+    """A MATLAB 5 header whose version word says 7.3 (HDF5), which scipy's loadmat cannot read."""
+    data = bytearray(sbd_mat(np.ones((48, 64), np.uint8)))
+    data[124:126] = (0x0200).to_bytes(2, "little")
+    return bytes(data)
+
+
 def _short_label() -> bytes:
     return palette_png(np.ones((40, 64), np.uint8))
 
@@ -221,6 +228,7 @@ BAD_MEMBERS = {
     "image not an image": ("voc", f"{VOC_ROOT}JPEGImages/2007_000002.jpg", lambda: b"\xff\xd8junk", "not a JPEG"),
     "junk .mat": ("sbd", f"{SBD_ROOT}cls/2008_000001.mat", lambda: b"junk" * 40, "not a MATLAB 5"),
     "truncated .mat": ("sbd", f"{SBD_ROOT}cls/2008_000001.mat", _truncated_mat, "truncated"),
+    "MATLAB 7.3 .mat": ("sbd", f"{SBD_ROOT}cls/2008_000001.mat", _v73_mat, "header version 0x0200, expected 0x0100"),
     "label size": ("voc", f"{VOC_ROOT}SegmentationClass/2007_000001.png", _short_label, "64x40.*64x48"),
     ".mat size": ("sbd", f"{SBD_ROOT}cls/2008_000001.mat", _narrow_mat, "60x48.*64x48"),
 }  # fmt: skip

@@ -34,6 +34,8 @@ _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", 
 #: What reading a hostile header or pixel stream can raise inside PIL or scipy.
 _DECODE_ERRORS = (SyntaxError, OSError, ValueError, EOFError, IndexError, TypeError, KeyError, struct.error)
 _MI_COMPRESSED = 15
+#: The version word of a MATLAB 5 file header (bytes 124-125, in the file's byte order).
+_MAT5_VERSION = 0x0100
 
 
 def _open(data: bytes | Path, suffix: str, max_pixels: int) -> ImageFile.ImageFile:
@@ -126,6 +128,9 @@ def _inflate_mat(data: bytes, limit: int) -> bytes:
     order = {b"IM": "<", b"MI": ">"}.get(data[126:128])
     if order is None:
         raise ValueError("is not a MATLAB 5 .mat file (no byte-order mark)")
+    version = struct.unpack_from(order + "H", data, 124)[0]
+    if version != _MAT5_VERSION:  # 0x0200 is MATLAB 7.3's HDF5 container, which loadmat cannot read
+        raise ValueError(f"is not a MATLAB 5 .mat file (header version {version:#06x}, expected 0x0100)")
     parts, total, position = [data[:128]], 128, 128
     while position < len(data):
         if position + 8 > len(data):
@@ -179,8 +184,7 @@ def read_sbd_label(data: bytes, limit: int) -> np.ndarray:
     inflated = _inflate_mat(data, limit)
     try:
         segmentation = np.asarray(_loadmat(inflated)["GTcls"].Segmentation)
-    # scipy raises NotImplementedError for a MATLAB 7.3 (HDF5) file: a real refusal, not a stub
-    except (*_DECODE_ERRORS, AttributeError, NotImplementedError) as error:
+    except (*_DECODE_ERRORS, AttributeError) as error:
         raise ValueError(f"is not an SBD class label (no GTcls.Segmentation: {error})") from error
     if segmentation.ndim != 2 or segmentation.size == 0:
         raise ValueError(f"must hold a 2-D GTcls.Segmentation of class ids, got shape {segmentation.shape}")
