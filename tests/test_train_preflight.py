@@ -121,7 +121,8 @@ def test_a_run_directory_is_never_reused_silently(voc, tmp_path, capsys):
 def _run_dir(tmp_path: Path, checkpoint: bytes | None) -> Path:
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
-    (out / "command.json").write_text(json.dumps({"command": "ntre-zoo train ...", "args": {"dataset": "pascal5i"}}))
+    args = {"dataset": "pascal5i", "data_root": str(tmp_path), "output": str(out)}  # what 0.3 recorded, in short
+    (out / "command.json").write_text(json.dumps({"command": "ntre-zoo train ...", "args": args}))
     (out / "train_config.json").write_text(json.dumps({"model": {}, "metadata": {}}))
     if checkpoint is not None:
         (out / "checkpoints" / "last.pt").write_bytes(checkpoint)

@@ -37,7 +37,6 @@ from .train_command import (
     option_value,
     run_config_from_options,
     with_run_options,
-    without_amp,
 )
 
 __all__ = ["Preflight", "load_run", "preflight", "train"]
@@ -72,10 +71,12 @@ def load_run(path: str | os.PathLike) -> tuple[RunConfig, str]:
     ``run.json`` holds it; a run of 0.3 recorded its command-line options in ``command.json`` instead, and its
     precision in ``train_config.json`` (as ``amp``/``amp_dtype``), which are read back as the run they made.
 
+    Its checkpoint is not read here: :func:`preflight` loads it once, before anything is built.
+
     Raises:
-        FileNotFoundError: not a run directory, or one that stopped before its first checkpoint.
-        ValueError: a damaged or hand-edited ``run.json``/``command.json``/checkpoint, or a checkpoint file passed
-            instead of the run's directory.
+        FileNotFoundError: not a run directory.
+        ValueError: a damaged or hand-edited ``run.json``/``command.json``, or a checkpoint file passed instead of
+            the run's directory.
     """
     run = RunDir(path)
     if run.path.is_file():
@@ -84,7 +85,6 @@ def load_run(path: str | os.PathLike) -> tuple[RunConfig, str]:
         raise ValueError(f"--resume takes a run's output directory, not the file {str(run.path)!r}.{hint}")
     if run.run_config.is_file():
         command = run.read_json(run.run_config, "the run's configuration (run.json)").get("command")
-        load_checkpoint(run.checkpoint("last"))  # read once now, so a damaged file stops the run at once
         config = RunConfig.load(run.run_config)
     else:
         config, command = _legacy_run(run)
@@ -96,13 +96,12 @@ def _legacy_run(run: RunDir) -> tuple[RunConfig, str]:
     ``RunConfig``. Options it did not record (``--protocol``) take the value they had then (the tree's lists)."""
     saved = run.read_json(run.legacy_command, "the run's options (command.json)")
     train_config = run.read_json(run.train_config, "the run's configuration (train_config.json)")
-    load_checkpoint(run.checkpoint("last"))  # read once now, so a damaged file stops the run at once
     options = saved.get("args")
     if not isinstance(options, dict) or "command" not in saved:
         raise ValueError(f"{str(run.legacy_command)!r} lacks 'args' or 'command'; it was not written by ntre-zoo.")
     recorded = train_config.get("train") or {}
     precision = recorded.get("precision") or precision_of_amp(recorded.get("amp"), recorded.get("amp_dtype"))
-    known = {k: v for k, v in given_options(without_amp(options)).items() if k in FIELDS}
+    known = {k: v for k, v in given_options(options).items() if k in FIELDS}  # its precision: train_config.json
     config = run_config_from_options({**known, "precision": precision, "output": str(run.path)})
     if "protocol" not in options:
         config = dataclasses.replace(config, protocol=None)
@@ -137,7 +136,7 @@ def resume_config(path: str | os.PathLike, given: Mapping[str, Any]) -> RunConfi
     defaults = run_config_from_options({"dataset": "pascal5i", "data_root": ".", "output": "."})
     saved = saved.replace(**{FIELDS[d]: field_value(defaults, FIELDS[d]) for d in RESUME_OPTIONS})
     changed = []
-    for dest, value in without_amp(given).items():
+    for dest, value in given.items():
         if dest not in FIELDS or dest in RESUME_OPTIONS:
             continue
         before = option_value(saved, dest)
@@ -163,6 +162,7 @@ def preflight(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     saved_model = None
     if resume:
         saved, command = load_run(run.path)
+        load_checkpoint(run.checkpoint("last"))  # read once now, so a damaged file stops the run at once
         _check_resumed(saved, config)
         saved_model = run.read_json(run.train_config, "the run's configuration (train_config.json)").get("model")
     else:

@@ -166,17 +166,11 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed; dotted names reach into the nested configs
-        (``config.replace(**{"train.max_steps": 100})``)."""
-        flat = {k: v for k, v in changes.items() if "." not in k}
-        for key, value in changes.items():
-            if "." in key:
-                head, _, rest = key.partition(".")
-                inner = flat.get(head, getattr(self, head))
-                if isinstance(inner, TrainConfig):
-                    flat[head] = inner.replace(**{rest: value})
-                else:
-                    flat[head] = dataclasses.replace(inner, **{rest: value})
-        return dataclasses.replace(self, **flat)
+        (``config.replace(**{"train.max_steps": 100, "data.augment.crop_size": 321})``)."""
+        config = self
+        for path, value in changes.items():
+            config = _replaced(config, path, value)
+        return config
 
     def resume_differences(self, other: RunConfig) -> dict[str, tuple[Any, Any]]:
         """Fields other than :data:`RESUMABLE` whose values differ, as dotted paths: ``{path: (self, other)}``.
@@ -192,6 +186,12 @@ class RunConfig:
             if a != b:
                 differences[key] = (a, b)
         return differences
+
+
+def _replaced(config: Any, path: str, value: Any) -> Any:
+    """``config`` (a dataclass) with the field at the dotted ``path`` set to ``value``, every level validated."""
+    head, _, rest = path.partition(".")
+    return dataclasses.replace(config, **{head: _replaced(getattr(config, head), rest, value) if rest else value})
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
