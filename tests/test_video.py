@@ -263,6 +263,9 @@ def test_a_folder_of_images_and_videos_is_segmented_once_and_a_rerun_skips_what_
     printed = capsys.readouterr().out
     assert "clip.mkv: skipped, its outputs are complete" in printed and "0 done, 1 skipped" in printed
     assert {n: (tmp_path / "out" / n).stat().st_mtime_ns for n in written} == written
+    (tmp_path / "out" / "predict.json").unlink()  # video outputs with no record of what wrote them: not resumed
+    assert main(argv) == 1
+    assert "already holds clip_mask.mkv but no predict.json" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.slow

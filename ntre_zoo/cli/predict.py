@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -288,10 +289,12 @@ def _settings(model: str, supports: dict[str, tuple[list[str], list[Any]]], args
     }
 
 
-def _to_compute(out: Path, queries: list[Path], settings: dict, details: bool, overwrite: bool) -> list[Path]:
-    """The queries a run computes: with ``overwrite`` all of them, else those whose outputs are not all there
-    (files are written atomically, so one that exists is complete) in a directory that ``predict.json`` says the
-    same settings wrote.
+def _to_compute(
+    out: Path, queries: list[Path], settings: dict, overwrite: bool, names: Callable[[Path], list[str]]
+) -> list[Path]:
+    """The queries (images and videos) a run computes: with ``overwrite`` all of them, else those whose outputs
+    (``names(query)``) are not all there (each is written atomically, so one that exists is complete) in a
+    directory that ``predict.json`` says the same settings wrote.
 
     Raises:
         FileExistsError: ``out`` holds outputs of other settings, or outputs and no ``predict.json``, naming
@@ -313,14 +316,14 @@ def _to_compute(out: Path, queries: list[Path], settings: dict, details: bool, o
                 "resume it, pass --overwrite to recompute every query there, or choose another -o/--output."
             )
     elif out.is_dir():
-        found = next((out / n for q in queries for n in _output_names(q, False) if (out / n).exists()), None)
+        found = next((out / n for q in queries for n in names(q) if (out / n).exists()), None)
         if found is not None:
             raise FileExistsError(
                 f"--output {str(out)!r} already holds {found.name} but no {RUN_FILE} saying which supports and "
                 "settings wrote it, so it cannot be resumed. Nothing was written. Pass --overwrite to recompute "
                 "every query there, or choose another -o/--output."
             )
-    return [q for q in queries if not all((out / n).is_file() for n in _output_names(q, details))]
+    return [q for q in queries if not all((out / n).exists() for n in names(q))]
 
 
 def _remove_outputs(out: Path, queries: list[Path]) -> None:
@@ -356,15 +359,18 @@ def _run(args: argparse.Namespace) -> int:
     supports = _supports(args.groups)
     model_spec, patterns = _model_and_queries(args)
     queries = expand_queries(patterns)
-    videos, queries = [q for q in queries if is_video(q)], [q for q in queries if not is_video(q)]
     named = args.groups[0][0] is not None
     out = Path(args.output)
+
+    def names(query: Path) -> list[str]:
+        return video_output_names(query, args) if is_video(query) else _output_names(query, args.details)
+
     own = [out / RUN_FILE, out / LABELS_FILE, out / FAILURES_FILE]
-    outputs = [*own, *(out / name for q in queries for name in _output_names(q, args.details))]
-    outputs += [out / name for v in videos for name in video_output_names(v, args)]
-    check_outputs(out, outputs, _input_files(supports, [*queries, *videos]))
+    check_outputs(out, [*own, *(out / name for q in queries for name in names(q))], _input_files(supports, queries))
     settings = _settings(model_spec, supports, args)
-    todo = _to_compute(out, queries, settings, args.details, args.overwrite)
+    todo = _to_compute(out, queries, settings, args.overwrite, names)
+    videos, queries = [q for q in queries if is_video(q)], [q for q in queries if not is_video(q)]
+    videos_todo, todo = [q for q in todo if is_video(q)], [q for q in todo if not is_video(q)]
     out.mkdir(parents=True, exist_ok=True)
     model = from_pretrained(model_spec)
     encoded = encode_supports(
@@ -377,7 +383,7 @@ def _run(args: argparse.Namespace) -> int:
     atomic_write_json(out / RUN_FILE, {"settings": settings})
     atomic_write_json(out / LABELS_FILE, {"0": "background", **{str(i + 1): n for i, n in enumerate(supports)}})
     for video in videos:
-        if not args.overwrite and all((out / name).exists() for name in video_output_names(video, args)):
+        if video not in videos_todo:
             print(f"{video}: skipped, its outputs are complete in {out} (written atomically; --overwrite redoes it)")
             continue
         print(f"{video}: {predict_video_file(args, model, encoded, video, out)['frames']} frame(s) to {out}")
